@@ -1,0 +1,472 @@
+//! Configuration: the TOML file as written by an operator (serde structs with
+//! `deny_unknown_fields`), environment overrides `EDGELIVE_<SECTION>_<KEY>`,
+//! and validation that reports every problem at once.
+//!
+//! These structs describe what the operator wrote; `server::Settings` and the
+//! other runtime objects are built from them, so the wire code never sees
+//! `Option`s or Grafana's special values like `-1`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The config the daemon runs on when no file is given: every default.
+pub const EMBEDDED_DEFAULTS: &str = "";
+
+/// Prefix of environment overrides: `EDGELIVE_LIVE_MAX_CONNECTIONS=-1`.
+pub const ENV_PREFIX: &str = "EDGELIVE_";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub runtime: RuntimeConfig,
+    pub storage: StorageConfig,
+    pub live: LiveConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the HTTP/WebSocket listener.
+    pub listen: String,
+    /// Time a client gets to send its request headers (slowloris guard).
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// How long shutdown waits for connections to close before exiting anyway.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:3030".into(),
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(4),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// 0 = one current-thread runtime (one epoll loop); N = multi-thread runtime with N workers.
+    pub workers: usize,
+    /// Tasks polled between two checks of the I/O driver (tokio `event_interval`).
+    pub event_interval: u32,
+    /// Most I/O events handled per driver tick (tokio `max_io_events_per_tick`).
+    pub max_io_events_per_tick: usize,
+    /// Stack size of runtime threads, bytes.
+    pub thread_stack_size: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            event_interval: 61,
+            max_io_events_per_tick: 1024,
+            thread_stack_size: 256 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory of the sled database.
+    pub path: PathBuf,
+    /// sled page cache, MiB. Set explicitly: sled's own default is 1 GiB.
+    pub cache_capacity_mib: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("./data"),
+            cache_capacity_mib: 8,
+        }
+    }
+}
+
+/// Grafana's `[live]` section, same names and meanings where Grafana has them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// Most concurrent WebSocket connections; -1 unlimited; 0 disables the WebSocket endpoints.
+    pub max_connections: i64,
+    /// Origins allowed besides the request's own host: globs, a list or Grafana's comma-separated string.
+    pub allowed_origins: Origins,
+    /// Largest incoming WebSocket message in bytes; -1 = the hard cap of 64 MiB.
+    pub message_size_limit: i64,
+    /// Grafana's HA engine; only "" (none) is supported on a single device.
+    pub ha_engine: String,
+    pub ha_engine_address: String,
+    pub ha_engine_password: String,
+    pub ha_prefix: String,
+    /// The org id a Grafana front end prefixes to channel names (`1/stream/...`).
+    pub org_id: i64,
+    /// Bytes queued for one client before it is disconnected as slow (3008).
+    pub client_queue_max_size: usize,
+    /// Channels one connection may subscribe to (error 106 beyond).
+    pub client_channel_limit: usize,
+    /// Server ping interval; "0s" disables pings.
+    #[serde(with = "duration")]
+    pub ping_interval: Duration,
+    /// Time a client has to answer a ping (close 3012 "no pong").
+    #[serde(with = "duration")]
+    pub pong_timeout: Duration,
+    /// Time a client has to send `connect` after the upgrade (close 3502 "stale").
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// A write to a client that takes longer than this drops the connection.
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 100,
+            allowed_origins: Origins::default(),
+            message_size_limit: 65536,
+            ha_engine: String::new(),
+            ha_engine_address: "127.0.0.1:6379".into(),
+            ha_engine_password: String::new(),
+            ha_prefix: String::new(),
+            org_id: 1,
+            client_queue_max_size: 1 << 20,
+            client_channel_limit: 128,
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `allowed_origins`: a TOML list, or Grafana's comma-separated string.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(from = "OriginsRepr")]
+pub struct Origins(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OriginsRepr {
+    List(Vec<String>),
+    Csv(String),
+}
+
+impl From<OriginsRepr> for Origins {
+    fn from(r: OriginsRepr) -> Self {
+        let items = match r {
+            OriginsRepr::List(v) => v,
+            OriginsRepr::Csv(s) => s.split(',').map(str::to_owned).collect(),
+        };
+        Origins(
+            items
+                .into_iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// tracing filter, e.g. "info" or "edgelive=debug,info"; RUST_LOG wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+/// Everything wrong with a config, one line per problem.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn one(p: String) -> Self {
+        Self { problems: vec![p] }
+    }
+}
+
+impl Config {
+    /// Loads `path` (or the embedded defaults), applies `env` overrides, validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (origin, text) = match path {
+            Some(p) => (
+                p.display().to_string(),
+                std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError::one(format!("{}: cannot read: {e}", p.display())))?,
+            ),
+            None => ("embedded defaults".to_owned(), EMBEDDED_DEFAULTS.to_owned()),
+        };
+        Self::from_toml(&origin, &text, env)
+    }
+
+    /// Parses TOML text, applies environment overrides, then checks every section and rule.
+    pub fn from_toml(
+        origin: &str,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::one(format!("{origin}: {e}")))?;
+        let mut problems = Vec::new();
+        apply_env(&mut table, env, &mut problems);
+
+        // Deserialize section by section so one bad section does not hide problems in the others.
+        let mut config = Config::default();
+        for (section, value) in &table {
+            let res = match section.as_str() {
+                "server" => section_into(value, &mut config.server),
+                "runtime" => section_into(value, &mut config.runtime),
+                "storage" => section_into(value, &mut config.storage),
+                "live" => section_into(value, &mut config.live),
+                "log" => section_into(value, &mut config.log),
+                other => Err(format!(
+                    "unknown section [{other}] (expected server, runtime, storage, live or log)"
+                )),
+            };
+            if let Err(e) = res {
+                problems.push(format!("{origin}: [{section}] {e}"));
+            }
+        }
+        config.validate(&mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "[server] listen = {:?} is not an IP:port address",
+                self.server.listen
+            ));
+        }
+        if self.live.max_connections < -1 {
+            problems.push(format!(
+                "[live] max_connections = {} must be -1 (unlimited), 0 (WebSocket off) or positive",
+                self.live.max_connections
+            ));
+        }
+        if self.live.message_size_limit < -1 {
+            problems.push(format!(
+                "[live] message_size_limit = {} must be -1 (64 MiB cap) or >= 0",
+                self.live.message_size_limit
+            ));
+        }
+        if !self.live.ha_engine.is_empty() {
+            problems.push(format!(
+                "[live] ha_engine = {:?} is not supported: edgelive runs on one device; leave it empty",
+                self.live.ha_engine
+            ));
+        }
+        if self.live.org_id < 1 {
+            problems.push(format!("[live] org_id = {} must be >= 1", self.live.org_id));
+        }
+        if self.live.client_queue_max_size < 1024 {
+            problems.push("[live] client_queue_max_size must be at least 1024 bytes".into());
+        }
+        if self.live.client_channel_limit == 0 {
+            problems.push("[live] client_channel_limit must be at least 1".into());
+        }
+        let ping = self.live.ping_interval;
+        if !ping.is_zero() && (ping.subsec_nanos() != 0 || ping.as_secs() > 3600) {
+            problems.push(
+                "[live] ping_interval must be whole seconds between 1s and 1h, or 0s to disable"
+                    .into(),
+            );
+        }
+        if self.live.pong_timeout.is_zero() && !ping.is_zero() {
+            problems.push("[live] pong_timeout must be positive".into());
+        }
+        if self.live.connect_timeout.is_zero() || self.live.write_timeout.is_zero() {
+            problems.push("[live] connect_timeout and write_timeout must be positive".into());
+        }
+        if self.runtime.thread_stack_size < 64 * 1024 {
+            problems.push("[runtime] thread_stack_size must be at least 65536".into());
+        }
+        if self.runtime.event_interval == 0 || self.runtime.max_io_events_per_tick == 0 {
+            problems.push("[runtime] event_interval and max_io_events_per_tick must be positive".into());
+        }
+        if self.storage.cache_capacity_mib == 0 {
+            problems.push("[storage] cache_capacity_mib must be at least 1".into());
+        }
+        if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
+            problems.push(format!("[log] level = {:?}: {e}", self.log.level));
+        }
+    }
+}
+
+fn section_into<T: serde::de::DeserializeOwned>(
+    value: &toml::Value,
+    out: &mut T,
+) -> Result<(), String> {
+    *out = value.clone().try_into().map_err(|e: toml::de::Error| {
+        // toml's messages span several lines with a source excerpt; keep the first.
+        e.message().lines().next().unwrap_or("invalid value").to_owned()
+    })?;
+    Ok(())
+}
+
+/// Applies `EDGELIVE_<SECTION>_<KEY>=value`. The value is read as a TOML value when it parses as
+/// one (`-1`, `true`, `["a"]`), else as a string.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    problems: &mut Vec<String>,
+) {
+    let overrides: BTreeMap<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    for (name, raw) in overrides {
+        let rest = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+        let Some((section, key)) = rest.split_once('_') else {
+            problems.push(format!("{name}: expected {ENV_PREFIX}<SECTION>_<KEY>"));
+            continue;
+        };
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let entry = table
+            .entry(section.to_owned())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key.to_owned(), value);
+            }
+            _ => problems.push(format!("{name}: [{section}] is not a section")),
+        }
+    }
+}
+
+/// serde helper for human durations: "25s", "500ms", "10m".
+mod duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("{s:?} is not a duration like \"25s\": {e}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_defaults_match_the_documented_ones() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:3030");
+        assert_eq!(c.storage.path, PathBuf::from("./data"));
+        assert_eq!(c.live.max_connections, 100);
+        assert_eq!(c.live.message_size_limit, 65536);
+        assert_eq!(c.live.ping_interval, Duration::from_secs(25));
+        assert_eq!(c.runtime.workers, 0);
+    }
+
+    #[test]
+    fn packaged_config_file_parses_and_equals_defaults_where_it_should() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/edgelive.toml");
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        let d = Config::default();
+        assert_eq!(c.live.max_connections, d.live.max_connections);
+        assert_eq!(c.live.message_size_limit, d.live.message_size_limit);
+        assert_eq!(c.live.client_queue_max_size, d.live.client_queue_max_size);
+    }
+
+    #[test]
+    fn env_overrides_types_and_strings() {
+        let c = Config::from_toml(
+            "t",
+            "[live]\nmax_connections = 5\n",
+            env(&[
+                ("EDGELIVE_LIVE_MAX_CONNECTIONS", "-1"),
+                ("EDGELIVE_LIVE_PING_INTERVAL", "2s"),
+                ("EDGELIVE_LIVE_ALLOWED_ORIGINS", "https://a.example, https://*.b.example"),
+                ("EDGELIVE_SERVER_LISTEN", "127.0.0.1:0"),
+                ("OTHER_VAR", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.live.max_connections, -1);
+        assert_eq!(c.live.ping_interval, Duration::from_secs(2));
+        assert_eq!(
+            c.live.allowed_origins.0,
+            vec!["https://a.example", "https://*.b.example"]
+        );
+        assert_eq!(c.server.listen, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let err = Config::from_toml(
+            "t",
+            "[server]\nlisten = \"nowhere\"\n[live]\nmax_connections = -5\nbogus = 1\n[runtime]\nworkers = \"two\"\n[nope]\n",
+            env(&[("EDGELIVE_LOG_LEVEL", "info,=[")]),
+        )
+        .unwrap_err();
+        let all = err.to_string();
+        assert!(all.contains("unknown field `bogus`"), "{all}");
+        assert!(all.contains("[runtime]"), "{all}");
+        assert!(all.contains("unknown section [nope]"), "{all}");
+        assert!(all.contains("listen = \"nowhere\""), "{all}");
+        assert!(all.contains("[log] level"), "{all}");
+        assert!(err.problems.len() >= 5, "{all}");
+    }
+
+    #[test]
+    fn grafana_special_values() {
+        let e = Config::from_toml("t", "[live]\nmessage_size_limit = -2\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("message_size_limit"));
+        let e = Config::from_toml("t", "[live]\nha_engine = \"redis\"\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("ha_engine"));
+        let c = Config::from_toml("t", "[live]\nallowed_origins = \"*\"\n", env(&[])).unwrap();
+        assert_eq!(c.live.allowed_origins.0, vec!["*"]);
+    }
+
+    #[test]
+    fn bad_durations_are_named() {
+        let e = Config::from_toml("t", "[live]\nping_interval = \"soon\"\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("\"soon\""), "{e}");
+        let e = Config::from_toml("t", "[live]\nping_interval = \"1500ms\"\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("whole seconds"), "{e}");
+    }
+}

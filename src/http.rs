@@ -1,0 +1,95 @@
+//! HTTP routing: health, the WebSocket upgrade (origin check, connection limit) and JSON errors.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, ORIGIN};
+use hyper::{Method, Request, Response, StatusCode};
+use tracing::{debug, warn};
+
+use crate::origin;
+use crate::protocol::Disconnect;
+use crate::server::Shared;
+use crate::websocket::{self, Conn};
+
+pub type Body = Full<Bytes>;
+
+/// Paths of the Centrifuge WebSocket endpoint (Grafana's, and centrifuge's default).
+const WS_PATHS: [&str; 2] = ["/api/live/ws", "/connection/websocket"];
+
+pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path();
+    let resp = match (req.method(), path) {
+        (&Method::GET, "/api/health") => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+        (_, p) if WS_PATHS.contains(&p) => websocket_upgrade(req, &shared),
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    };
+    Ok(resp)
+}
+
+fn websocket_upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
+    let settings = &shared.settings;
+    if !settings.websocket_enabled {
+        return error(
+            StatusCode::NOT_FOUND,
+            "Live WebSocket endpoints are disabled ([live] max_connections = 0)",
+        );
+    }
+    if req.method() != Method::GET {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "use GET with a WebSocket upgrade");
+    }
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return error(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request");
+    }
+    let header = |name| req.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    if !origin::allowed(header(ORIGIN), header(HOST), &settings.allowed_origins) {
+        warn!(origin = ?header(ORIGIN), "Request Origin is not authorized");
+        return error(StatusCode::FORBIDDEN, "Request Origin is not authorized");
+    }
+    let (resp, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad WebSocket upgrade: {e}")),
+    };
+    // Counted from here until the connection task ends, handshake included, as in Grafana.
+    let slot = shared.connection_slot();
+    let refuse = match settings.max_connections {
+        Some(max) if slot.count() > max => {
+            warn!(max, "Max number of Live connections reached");
+            Some(Disconnect::CONNECTION_LIMIT)
+        }
+        _ => None,
+    };
+    let conn = Conn {
+        id: shared.next_client.fetch_add(1, Ordering::Relaxed),
+        hub: shared.hub.clone(),
+        settings: settings.clone(),
+        shutdown: shared.shutdown.clone(),
+        refuse,
+    };
+    shared.tracker.spawn(async move {
+        let _slot = slot;
+        match upgrade.await {
+            Ok(ws) => websocket::run(ws, conn).await,
+            Err(e) => debug!(error = %e, "upgrade did not complete"),
+        }
+    });
+    let (parts, _) = resp.into_parts();
+    Response::from_parts(parts, Body::default())
+}
+
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(Body::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// `{"message": "..."}` with the given status.
+pub fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json(status, serde_json::json!({ "message": message }).to_string())
+}

@@ -1,0 +1,251 @@
+//! The hub: who is subscribed to which channel, and fan-out.
+//!
+//! Channels are spread over shards, each behind its own `std::sync::Mutex` that is never held
+//! across an `.await`. A broadcast encodes the push once per channel-name form (the bare name,
+//! and the org-prefixed name when some subscriber used it) and hands clones of the same `Bytes`
+//! to every subscriber's outbox; a full outbox closes that client as slow and nobody waits.
+//! Presence on presence-enabled channels is answered from the subscriber lists.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use crate::outbox::{Outbox, PushError};
+use crate::protocol::reply::ClientInfo;
+
+/// Connection id inside the process (the protocol-level id is `ClientInfo::client`).
+pub type ClientId = u64;
+
+const SHARDS: usize = 16;
+
+/// One subscription of one connection to one channel.
+#[derive(Clone)]
+pub struct Subscriber {
+    pub client: ClientId,
+    pub outbox: Arc<Outbox>,
+    /// The client subscribed with the `<org>/` prefix, so its pushes carry that name.
+    pub prefixed: bool,
+    pub info: Arc<ClientInfo>,
+}
+
+#[derive(Default)]
+struct Shard {
+    channels: HashMap<Arc<str>, Vec<Subscriber>>,
+}
+
+/// Counters for metrics and benchmarks.
+#[derive(Default)]
+pub struct HubStats {
+    pub publications: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub slow_disconnects: AtomicU64,
+}
+
+pub struct Hub {
+    shards: Box<[Mutex<Shard>]>,
+    /// `"<org>/"`, prepended for subscribers that used the prefixed name.
+    org_prefix: String,
+    pub stats: HubStats,
+}
+
+/// What one broadcast did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fanout {
+    pub delivered: usize,
+    pub slow: usize,
+}
+
+impl Hub {
+    pub fn new(org_id: i64) -> Hub {
+        Hub {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            org_prefix: format!("{org_id}/"),
+            stats: HubStats::default(),
+        }
+    }
+
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        let i = (h.finish() as usize) % self.shards.len();
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a subscriber and runs `then` while still holding the channel's shard lock, so that
+    /// whatever `then` queues (the subscribe reply) is in the client's outbox before any
+    /// publication broadcast after the subscription exists.
+    pub fn subscribe<R>(&self, key: &Arc<str>, sub: Subscriber, then: impl FnOnce() -> R) -> R {
+        let mut shard = self.shard(key);
+        shard.channels.entry(key.clone()).or_default().push(sub);
+        then()
+    }
+
+    /// Removes a client's subscription; true if it was there.
+    pub fn unsubscribe(&self, key: &str, client: ClientId) -> bool {
+        let mut shard = self.shard(key);
+        let Some(subs) = shard.channels.get_mut(key) else {
+            return false;
+        };
+        let Some(i) = subs.iter().position(|s| s.client == client) else {
+            return false;
+        };
+        subs.swap_remove(i);
+        if subs.is_empty() {
+            shard.channels.remove(key);
+        }
+        true
+    }
+
+    /// Sends one push to every subscriber of `key`. `encode` gets the channel name as the
+    /// subscriber wrote it and is called at most once per form.
+    pub fn broadcast(&self, key: &str, encode: impl Fn(&str) -> Bytes) -> Fanout {
+        let shard = self.shard(key);
+        let Some(subs) = shard.channels.get(key) else {
+            return Fanout::default();
+        };
+        let mut bare: Option<Bytes> = None;
+        let mut prefixed: Option<Bytes> = None;
+        let mut out = Fanout::default();
+        for s in subs {
+            let msg = if s.prefixed {
+                prefixed.get_or_insert_with(|| encode(&format!("{}{key}", self.org_prefix)))
+            } else {
+                bare.get_or_insert_with(|| encode(key))
+            };
+            match s.outbox.push(msg.clone()) {
+                Ok(()) => out.delivered += 1,
+                Err(PushError::Slow) => out.slow += 1,
+                Err(PushError::Closed) => {}
+            }
+        }
+        drop(shard);
+        self.stats.publications.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .deliveries
+            .fetch_add(out.delivered as u64, Ordering::Relaxed);
+        if out.slow > 0 {
+            self.stats
+                .slow_disconnects
+                .fetch_add(out.slow as u64, Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// Everyone subscribed to `key`, one entry per connection.
+    pub fn presence(&self, key: &str) -> Vec<Arc<ClientInfo>> {
+        let shard = self.shard(key);
+        shard
+            .channels
+            .get(key)
+            .map(|subs| subs.iter().map(|s| s.info.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// (connections, distinct users; the anonymous user "" counts once).
+    pub fn presence_stats(&self, key: &str) -> (u32, u32) {
+        let shard = self.shard(key);
+        let Some(subs) = shard.channels.get(key) else {
+            return (0, 0);
+        };
+        let users: HashSet<&str> = subs.iter().map(|s| s.info.user.as_str()).collect();
+        (subs.len() as u32, users.len() as u32)
+    }
+
+    pub fn num_subscribers(&self, key: &str) -> usize {
+        self.shard(key).channels.get(key).map_or(0, Vec::len)
+    }
+
+    pub fn num_channels(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).channels.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    fn sub(id: ClientId, user: &str, prefixed: bool, limit: usize) -> Subscriber {
+        Subscriber {
+            client: id,
+            outbox: Arc::new(Outbox::new(limit)),
+            prefixed,
+            info: Arc::new(ClientInfo {
+                user: user.into(),
+                client: format!("c{id}"),
+                conn_info: None,
+                chan_info: None,
+            }),
+        }
+    }
+
+    fn drain(o: &Outbox) -> Vec<Bytes> {
+        let mut q = VecDeque::new();
+        o.drain(&mut q);
+        q.into_iter().collect()
+    }
+
+    #[test]
+    fn broadcast_encodes_once_per_name_form_and_shares_bytes() {
+        let hub = Hub::new(1);
+        let key: Arc<str> = Arc::from("grafana/broadcast/x");
+        let subs: Vec<_> = (0..3).map(|i| sub(i, "", i == 2, 1 << 20)).collect();
+        for s in &subs {
+            hub.subscribe(&key, s.clone(), || ());
+        }
+        let calls = std::cell::Cell::new(0);
+        let f = hub.broadcast(&key, |name| {
+            calls.set(calls.get() + 1);
+            Bytes::from(name.to_owned())
+        });
+        assert_eq!(f, Fanout { delivered: 3, slow: 0 });
+        assert_eq!(calls.get(), 2);
+        let a = drain(&subs[0].outbox);
+        let b = drain(&subs[1].outbox);
+        assert_eq!(a[0].as_ptr(), b[0].as_ptr(), "same allocation for every subscriber");
+        assert_eq!(&drain(&subs[2].outbox)[0][..], b"1/grafana/broadcast/x");
+    }
+
+    #[test]
+    fn slow_subscriber_is_cut_and_others_still_receive() {
+        let hub = Hub::new(1);
+        let key: Arc<str> = Arc::from("a/b/c");
+        let fast = sub(1, "", false, 1 << 20);
+        let slow = sub(2, "", false, 100);
+        hub.subscribe(&key, fast.clone(), || ());
+        hub.subscribe(&key, slow.clone(), || ());
+        let mut total = Fanout::default();
+        for _ in 0..5 {
+            let f = hub.broadcast(&key, |_| Bytes::from(vec![b'x'; 40]));
+            total.delivered += f.delivered;
+            total.slow += f.slow;
+        }
+        assert_eq!(total.slow, 1);
+        assert_eq!(drain(&fast.outbox).len(), 5);
+        assert!(slow.outbox.is_closing());
+    }
+
+    #[test]
+    fn presence_and_unsubscribe() {
+        let hub = Hub::new(1);
+        let key: Arc<str> = Arc::from("a/b/c");
+        hub.subscribe(&key, sub(1, "u1", false, 100), || ());
+        hub.subscribe(&key, sub(2, "u1", false, 100), || ());
+        hub.subscribe(&key, sub(3, "", false, 100), || ());
+        assert_eq!(hub.presence_stats(&key), (3, 2));
+        assert_eq!(hub.presence(&key).len(), 3);
+        assert!(hub.unsubscribe(&key, 2));
+        assert!(!hub.unsubscribe(&key, 2));
+        assert!(hub.unsubscribe(&key, 1));
+        assert!(hub.unsubscribe(&key, 3));
+        assert_eq!(hub.num_channels(), 0);
+        assert_eq!(hub.presence_stats(&key), (0, 0));
+    }
+}

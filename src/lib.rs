@@ -1,0 +1,18 @@
+//! edgelive: Grafana Live for edge and IoT devices.
+//!
+//! Data path: a transport (`websocket`) moves bytes; the `session` owns one client's protocol
+//! state; the `hub` encodes each publication once and hands the same bytes to every
+//! subscriber's bounded `outbox`. See `design.md` in the shared folder for the whole picture.
+
+pub mod channel;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod origin;
+pub mod outbox;
+pub mod protocol;
+pub mod routing;
+pub mod server;
+pub mod session;
+pub mod settings;
+pub mod websocket;

@@ -1,0 +1,185 @@
+//! The `edgelive` binary: CLI, config, logging, runtime, signals, systemd notification.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use edgelive::config::Config;
+use edgelive::server::{self, Shared};
+use edgelive::settings::Settings;
+use edgelive_storage::{Store, StoreConfig, StoreError};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+/// sysexits.h codes, so systemd's RestartPreventExitStatus can tell a bad config from a crash.
+mod exit {
+    pub const USAGE: u8 = 64;
+    pub const CANTCREAT: u8 = 73;
+    pub const IOERR: u8 = 74;
+    pub const TEMPFAIL: u8 = 75;
+    pub const CONFIG: u8 = 78;
+}
+
+#[derive(Parser)]
+#[command(name = "edgelive", version, about = "Grafana Live for edge and IoT devices")]
+struct Cli {
+    /// TOML config file; without one the embedded defaults apply.
+    #[arg(long, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
+    /// Listen address (overrides [server] listen), e.g. 127.0.0.1:0.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Data directory (overrides [storage] path).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file: exit 0, or 78 listing every problem.
+    CheckConfig { path: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(exit::USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    if let Some(Command::CheckConfig { path }) = &cli.command {
+        return match Config::load(Some(path), std::env::vars()) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {} problem(s):", path.display(), e.problems.len());
+                for p in &e.problems {
+                    eprintln!("  - {p}");
+                }
+                ExitCode::from(exit::CONFIG)
+            }
+        };
+    }
+    let mut config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            for p in &e.problems {
+                eprintln!("config: {p}");
+            }
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    if let Some(listen) = cli.listen {
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            eprintln!("--listen {listen:?} is not an IP:port address");
+            return ExitCode::from(exit::USAGE);
+        }
+        config.server.listen = listen;
+    }
+    if let Some(dir) = cli.data_dir {
+        config.storage.path = dir;
+    }
+    init_logging(&config.log.level);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, e)) => {
+            error!("{e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+struct Failure(u8, anyhow::Error);
+
+fn run(config: Config) -> Result<(), Failure> {
+    // Opened before the runtime exists: no async worker ever blocks on sled.
+    let store = Store::open(&StoreConfig {
+        path: config.storage.path.clone(),
+        cache_capacity: config.storage.cache_capacity_mib << 20,
+    })
+    .map_err(|e| {
+        let code = match e {
+            StoreError::CreateDir { .. } => exit::CANTCREAT,
+            StoreError::IncompatibleFormat { .. } => exit::CONFIG,
+            StoreError::Sled { .. } => exit::IOERR,
+        };
+        Failure(code, e.into())
+    })?;
+    info!(path = %store.path().display(), "storage open");
+
+    let rt = build_runtime(&config).map_err(|e| Failure(exit::TEMPFAIL, e))?;
+    let settings = Settings::from_config(&config);
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))
+            .map_err(|e| Failure(exit::TEMPFAIL, e))?;
+        let addr = listener.local_addr().map_err(|e| Failure(exit::TEMPFAIL, e.into()))?;
+        let shutdown = CancellationToken::new();
+        let shared = Shared::new(settings, shutdown.clone());
+        tokio::spawn(wait_for_signal(shutdown));
+        info!(%addr, "listening");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        server::serve(listener, shared).await;
+        Ok::<(), Failure>(())
+    })?;
+    drop(rt);
+    store.flush().map_err(|e| Failure(exit::IOERR, e.into()))?;
+    Ok(())
+}
+
+fn build_runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
+    let rc = &config.runtime;
+    let mut b = if rc.workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(rc.workers);
+        b
+    };
+    b.enable_all()
+        .event_interval(rc.event_interval)
+        .max_io_events_per_tick(rc.max_io_events_per_tick)
+        .thread_stack_size(rc.thread_stack_size)
+        .max_blocking_threads(4)
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        error!("cannot install signal handlers");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!(signal = name, "shutting down");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    shutdown.cancel();
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Under journald (JOURNAL_STREAM set) the journal adds its own timestamps and has no colours.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && !journald);
+    if journald {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,125 @@
+//! The listener, shared server state and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::hub::Hub;
+use crate::settings::Settings;
+
+/// State every request handler and connection shares.
+pub struct Shared {
+    pub settings: Arc<Settings>,
+    pub hub: Arc<Hub>,
+    /// Open WebSocket connections (including ones being refused over the limit).
+    connections: AtomicUsize,
+    pub next_client: AtomicU64,
+    /// Cancelled on SIGTERM/SIGINT; every connection watches it.
+    pub shutdown: CancellationToken,
+    /// Every task the server spawns, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// One counted WebSocket connection; dropping it frees the slot.
+pub struct ConnectionSlot {
+    shared: Arc<Shared>,
+    count: usize,
+}
+
+impl ConnectionSlot {
+    /// Connections open when this one was counted, itself included.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Shared {
+    pub fn new(settings: Settings, shutdown: CancellationToken) -> Arc<Shared> {
+        Arc::new(Shared {
+            hub: Arc::new(Hub::new(settings.org_id)),
+            settings: Arc::new(settings),
+            connections: AtomicUsize::new(0),
+            next_client: AtomicU64::new(1),
+            shutdown,
+            tracker: TaskTracker::new(),
+        })
+    }
+
+    pub fn connection_slot(self: &Arc<Self>) -> ConnectionSlot {
+        let count = self.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        ConnectionSlot {
+            shared: self.clone(),
+            count,
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+}
+
+/// Accepts connections until shutdown, then waits (bounded) for every connection to close.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let shutdown = shared.shutdown.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        shared.tracker.spawn(serve_http(stream, peer, shared.clone()));
+    }
+    drop(listener);
+    shared.tracker.close();
+    if tokio::time::timeout(shared.settings.shutdown_timeout, shared.tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(left = shared.tracker.len(), "shutdown timeout: closing remaining connections");
+    }
+    info!("stopped");
+}
+
+async fn serve_http(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let svc_shared = shared.clone();
+    let service = service_fn(move |req| crate::http::handle(req, svc_shared.clone()));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.settings.header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let res = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shared.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = res {
+        debug!(%peer, error = %e, "http connection ended with an error");
+    }
+}

@@ -1,0 +1,63 @@
+//! Runtime settings built from the operator's `Config`: resolved values only (no `-1` magic, no
+//! `Option`s to re-interpret), shared read-only by every connection.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::Config;
+
+/// Hard cap on one incoming WebSocket message when `message_size_limit = -1`.
+pub const HARD_MESSAGE_CAP: usize = 64 << 20;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub header_read_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub org_id: i64,
+    /// `None` = unlimited.
+    pub max_connections: Option<usize>,
+    /// False when `max_connections = 0`: the WebSocket endpoints answer 404.
+    pub websocket_enabled: bool,
+    pub allowed_origins: Vec<String>,
+    pub message_size_limit: usize,
+    pub client_queue_max_size: usize,
+    pub client_channel_limit: usize,
+    /// `None` = no server pings.
+    pub ping_interval: Option<Duration>,
+    pub pong_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+impl Settings {
+    /// `config` must have passed validation.
+    pub fn from_config(config: &Config) -> Settings {
+        let live = &config.live;
+        Settings {
+            listen: config
+                .server
+                .listen
+                .parse()
+                .expect("listen address was validated"),
+            header_read_timeout: config.server.header_read_timeout,
+            shutdown_timeout: config.server.shutdown_timeout,
+            org_id: live.org_id,
+            max_connections: usize::try_from(live.max_connections).ok(),
+            websocket_enabled: live.max_connections != 0,
+            allowed_origins: live.allowed_origins.0.clone(),
+            message_size_limit: match live.message_size_limit {
+                // Centrifuge treats 0 as its 64 KiB default.
+                0 => 65536,
+                n if n < 0 => HARD_MESSAGE_CAP,
+                n => (n as usize).min(HARD_MESSAGE_CAP),
+            },
+            client_queue_max_size: live.client_queue_max_size,
+            client_channel_limit: live.client_channel_limit,
+            ping_interval: (!live.ping_interval.is_zero()).then_some(live.ping_interval),
+            pong_timeout: live.pong_timeout,
+            connect_timeout: live.connect_timeout,
+            write_timeout: live.write_timeout,
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The WebSocket transport of one client connection: it only moves bytes.
+//!
+//! One task per connection runs two futures side by side: the reader (whole messages in, handed
+//! to the session) and the writer (outbox out, several queued messages coalesced into one text
+//! frame joined by `\n`, plus the ping, pong-deadline and connect-deadline timers).
+//! fastwebsockets' `read_frame` is not cancel-safe, so the reader future lives for the whole
+//! connection and is only dropped when the connection ends.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::hub::{ClientId, Hub};
+use crate::outbox::Outbox;
+use crate::protocol::reply::PING;
+use crate::protocol::Disconnect;
+use crate::session::Session;
+use crate::settings::Settings;
+
+/// Most bytes coalesced into one outgoing frame (a single larger message still goes alone).
+const COALESCE_BYTES: usize = 64 * 1024;
+/// After our close frame, how long the peer gets to answer before the socket is dropped.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Everything a connection needs from the server.
+pub struct Conn {
+    pub id: ClientId,
+    pub hub: Arc<Hub>,
+    pub settings: Arc<Settings>,
+    pub shutdown: CancellationToken,
+    /// Close at once with this code (the connection limit), without reading anything.
+    pub refuse: Option<Disconnect>,
+}
+
+pub async fn run<S>(ws: WebSocket<S>, conn: Conn)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = ws.split(tokio::io::split);
+    rd.set_auto_close(false);
+    rd.set_auto_pong(false);
+    // fastwebsockets rejects frames of `>= max` bytes; a message of exactly the limit is fine.
+    rd.set_max_message_size(conn.settings.message_size_limit + 1);
+
+    let outbox = Arc::new(Outbox::new(conn.settings.client_queue_max_size));
+    if let Some(d) = conn.refuse.clone() {
+        outbox.close(d);
+    }
+    let mut session = Session::new(conn.id, outbox.clone(), conn.hub.clone(), conn.settings.clone());
+    {
+        let reader = read_loop(&mut rd, &mut session, &outbox, conn.settings.message_size_limit);
+        let writer = write_loop(&mut wr, &outbox, &conn.settings, &conn.shutdown);
+        tokio::pin!(reader, writer);
+        tokio::select! {
+            _ = &mut reader => {
+                // The peer closed or broke the stream; let the writer send what it owes.
+                outbox.close(Disconnect::echo(1000));
+                let _ = timeout(CLOSE_LINGER, &mut writer).await;
+            }
+            _ = &mut writer => {
+                // Our close frame is out; give the peer a moment to answer it so that unread
+                // input does not turn our FIN into a reset that could eat the close frame.
+                let _ = timeout(CLOSE_LINGER, &mut reader).await;
+            }
+        }
+    }
+    debug!(client = conn.id, "connection closed");
+    drop(session);
+}
+
+/// Reads whole messages and hands them to the session until the peer goes away or a close is due.
+async fn read_loop<S: AsyncRead + Unpin>(
+    rd: &mut WebSocketRead<ReadHalf<S>>,
+    session: &mut Session,
+    outbox: &Outbox,
+    limit: usize,
+) {
+    // Auto-close and auto-pong are off, so fastwebsockets never asks us to send anything here.
+    let mut no_send = |_: Frame<'_>| async { Ok::<(), Infallible>(()) };
+    // A fragmented message being assembled: (is text, bytes so far).
+    let mut partial: Option<(bool, Vec<u8>)> = None;
+    loop {
+        let frame = match rd.read_frame(&mut no_send).await {
+            Ok(f) => f,
+            Err(e) => {
+                if let Some(d) = close_for_error(&e) {
+                    outbox.close(d);
+                }
+                debug!(client = ?session.num_subscriptions(), error = %e, "read ended");
+                return;
+            }
+        };
+        let complete: Option<Result<(), Disconnect>> = match frame.opcode {
+            OpCode::Text | OpCode::Binary if partial.is_some() => Some(Err(Disconnect::PROTOCOL_ERROR)),
+            OpCode::Text | OpCode::Binary if frame.fin => Some(session.handle_message(&frame.payload)),
+            OpCode::Text | OpCode::Binary => {
+                partial = Some((frame.opcode == OpCode::Text, frame.payload.to_vec()));
+                None
+            }
+            OpCode::Continuation => match partial.as_mut() {
+                None => Some(Err(Disconnect::PROTOCOL_ERROR)),
+                Some((_, buf)) if buf.len() + frame.payload.len() > limit => {
+                    Some(Err(Disconnect::MESSAGE_TOO_BIG))
+                }
+                Some((is_text, buf)) => {
+                    buf.extend_from_slice(&frame.payload);
+                    if frame.fin {
+                        let is_text = *is_text;
+                        let msg = std::mem::take(buf);
+                        partial = None;
+                        if is_text && std::str::from_utf8(&msg).is_err() {
+                            Some(Err(Disconnect::INVALID_PAYLOAD))
+                        } else {
+                            Some(session.handle_message(&msg))
+                        }
+                    } else {
+                        None
+                    }
+                }
+            },
+            OpCode::Close => {
+                outbox.close(close_reply(&frame.payload));
+                return;
+            }
+            OpCode::Ping => {
+                outbox.pong(Bytes::copy_from_slice(&frame.payload));
+                None
+            }
+            OpCode::Pong => None,
+        };
+        if let Some(Err(d)) = complete {
+            outbox.close(d);
+            return;
+        }
+        if outbox.is_closing() {
+            return;
+        }
+    }
+}
+
+/// What to answer a client's close frame with (RFC 6455 §5.5.1, §7.4).
+fn close_reply(payload: &[u8]) -> Disconnect {
+    match payload.len() {
+        0 => Disconnect::echo(1000),
+        1 => Disconnect::PROTOCOL_ERROR,
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            let allowed = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+            if !allowed {
+                Disconnect::PROTOCOL_ERROR
+            } else if std::str::from_utf8(&payload[2..]).is_err() {
+                Disconnect::INVALID_PAYLOAD
+            } else {
+                Disconnect::echo(code)
+            }
+        }
+    }
+}
+
+/// The close code a read error deserves; `None` when the stream is simply gone.
+fn close_for_error(e: &WebSocketError) -> Option<Disconnect> {
+    match e {
+        WebSocketError::FrameTooLarge => Some(Disconnect::MESSAGE_TOO_BIG),
+        WebSocketError::InvalidUTF8 => Some(Disconnect::INVALID_PAYLOAD),
+        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => None,
+        _ => Some(Disconnect::PROTOCOL_ERROR),
+    }
+}
+
+/// Drains the outbox into the socket and runs the connection's timers, until a close is sent.
+async fn write_loop<S: AsyncWrite + Unpin>(
+    wr: &mut WebSocketWrite<WriteHalf<S>>,
+    outbox: &Outbox,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) {
+    let stale_at = Instant::now() + settings.connect_timeout;
+    let mut next_ping: Option<Instant> = None;
+    let mut pong_due: Option<Instant> = None;
+    let mut queue: VecDeque<Bytes> = VecDeque::new();
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let connected = outbox.is_connected();
+        if connected && next_ping.is_none() {
+            next_ping = settings.ping_interval.map(|p| Instant::now() + p);
+        }
+        let deadline = [(!connected).then_some(stale_at), next_ping, pong_due]
+            .into_iter()
+            .flatten()
+            .min();
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => outbox.close(Disconnect::SHUTDOWN),
+            _ = outbox.wait() => {}
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                let now = Instant::now();
+                if !outbox.is_connected() && now >= stale_at {
+                    outbox.close(Disconnect::STALE);
+                }
+                if pong_due.is_some_and(|t| now >= t) {
+                    pong_due = None;
+                    if outbox.awaiting_pong.load(Ordering::Acquire) {
+                        outbox.close(Disconnect::NO_PONG);
+                    }
+                }
+                if let (Some(t), Some(every)) = (next_ping, settings.ping_interval) {
+                    if now >= t {
+                        next_ping = Some(now + every);
+                        if outbox.push(Bytes::from_static(PING)).is_ok() && pong_due.is_none() {
+                            outbox.awaiting_pong.store(true, Ordering::Release);
+                            pong_due = Some(now + settings.pong_timeout);
+                        }
+                    }
+                }
+            }
+        }
+        let drained = outbox.drain(&mut queue);
+        let result = async {
+            if let Some(p) = drained.pong {
+                wr.write_frame(Frame::pong(Payload::Borrowed(&p))).await?;
+            }
+            write_coalesced(wr, &mut queue, &mut buf).await?;
+            if let Some(d) = &drained.close {
+                wr.write_frame(Frame::close(d.code, d.reason.as_bytes())).await?;
+            }
+            wr.flush().await
+        };
+        match timeout(settings.write_timeout, result).await {
+            Ok(Ok(())) if drained.close.is_none() => {}
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => {
+                debug!(error = %e, "write failed");
+                return;
+            }
+            Err(_) => {
+                debug!("write timed out");
+                return;
+            }
+        }
+    }
+}
+
+/// Writes every queued message, several per frame joined by `\n`.
+async fn write_coalesced<S: AsyncWrite + Unpin>(
+    wr: &mut WebSocketWrite<WriteHalf<S>>,
+    queue: &mut VecDeque<Bytes>,
+    buf: &mut Vec<u8>,
+) -> Result<(), WebSocketError> {
+    while let Some(first) = queue.pop_front() {
+        let fits = |q: &VecDeque<Bytes>, len: usize| q.front().is_some_and(|m| len + 1 + m.len() <= COALESCE_BYTES);
+        if !fits(queue, first.len()) {
+            wr.write_frame(Frame::text(Payload::Borrowed(&first))).await?;
+            continue;
+        }
+        buf.clear();
+        buf.extend_from_slice(&first);
+        while fits(queue, buf.len()) {
+            let m = queue.pop_front().expect("checked by fits");
+            buf.push(b'\n');
+            buf.extend_from_slice(&m);
+        }
+        wr.write_frame(Frame::text(Payload::Borrowed(buf))).await?;
+    }
+    if buf.capacity() > COALESCE_BYTES * 2 {
+        *buf = Vec::new();
+    }
+    Ok(())
+}
