@@ -60,7 +60,9 @@ impl Channel {
             return Err(ChannelError::Empty);
         }
         let (bare, prefixed) = match name.split_once('/') {
-            Some((first, rest)) if !first.is_empty() && first.bytes().all(|b| b.is_ascii_digit()) => {
+            Some((first, rest))
+                if !first.is_empty() && first.bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 if first.parse::<i64>().ok() != Some(org_id) {
                     return Err(ChannelError::WrongOrg {
                         got: first.chars().take(20).collect(),
@@ -166,19 +168,31 @@ mod tests {
     #[test]
     fn invalid_channels_are_rejected_precisely() {
         assert_eq!(Channel::parse("", 1), Err(ChannelError::Empty));
-        assert_eq!(Channel::parse("grafana", 1), Err(ChannelError::MissingParts));
+        assert_eq!(
+            Channel::parse("grafana", 1),
+            Err(ChannelError::MissingParts)
+        );
         assert_eq!(Channel::parse("a/b", 1), Err(ChannelError::MissingParts));
         assert_eq!(Channel::parse("a//c", 1), Err(ChannelError::MissingParts));
         assert!(matches!(
             Channel::parse("stream/test/%", 1),
-            Err(ChannelError::BadChar { part: "path", ch: '%' })
+            Err(ChannelError::BadChar {
+                part: "path",
+                ch: '%'
+            })
         ));
         assert!(Channel::parse("stream/cpu/ test", 1).is_err());
         assert!(Channel::parse("stream/cpu/ѓ", 1).is_err());
         assert!(Channel::parse("grafana=/test=/path", 1).is_err());
         assert!(Channel::parse("stream/a,b/c", 1).is_err());
         // Grafana's [A-z] quirk is not copied.
-        for bad in ["stream/a[b/c", "stream/ns/p\\q", "stream/ns/p^q", "stream/ns/p`q", "stre]am/n/p"] {
+        for bad in [
+            "stream/a[b/c",
+            "stream/ns/p\\q",
+            "stream/ns/p^q",
+            "stream/ns/p`q",
+            "stre]am/n/p",
+        ] {
             assert!(Channel::parse(bad, 1).is_err(), "{bad}");
         }
         let long = format!("stream/ns/{}", "p".repeat(151));

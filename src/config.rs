@@ -311,7 +311,9 @@ impl Config {
             problems.push("[runtime] thread_stack_size must be at least 65536".into());
         }
         if self.runtime.event_interval == 0 || self.runtime.max_io_events_per_tick == 0 {
-            problems.push("[runtime] event_interval and max_io_events_per_tick must be positive".into());
+            problems.push(
+                "[runtime] event_interval and max_io_events_per_tick must be positive".into(),
+            );
         }
         if self.storage.cache_capacity_mib == 0 {
             problems.push("[storage] cache_capacity_mib must be at least 1".into());
@@ -328,7 +330,11 @@ fn section_into<T: serde::de::DeserializeOwned>(
 ) -> Result<(), String> {
     *out = value.clone().try_into().map_err(|e: toml::de::Error| {
         // toml's messages span several lines with a source excerpt; keep the first.
-        e.message().lines().next().unwrap_or("invalid value").to_owned()
+        e.message()
+            .lines()
+            .next()
+            .unwrap_or("invalid value")
+            .to_owned()
     })?;
     Ok(())
 }
@@ -420,7 +426,10 @@ mod tests {
             env(&[
                 ("EDGELIVE_LIVE_MAX_CONNECTIONS", "-1"),
                 ("EDGELIVE_LIVE_PING_INTERVAL", "2s"),
-                ("EDGELIVE_LIVE_ALLOWED_ORIGINS", "https://a.example, https://*.b.example"),
+                (
+                    "EDGELIVE_LIVE_ALLOWED_ORIGINS",
+                    "https://a.example, https://*.b.example",
+                ),
                 ("EDGELIVE_SERVER_LISTEN", "127.0.0.1:0"),
                 ("OTHER_VAR", "x"),
             ]),
@@ -466,7 +475,8 @@ mod tests {
     fn bad_durations_are_named() {
         let e = Config::from_toml("t", "[live]\nping_interval = \"soon\"\n", env(&[])).unwrap_err();
         assert!(e.to_string().contains("\"soon\""), "{e}");
-        let e = Config::from_toml("t", "[live]\nping_interval = \"1500ms\"\n", env(&[])).unwrap_err();
+        let e =
+            Config::from_toml("t", "[live]\nping_interval = \"1500ms\"\n", env(&[])).unwrap_err();
         assert!(e.to_string().contains("whole seconds"), "{e}");
     }
 }

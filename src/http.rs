@@ -21,10 +21,21 @@ pub type Body = Full<Bytes>;
 /// Paths of the Centrifuge WebSocket endpoint (Grafana's, and centrifuge's default).
 const WS_PATHS: [&str; 2] = ["/api/live/ws", "/connection/websocket"];
 
-pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path();
     let resp = match (req.method(), path) {
         (&Method::GET, "/api/health") => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Body::new(Bytes::from(crate::metrics::render(&shared))));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
         (_, p) if WS_PATHS.contains(&p) => websocket_upgrade(req, &shared),
         _ => error(StatusCode::NOT_FOUND, "not found"),
     };
@@ -40,19 +51,34 @@ fn websocket_upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>) -> Respon
         );
     }
     if req.method() != Method::GET {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "use GET with a WebSocket upgrade");
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET with a WebSocket upgrade",
+        );
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return error(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade request",
+        );
     }
-    let header = |name| req.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     if !origin::allowed(header(ORIGIN), header(HOST), &settings.allowed_origins) {
         warn!(origin = ?header(ORIGIN), "Request Origin is not authorized");
         return error(StatusCode::FORBIDDEN, "Request Origin is not authorized");
     }
     let (resp, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad WebSocket upgrade: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("bad WebSocket upgrade: {e}"),
+            )
+        }
     };
     // Counted from here until the connection task ends, handshake included, as in Grafana.
     let slot = shared.connection_slot();
@@ -91,5 +117,8 @@ fn json(status: StatusCode, body: String) -> Response<Body> {
 
 /// `{"message": "..."}` with the given status.
 pub fn error(status: StatusCode, message: &str) -> Response<Body> {
-    json(status, serde_json::json!({ "message": message }).to_string())
+    json(
+        status,
+        serde_json::json!({ "message": message }).to_string(),
+    )
 }

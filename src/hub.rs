@@ -205,11 +205,21 @@ mod tests {
             calls.set(calls.get() + 1);
             Bytes::from(name.to_owned())
         });
-        assert_eq!(f, Fanout { delivered: 3, slow: 0 });
+        assert_eq!(
+            f,
+            Fanout {
+                delivered: 3,
+                slow: 0
+            }
+        );
         assert_eq!(calls.get(), 2);
         let a = drain(&subs[0].outbox);
         let b = drain(&subs[1].outbox);
-        assert_eq!(a[0].as_ptr(), b[0].as_ptr(), "same allocation for every subscriber");
+        assert_eq!(
+            a[0].as_ptr(),
+            b[0].as_ptr(),
+            "same allocation for every subscriber"
+        );
         assert_eq!(&drain(&subs[2].outbox)[0][..], b"1/grafana/broadcast/x");
     }
 

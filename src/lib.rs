@@ -8,6 +8,7 @@ pub mod channel;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod origin;
 pub mod outbox;
 pub mod protocol;

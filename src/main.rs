@@ -23,7 +23,11 @@ mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "edgelive", version, about = "Grafana Live for edge and IoT devices")]
+#[command(
+    name = "edgelive",
+    version,
+    about = "Grafana Live for edge and IoT devices"
+)]
 struct Cli {
     /// TOML config file; without one the embedded defaults apply.
     #[arg(long, value_name = "PATH", global = true)]
@@ -49,7 +53,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(exit::USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(exit::USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     if let Some(Command::CheckConfig { path }) = &cli.command {
@@ -121,7 +129,9 @@ fn run(config: Config) -> Result<(), Failure> {
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))
             .map_err(|e| Failure(exit::TEMPFAIL, e))?;
-        let addr = listener.local_addr().map_err(|e| Failure(exit::TEMPFAIL, e.into()))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure(exit::TEMPFAIL, e.into()))?;
         let shutdown = CancellationToken::new();
         let shared = Shared::new(settings, shutdown.clone());
         tokio::spawn(wait_for_signal(shutdown));
@@ -155,7 +165,10 @@ fn build_runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn wait_for_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         error!("cannot install signal handlers");
         return;
     };

@@ -17,13 +17,19 @@ pub fn allowed(origin: Option<&str>, host: Option<&str>, patterns: &[String]) ->
     if host.is_some_and(|h| h.eq_ignore_ascii_case(origin_host)) {
         return true;
     }
-    patterns.iter().any(|p| glob(p.as_bytes(), origin.as_bytes()))
+    patterns
+        .iter()
+        .any(|p| glob(p.as_bytes(), origin.as_bytes()))
 }
 
 /// `scheme://host[:port]` → `host[:port]`; `None` when it is not an origin.
 fn host_of(origin: &str) -> Option<&str> {
     let (scheme, rest) = origin.split_once("://")?;
-    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
         return None;
     }
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -67,8 +73,16 @@ mod tests {
         assert!(!allowed(Some("http://evil:3030"), Some("h:3030"), &[]));
         assert!(!allowed(Some("http://h:3031"), Some("h:3030"), &[]));
         assert!(allowed(Some("http://evil"), Some("h"), &v(&["*"])));
-        assert!(allowed(Some("https://a.example.com"), Some("h"), &v(&["https://*.example.com"])));
-        assert!(!allowed(Some("https://a.example.org"), Some("h"), &v(&["https://*.example.com"])));
+        assert!(allowed(
+            Some("https://a.example.com"),
+            Some("h"),
+            &v(&["https://*.example.com"])
+        ));
+        assert!(!allowed(
+            Some("https://a.example.org"),
+            Some("h"),
+            &v(&["https://*.example.com"])
+        ));
         assert!(!allowed(Some("null"), Some("h"), &v(&["https://*"])));
         assert!(!allowed(Some("not an origin"), Some("h"), &[]));
     }

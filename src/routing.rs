@@ -48,8 +48,14 @@ mod tests {
     fn scopes_route_as_designed() {
         assert!(r("grafana/broadcast/x").unwrap().presence);
         assert_eq!(r("grafana/broadcast/x").unwrap().publish, Ok(()));
-        assert_eq!(r("stream/s/m").unwrap().publish, Err(ErrorCode::PermissionDenied));
-        assert_eq!(r("plugin/testdata/random-2s-stream"), Err(ErrorCode::UnknownChannel));
+        assert_eq!(
+            r("stream/s/m").unwrap().publish,
+            Err(ErrorCode::PermissionDenied)
+        );
+        assert_eq!(
+            r("plugin/testdata/random-2s-stream"),
+            Err(ErrorCode::UnknownChannel)
+        );
         assert_eq!(r("ds/uid/x"), Err(ErrorCode::UnknownChannel));
         assert_eq!(r("grafana/dashboard/uid/x"), Err(ErrorCode::UnknownChannel));
         assert_eq!(r("watch/x/y"), Err(ErrorCode::UnknownChannel));

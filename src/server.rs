@@ -90,7 +90,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             },
         };
         let _ = stream.set_nodelay(true);
-        shared.tracker.spawn(serve_http(stream, peer, shared.clone()));
+        shared
+            .tracker
+            .spawn(serve_http(stream, peer, shared.clone()));
     }
     drop(listener);
     shared.tracker.close();
@@ -98,7 +100,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         .await
         .is_err()
     {
-        warn!(left = shared.tracker.len(), "shutdown timeout: closing remaining connections");
+        warn!(
+            left = shared.tracker.len(),
+            "shutdown timeout: closing remaining connections"
+        );
     }
     info!("stopped");
 }

@@ -154,7 +154,10 @@ impl Session {
             conn_info: None,
             chan_info: None,
         });
-        let ping = self.settings.ping_interval.map_or(0, |d| d.as_secs() as u32);
+        let ping = self
+            .settings
+            .ping_interval
+            .map_or(0, |d| d.as_secs() as u32);
         self.send(reply::reply(
             id,
             "connect",
@@ -331,7 +334,14 @@ fn new_client_id() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
-    format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16))
+    format!(
+        "{}-{}-{}-{}-{}",
+        h(0..4),
+        h(4..6),
+        h(6..8),
+        h(8..10),
+        h(10..16)
+    )
 }
 
 fn trim(s: &str) -> &str {
@@ -350,13 +360,18 @@ mod tests {
     fn session(hub: &Arc<Hub>, id: ClientId) -> (Session, Arc<Outbox>) {
         let settings = Arc::new(Settings::from_config(&Config::default()));
         let outbox = Arc::new(Outbox::new(1 << 20));
-        (Session::new(id, outbox.clone(), hub.clone(), settings), outbox)
+        (
+            Session::new(id, outbox.clone(), hub.clone(), settings),
+            outbox,
+        )
     }
 
     fn out(o: &Outbox) -> Vec<String> {
         let mut q = VecDeque::new();
         o.drain(&mut q);
-        q.iter().map(|b| String::from_utf8(b.to_vec()).unwrap()).collect()
+        q.iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect()
     }
 
     #[test]
@@ -366,13 +381,18 @@ mod tests {
         s.handle_message(b"{\"connect\":{\"name\":\"js\"},\"id\":1}\n{\"subscribe\":{\"channel\":\"grafana/broadcast/x\",\"flag\":1},\"id\":2}")
             .unwrap();
         let msgs = out(&o);
-        assert!(msgs[0].starts_with("{\"id\":1,\"connect\":{\"client\":\""), "{msgs:?}");
+        assert!(
+            msgs[0].starts_with("{\"id\":1,\"connect\":{\"client\":\""),
+            "{msgs:?}"
+        );
         assert_eq!(msgs[1], "{\"id\":2,\"subscribe\":{}}");
         assert!(msgs[2].contains("\"join\""));
         s.handle_message(br#"{"id":3,"publish":{"channel":"grafana/broadcast/x","data":{"a":1}}}"#)
             .unwrap();
         let msgs = out(&o);
-        assert!(msgs[0].starts_with(r#"{"push":{"channel":"grafana/broadcast/x","pub":{"data":{"a":1},"info""#));
+        assert!(msgs[0].starts_with(
+            r#"{"push":{"channel":"grafana/broadcast/x","pub":{"data":{"a":1},"info""#
+        ));
         assert_eq!(msgs[1], r#"{"id":3,"publish":{}}"#);
     }
 
@@ -388,7 +408,10 @@ mod tests {
         assert_eq!(s.handle_message(b"not json"), Err(Disconnect::BAD_REQUEST));
         let (mut s, _) = session(&hub, 3);
         s.handle_message(br#"{"id":1,"connect":{}}"#).unwrap();
-        assert_eq!(s.handle_message(br#"{"id":2,"connect":{}}"#), Err(Disconnect::BAD_REQUEST));
+        assert_eq!(
+            s.handle_message(br#"{"id":2,"connect":{}}"#),
+            Err(Disconnect::BAD_REQUEST)
+        );
     }
 
     #[test]
@@ -398,14 +421,32 @@ mod tests {
         s.handle_message(br#"{"id":1,"connect":{}}"#).unwrap();
         out(&o);
         let cases: &[(&[u8], u32)] = &[
-            (br#"{"id":2,"subscribe":{"channel":"bad channel/x/y"}}"#, 107),
-            (br#"{"id":3,"subscribe":{"channel":"plugin/testdata/random-2s-stream"}}"#, 102),
-            (br#"{"id":4,"publish":{"channel":"stream/a/b","data":{}}}"#, 103),
-            (br#"{"id":5,"history":{"channel":"grafana/broadcast/x"}}"#, 108),
+            (
+                br#"{"id":2,"subscribe":{"channel":"bad channel/x/y"}}"#,
+                107,
+            ),
+            (
+                br#"{"id":3,"subscribe":{"channel":"plugin/testdata/random-2s-stream"}}"#,
+                102,
+            ),
+            (
+                br#"{"id":4,"publish":{"channel":"stream/a/b","data":{}}}"#,
+                103,
+            ),
+            (
+                br#"{"id":5,"history":{"channel":"grafana/broadcast/x"}}"#,
+                108,
+            ),
             (br#"{"id":6,"rpc":{"method":"nope"}}"#, 104),
             (br#"{"id":7,"presence":{"channel":"stream/a/b"}}"#, 108),
-            (br#"{"id":8,"subscribe":{"channel":"stream/a/b","type":1}}"#, 108),
-            (br#"{"id":9,"subscribe":{"channel":"stream/a/b","tf":{}}}"#, 107),
+            (
+                br#"{"id":8,"subscribe":{"channel":"stream/a/b","type":1}}"#,
+                108,
+            ),
+            (
+                br#"{"id":9,"subscribe":{"channel":"stream/a/b","tf":{}}}"#,
+                107,
+            ),
             (br#"{"id":10,"refresh":{"token":"x"}}"#, 108),
         ];
         for (cmd, code) in cases {
@@ -431,6 +472,9 @@ mod tests {
         drop(a);
         assert_eq!(hub.presence_stats("grafana/broadcast/x"), (1, 1));
         let m = out(&ob);
-        assert!(m[0].starts_with(r#"{"push":{"channel":"1/grafana/broadcast/x","leave""#), "{m:?}");
+        assert!(
+            m[0].starts_with(r#"{"push":{"channel":"1/grafana/broadcast/x","leave""#),
+            "{m:?}"
+        );
     }
 }

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite};
+use fastwebsockets::{
+    Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
@@ -55,9 +57,19 @@ where
     if let Some(d) = conn.refuse.clone() {
         outbox.close(d);
     }
-    let mut session = Session::new(conn.id, outbox.clone(), conn.hub.clone(), conn.settings.clone());
+    let mut session = Session::new(
+        conn.id,
+        outbox.clone(),
+        conn.hub.clone(),
+        conn.settings.clone(),
+    );
     {
-        let reader = read_loop(&mut rd, &mut session, &outbox, conn.settings.message_size_limit);
+        let reader = read_loop(
+            &mut rd,
+            &mut session,
+            &outbox,
+            conn.settings.message_size_limit,
+        );
         let writer = write_loop(&mut wr, &outbox, &conn.settings, &conn.shutdown);
         tokio::pin!(reader, writer);
         tokio::select! {
@@ -100,8 +112,12 @@ async fn read_loop<S: AsyncRead + Unpin>(
             }
         };
         let complete: Option<Result<(), Disconnect>> = match frame.opcode {
-            OpCode::Text | OpCode::Binary if partial.is_some() => Some(Err(Disconnect::PROTOCOL_ERROR)),
-            OpCode::Text | OpCode::Binary if frame.fin => Some(session.handle_message(&frame.payload)),
+            OpCode::Text | OpCode::Binary if partial.is_some() => {
+                Some(Err(Disconnect::PROTOCOL_ERROR))
+            }
+            OpCode::Text | OpCode::Binary if frame.fin => {
+                Some(session.handle_message(&frame.payload))
+            }
             OpCode::Text | OpCode::Binary => {
                 partial = Some((frame.opcode == OpCode::Text, frame.payload.to_vec()));
                 None
@@ -171,7 +187,9 @@ fn close_for_error(e: &WebSocketError) -> Option<Disconnect> {
     match e {
         WebSocketError::FrameTooLarge => Some(Disconnect::MESSAGE_TOO_BIG),
         WebSocketError::InvalidUTF8 => Some(Disconnect::INVALID_PAYLOAD),
-        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => None,
+        WebSocketError::UnexpectedEOF
+        | WebSocketError::IoError(_)
+        | WebSocketError::ConnectionClosed => None,
         _ => Some(Disconnect::PROTOCOL_ERROR),
     }
 }
@@ -230,7 +248,8 @@ async fn write_loop<S: AsyncWrite + Unpin>(
             }
             write_coalesced(wr, &mut queue, &mut buf).await?;
             if let Some(d) = &drained.close {
-                wr.write_frame(Frame::close(d.code, d.reason.as_bytes())).await?;
+                wr.write_frame(Frame::close(d.code, d.reason.as_bytes()))
+                    .await?;
             }
             wr.flush().await
         };
@@ -256,9 +275,13 @@ async fn write_coalesced<S: AsyncWrite + Unpin>(
     buf: &mut Vec<u8>,
 ) -> Result<(), WebSocketError> {
     while let Some(first) = queue.pop_front() {
-        let fits = |q: &VecDeque<Bytes>, len: usize| q.front().is_some_and(|m| len + 1 + m.len() <= COALESCE_BYTES);
+        let fits = |q: &VecDeque<Bytes>, len: usize| {
+            q.front()
+                .is_some_and(|m| len + 1 + m.len() <= COALESCE_BYTES)
+        };
         if !fits(queue, first.len()) {
-            wr.write_frame(Frame::text(Payload::Borrowed(&first))).await?;
+            wr.write_frame(Frame::text(Payload::Borrowed(&first)))
+                .await?;
             continue;
         }
         buf.clear();

@@ -97,7 +97,11 @@ mod tests {
 
     #[test]
     fn terminal_codes_are_in_the_terminal_range() {
-        for d in [Disconnect::BAD_REQUEST, Disconnect::STALE, Disconnect::CONNECTION_LIMIT] {
+        for d in [
+            Disconnect::BAD_REQUEST,
+            Disconnect::STALE,
+            Disconnect::CONNECTION_LIMIT,
+        ] {
             assert!((3500..4000).contains(&d.code));
             assert!(!d.reason.is_empty() && d.reason.len() < 123);
         }

@@ -29,7 +29,10 @@ pub fn split_frame(frame: &[u8]) -> Result<impl Iterator<Item = (usize, &[u8])>,
     if let Some(i) = body.split(|&b| b == b'\n').position(<[u8]>::is_empty) {
         return Err(FrameError::EmptyLine(i + 1));
     }
-    Ok(body.split(|&b| b == b'\n').enumerate().map(|(i, l)| (i + 1, l)))
+    Ok(body
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l)))
 }
 
 /// One decoded command: its id (0 when absent) and what it asks for.
@@ -271,19 +274,34 @@ mod tests {
 
     #[test]
     fn payloads_stay_raw_and_unknown_fields_are_ignored() {
-        let line = br#"{"id":7,"publish":{"channel":"a/b/c","data":{"v":[1, 2]}},"headers":{"x":"y"}}"#;
+        let line =
+            br#"{"id":7,"publish":{"channel":"a/b/c","data":{"v":[1, 2]}},"headers":{"x":"y"}}"#;
         let c = Command::decode(line, 1).unwrap();
         match c.method {
             Method::Publish(p) => assert_eq!(p.data.unwrap().get(), r#"{"v":[1, 2]}"#),
             m => panic!("{m:?}"),
         }
-        assert!(matches!(Command::decode(b"{}", 1).unwrap().method, Method::Empty));
-        assert!(matches!(Command::decode(br#"{"send":{"data":1}}"#, 1).unwrap().method, Method::Send));
+        assert!(matches!(
+            Command::decode(b"{}", 1).unwrap().method,
+            Method::Empty
+        ));
+        assert!(matches!(
+            Command::decode(br#"{"send":{"data":1}}"#, 1)
+                .unwrap()
+                .method,
+            Method::Send
+        ));
     }
 
     #[test]
     fn bad_json_names_the_line() {
-        for bad in [&b"nope"[..], b"[1]", b"{\"id\":-1}", b"{\"subscribe\":5}", b"\xff"] {
+        for bad in [
+            &b"nope"[..],
+            b"[1]",
+            b"{\"id\":-1}",
+            b"{\"subscribe\":5}",
+            b"\xff",
+        ] {
             match Command::decode(bad, 3) {
                 Err(FrameError::BadJson { line: 3, .. }) => {}
                 other => panic!("{:?}: {other:?}", String::from_utf8_lossy(bad)),

@@ -160,8 +160,13 @@ pub struct Publication<'a> {
 
 fn push(channel: &str, kind: PushKind<'_>) -> Bytes {
     let mut out = Vec::with_capacity(96);
-    serde_json::to_writer(&mut out, &Push { push: PushBody { channel, kind } })
-        .expect("push serializes");
+    serde_json::to_writer(
+        &mut out,
+        &Push {
+            push: PushBody { channel, kind },
+        },
+    )
+    .expect("push serializes");
     Bytes::from(out)
 }
 
@@ -197,8 +202,16 @@ mod tests {
 
     #[test]
     fn replies_have_the_exact_shapes_clients_expect() {
-        assert_eq!(&reply(2, "subscribe", &SubscribeResult::default())[..], br#"{"id":2,"subscribe":{}}"#);
-        let c = ConnectResult { client: "abc", version: "0.1.0", ping: 25, pong: true };
+        assert_eq!(
+            &reply(2, "subscribe", &SubscribeResult::default())[..],
+            br#"{"id":2,"subscribe":{}}"#
+        );
+        let c = ConnectResult {
+            client: "abc",
+            version: "0.1.0",
+            ping: 25,
+            pong: true,
+        };
         assert_eq!(
             &reply(1, "connect", &c)[..],
             br#"{"id":1,"connect":{"client":"abc","version":"0.1.0","ping":25,"pong":true}}"#
@@ -211,8 +224,14 @@ mod tests {
             &error(4, ErrorCode::Internal, None)[..],
             br#"{"id":4,"error":{"code":100,"message":"internal server error","temporary":true}}"#
         );
-        let stats = PresenceStatsResult { num_clients: 0, num_users: 0 };
-        assert_eq!(&reply(5, "presence_stats", &stats)[..], br#"{"id":5,"presence_stats":{"num_clients":0,"num_users":0}}"#);
+        let stats = PresenceStatsResult {
+            num_clients: 0,
+            num_users: 0,
+        };
+        assert_eq!(
+            &reply(5, "presence_stats", &stats)[..],
+            br#"{"id":5,"presence_stats":{"num_clients":0,"num_users":0}}"#
+        );
     }
 
     #[test]
@@ -231,7 +250,14 @@ mod tests {
     fn pushes_embed_raw_payloads() {
         let data = RawValue::from_string(r#"{"v":1}"#.into()).unwrap();
         let a = info("a");
-        let p = publication("grafana/broadcast/x", Publication { data: &data, info: Some(&a), offset: 0 });
+        let p = publication(
+            "grafana/broadcast/x",
+            Publication {
+                data: &data,
+                info: Some(&a),
+                offset: 0,
+            },
+        );
         assert_eq!(
             &p[..],
             br#"{"push":{"channel":"grafana/broadcast/x","pub":{"data":{"v":1},"info":{"user":"","client":"a"}}}}"#

@@ -75,7 +75,8 @@ impl Store {
                 })
             }
             None => {
-                meta.insert(FORMAT_KEY, &[FORMAT_VERSION]).map_err(sled_err)?;
+                meta.insert(FORMAT_KEY, &[FORMAT_VERSION])
+                    .map_err(sled_err)?;
                 db.flush().map_err(sled_err)?;
             }
         }
@@ -96,10 +97,13 @@ impl Store {
 
     /// Writes everything to disk (blocking).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(drop).map_err(|source| StoreError::Sled {
-            path: self.path.clone(),
-            source,
-        })
+        self.db
+            .flush()
+            .map(drop)
+            .map_err(|source| StoreError::Sled {
+                path: self.path.clone(),
+                source,
+            })
     }
 }
 
@@ -129,15 +133,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = sled::open(dir.path().join("db")).unwrap();
-            db.open_tree(META_TREE).unwrap().insert(FORMAT_KEY, &[99u8]).unwrap();
+            db.open_tree(META_TREE)
+                .unwrap()
+                .insert(FORMAT_KEY, &[99u8])
+                .unwrap();
             db.flush().unwrap();
         }
         match Store::open(&cfg(dir.path())) {
-            Err(StoreError::IncompatibleFormat { found: 99, expected: FORMAT_VERSION, .. }) => {}
+            Err(StoreError::IncompatibleFormat {
+                found: 99,
+                expected: FORMAT_VERSION,
+                ..
+            }) => {}
             other => panic!("{:?}", other.map(|_| ())),
         }
         let db = sled::open(dir.path().join("db")).unwrap();
-        let v = db.open_tree(META_TREE).unwrap().get(FORMAT_KEY).unwrap().unwrap();
+        let v = db
+            .open_tree(META_TREE)
+            .unwrap()
+            .get(FORMAT_KEY)
+            .unwrap()
+            .unwrap();
         assert_eq!(v.as_ref(), [99u8]);
     }
 
@@ -146,9 +162,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").unwrap();
-        let err = Store::open(&StoreConfig { path: file.join("db"), cache_capacity: 1 << 20 })
-            .err()
-            .expect("must fail");
+        let err = Store::open(&StoreConfig {
+            path: file.join("db"),
+            cache_capacity: 1 << 20,
+        })
+        .err()
+        .expect("must fail");
         assert!(matches!(err, StoreError::CreateDir { .. }), "{err}");
     }
 }

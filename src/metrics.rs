@@ -1,0 +1,49 @@
+//! `GET /metrics`: Prometheus text exposition of the daemon's counters, written by hand (a few
+//! lines of text do not need a registry crate).
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use crate::server::Shared;
+
+pub fn render(shared: &Shared) -> String {
+    let hub = &shared.hub;
+    let mut out = String::with_capacity(1024);
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "edgelive_connections",
+        "gauge",
+        "Open WebSocket connections.",
+        shared.connections() as u64,
+    );
+    metric(
+        "edgelive_channels",
+        "gauge",
+        "Channels with at least one subscriber.",
+        hub.num_channels() as u64,
+    );
+    metric(
+        "edgelive_publications_total",
+        "counter",
+        "Publications broadcast to subscribers.",
+        hub.stats.publications.load(Ordering::Relaxed),
+    );
+    metric(
+        "edgelive_deliveries_total",
+        "counter",
+        "Messages handed to subscribers' queues.",
+        hub.stats.deliveries.load(Ordering::Relaxed),
+    );
+    metric(
+        "edgelive_slow_disconnects_total",
+        "counter",
+        "Clients disconnected because their queue overflowed (3008 slow).",
+        hub.stats.slow_disconnects.load(Ordering::Relaxed),
+    );
+    out
+}

@@ -1,0 +1,291 @@
+//! Test harness: runs the real `edgelive` binary on port 0 with a temporary data dir, and gives
+//! tests a raw WebSocket peer (tokio-tungstenite, a different implementation from the server's).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream as TokioTcp;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts the daemon with `EDGELIVE_*` overrides; waits until it logs its address.
+    pub fn start(env: &[(&str, &str)]) -> Daemon {
+        Self::start_with_args(env, &[])
+    }
+
+    pub fn start_with_args(env: &[(&str, &str)], args: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgelive"));
+        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("EDGELIVE_")) {
+            cmd.env_remove(k);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn edgelive");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening") {
+                    if let Some(a) = line.split("addr=").nth(1) {
+                        let _ = tx.send(a.split_whitespace().next().unwrap_or("").to_owned());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().expect("address in log"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("daemon did not start: {:?}", log.lock().unwrap());
+            }
+        };
+        Daemon {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/api/live/ws", self.addr)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status and how long it took.
+    pub fn terminate(&mut self, within: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        unsafe_kill(self.child.id(), "TERM");
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return (st, started.elapsed());
+            }
+            if started.elapsed() > within {
+                let _ = self.child.kill();
+                panic!("daemon did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident memory of the daemon, KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+}
+
+/// A plain HTTP/1.1 request; returns (status, body).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TokioTcp>>;
+
+/// A raw protocol peer.
+pub struct Peer {
+    pub ws: Ws,
+    /// Messages received but not yet taken (a frame may hold several).
+    pending: std::collections::VecDeque<Value>,
+    /// Frames received, for coalescing checks.
+    pub frames: usize,
+}
+
+/// How a connection ended, seen from the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    Close(u16, String),
+    Eof,
+}
+
+impl Peer {
+    pub async fn connect(url: &str) -> Peer {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
+        Peer {
+            ws,
+            pending: Default::default(),
+            frames: 0,
+        }
+    }
+
+    /// Connects and completes the Centrifuge connect; returns the client id.
+    pub async fn connected(url: &str) -> (Peer, String) {
+        let mut p = Peer::connect(url).await;
+        p.send(r#"{"id":1,"connect":{"name":"test"}}"#).await;
+        let r = p.recv().await;
+        let client = r["connect"]["client"]
+            .as_str()
+            .expect("client id")
+            .to_owned();
+        (p, client)
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) -> Result<(), tungstenite::Error> {
+        self.ws.send(msg).await
+    }
+
+    /// Next JSON message (pings `{}` included), within 10 s.
+    pub async fn recv(&mut self) -> Value {
+        self.try_recv(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("expected a message, got {e:?}"))
+    }
+
+    /// Next message that is not a server ping.
+    pub async fn recv_non_ping(&mut self) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v != serde_json::json!({}) {
+                return v;
+            }
+        }
+    }
+
+    pub async fn try_recv(&mut self, wait: Duration) -> Result<Value, Ended> {
+        if let Some(v) = self.pending.pop_front() {
+            return Ok(v);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("timed out waiting for a message"),
+                Ok(None) | Ok(Some(Err(_))) => return Err(Ended::Eof),
+                Ok(Some(Ok(m))) => m,
+            };
+            match msg {
+                Message::Text(t) => {
+                    self.frames += 1;
+                    assert!(!t.is_empty(), "empty frame");
+                    for line in t.split('\n') {
+                        let v: Value = serde_json::from_str(line)
+                            .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+                        self.pending.push_back(v);
+                    }
+                    return Ok(self.pending.pop_front().unwrap());
+                }
+                Message::Binary(_) => panic!("server sent a binary frame to a JSON client"),
+                Message::Close(c) => {
+                    return Err(match c {
+                        Some(f) => Ended::Close(u16::from(f.code), f.reason.to_string()),
+                        None => Ended::Close(1005, String::new()),
+                    })
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Reads until the connection ends, ignoring data; returns how it ended.
+    pub async fn until_closed(&mut self, wait: Duration) -> Ended {
+        self.pending.clear();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("connection still open after {wait:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return Ended::Eof,
+                Ok(Some(Ok(Message::Close(c)))) => {
+                    return match c {
+                        Some(f) => Ended::Close(u16::from(f.code), f.reason.to_string()),
+                        None => Ended::Close(1005, String::new()),
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+}
+
+pub fn close_code(c: u16) -> CloseCode {
+    CloseCode::from(c)
+}

@@ -1,0 +1,306 @@
+//! The Centrifuge protocol against the real daemon, with a raw WebSocket peer.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{http, Daemon, Ended, Peer};
+use serde_json::json;
+
+#[tokio::test]
+async fn health_answers_ok_once_listening() {
+    let d = Daemon::start(&[]);
+    let (status, body) = http(d.addr, "GET", "/api/health", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        json!({"status":"ok"})
+    );
+    let (status, body) = http(d.addr, "GET", "/nowhere", &[], b"");
+    assert_eq!(status, 404);
+    assert!(body.contains("\"message\""), "{body}");
+}
+
+#[tokio::test]
+async fn connect_reply_has_client_ping_and_pong() {
+    let d = Daemon::start(&[]);
+    let mut p = Peer::connect(&d.ws_url()).await;
+    p.send(r#"{"id":1,"connect":{"name":"js"}}"#).await;
+    let r = p.recv().await;
+    assert_eq!(r["id"], 1);
+    assert_eq!(r["connect"]["ping"], 25);
+    assert_eq!(r["connect"]["pong"], true);
+    assert_eq!(r["connect"]["client"].as_str().unwrap().len(), 36);
+    assert!(r.get("error").is_none());
+    // The alias endpoint speaks the same protocol.
+    let mut p = Peer::connect(&format!("ws://{}/connection/websocket", d.addr)).await;
+    p.send(r#"{"id":1,"connect":{}}"#).await;
+    assert!(p.recv().await["connect"]["client"].is_string());
+}
+
+#[tokio::test]
+async fn batched_connect_and_subscribe_are_answered_in_order() {
+    let d = Daemon::start(&[]);
+    let mut p = Peer::connect(&d.ws_url()).await;
+    p.send("{\"connect\":{\"name\":\"js\"},\"id\":1}\n{\"subscribe\":{\"channel\":\"grafana/broadcast/a\",\"flag\":1},\"id\":2}\n{\"subscribe\":{\"channel\":\"stream/s/m\"},\"id\":3}")
+        .await;
+    assert_eq!(p.recv().await["id"], 1);
+    assert_eq!(p.recv().await, json!({"id":2,"subscribe":{}}));
+    let join = p.recv().await;
+    assert_eq!(join["push"]["channel"], "grafana/broadcast/a");
+    assert!(join["push"]["join"]["info"]["client"].is_string());
+    assert_eq!(p.recv().await, json!({"id":3,"subscribe":{}}));
+}
+
+#[tokio::test]
+async fn broadcast_reaches_every_subscriber_including_the_publisher() {
+    let d = Daemon::start(&[]);
+    let ch = "grafana/broadcast/room";
+    let (mut a, a_id) = Peer::connected(&d.ws_url()).await;
+    let (mut b, b_id) = Peer::connected(&d.ws_url()).await;
+    a.send(&format!(r#"{{"id":2,"subscribe":{{"channel":"{ch}"}}}}"#))
+        .await;
+    assert_eq!(a.recv().await, json!({"id":2,"subscribe":{}}));
+    assert_eq!(
+        a.recv().await["push"]["join"]["info"]["client"],
+        a_id.as_str()
+    );
+    // b uses the org-prefixed name a Grafana front end would use.
+    b.send(&format!(r#"{{"id":2,"subscribe":{{"channel":"1/{ch}"}}}}"#))
+        .await;
+    assert_eq!(b.recv().await, json!({"id":2,"subscribe":{}}));
+    assert_eq!(b.recv().await["push"]["channel"], format!("1/{ch}"));
+    // a sees b's join under the bare name.
+    let j = a.recv().await;
+    assert_eq!(j["push"]["channel"], ch);
+    assert_eq!(j["push"]["join"]["info"]["client"], b_id.as_str());
+
+    a.send(&format!(
+        r#"{{"id":3,"publish":{{"channel":"{ch}","data":{{"text":"hi","n":[1,2.5,null]}}}}}}"#
+    ))
+    .await;
+    let pa = a.recv().await;
+    assert_eq!(pa["push"]["channel"], ch);
+    assert_eq!(
+        pa["push"]["pub"]["data"],
+        json!({"text":"hi","n":[1,2.5,null]})
+    );
+    assert_eq!(pa["push"]["pub"]["info"]["client"], a_id.as_str());
+    assert_eq!(a.recv().await, json!({"id":3,"publish":{}}));
+    let pb = b.recv().await;
+    assert_eq!(pb["push"]["channel"], format!("1/{ch}"));
+    assert_eq!(pb["push"]["pub"]["data"]["text"], "hi");
+
+    // presence lists both, keyed by client id; stats count one (anonymous) user.
+    a.send(&format!(r#"{{"id":4,"presence":{{"channel":"{ch}"}}}}"#))
+        .await;
+    let pr = a.recv().await;
+    let entries = pr["presence"]["presence"].as_object().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[&a_id]["user"], "");
+    assert_eq!(entries[&b_id]["client"], b_id.as_str());
+    a.send(&format!(
+        r#"{{"id":5,"presence_stats":{{"channel":"{ch}"}}}}"#
+    ))
+    .await;
+    assert_eq!(
+        a.recv().await,
+        json!({"id":5,"presence_stats":{"num_clients":2,"num_users":1}})
+    );
+
+    // b leaves: unsubscribe reply, a gets the leave.
+    b.send(&format!(
+        r#"{{"id":3,"unsubscribe":{{"channel":"1/{ch}"}}}}"#
+    ))
+    .await;
+    assert_eq!(b.recv().await, json!({"id":3,"unsubscribe":{}}));
+    assert_eq!(
+        a.recv().await["push"]["leave"]["info"]["client"],
+        b_id.as_str()
+    );
+    // Leaving a channel one is not in still succeeds.
+    b.send(r#"{"id":4,"unsubscribe":{"channel":"grafana/broadcast/other"}}"#)
+        .await;
+    assert_eq!(b.recv().await, json!({"id":4,"unsubscribe":{}}));
+
+    // An abrupt disconnect is a leave too.
+    let (mut c, c_id) = Peer::connected(&d.ws_url()).await;
+    c.send(&format!(r#"{{"id":2,"subscribe":{{"channel":"{ch}"}}}}"#))
+        .await;
+    assert_eq!(c.recv().await["id"], 2);
+    assert_eq!(
+        a.recv().await["push"]["join"]["info"]["client"],
+        c_id.as_str()
+    );
+    drop(c);
+    assert_eq!(
+        a.recv().await["push"]["leave"]["info"]["client"],
+        c_id.as_str()
+    );
+}
+
+#[tokio::test]
+async fn errors_carry_codes_and_messages_and_keep_the_connection() {
+    let d = Daemon::start(&[]);
+    let (mut p, _) = Peer::connected(&d.ws_url()).await;
+    let cases = [
+        (
+            r#"{"id":2,"subscribe":{"channel":"stream/bad name/x"}}"#,
+            107,
+        ),
+        (r#"{"id":3,"subscribe":{"channel":"stream/a[b/x"}}"#, 107),
+        (r#"{"id":4,"subscribe":{"channel":"2/stream/a/x"}}"#, 107),
+        (
+            r#"{"id":5,"subscribe":{"channel":"plugin/testdata/random-2s-stream"}}"#,
+            102,
+        ),
+        (r#"{"id":6,"subscribe":{"channel":"ds/uid/x"}}"#, 102),
+        (
+            r#"{"id":7,"publish":{"channel":"stream/a/b","data":{"x":1}}}"#,
+            103,
+        ),
+        (
+            r#"{"id":8,"history":{"channel":"grafana/broadcast/x","limit":10}}"#,
+            108,
+        ),
+        (
+            r#"{"id":9,"rpc":{"method":"grafana.query","data":{}}}"#,
+            104,
+        ),
+        (r#"{"id":10,"refresh":{"token":"t"}}"#, 108),
+        (
+            r#"{"id":11,"subscribe":{"channel":"stream/a/b","type":2}}"#,
+            108,
+        ),
+        (
+            r#"{"id":12,"subscribe":{"channel":"stream/a/b","tf":{"filter":{}}}}"#,
+            107,
+        ),
+        (r#"{"id":13,"presence":{"channel":"stream/a/b"}}"#, 108),
+        (
+            r#"{"id":14,"publish":{"channel":"grafana/broadcast/x"}}"#,
+            107,
+        ),
+    ];
+    for (cmd, code) in cases {
+        p.send(cmd).await;
+        let r = p.recv_non_ping().await;
+        assert_eq!(r["error"]["code"], code, "{cmd} -> {r}");
+        assert!(!r["error"]["message"].as_str().unwrap().is_empty());
+    }
+    p.send(r#"{"id":20,"subscribe":{"channel":"stream/a/b"}}"#)
+        .await;
+    assert_eq!(p.recv().await, json!({"id":20,"subscribe":{}}));
+    p.send(r#"{"id":21,"subscribe":{"channel":"1/stream/a/b"}}"#)
+        .await;
+    assert_eq!(p.recv().await["error"]["code"], 105);
+    // `send` gets no reply; the next command's reply comes next.
+    p.send("{\"send\":{\"data\":{\"x\":1}}}\n{\"id\":22,\"ping\":{}}")
+        .await;
+    assert_eq!(p.recv().await, json!({"id":22,"ping":{}}));
+}
+
+#[tokio::test]
+async fn the_129th_channel_is_refused_with_106() {
+    let d = Daemon::start(&[]);
+    let (mut p, _) = Peer::connected(&d.ws_url()).await;
+    let frame: Vec<String> = (0..129)
+        .map(|i| {
+            format!(
+                r#"{{"id":{},"subscribe":{{"channel":"stream/s/m{i}"}}}}"#,
+                i + 2
+            )
+        })
+        .collect();
+    p.send(&frame.join("\n")).await;
+    for i in 0..128 {
+        assert_eq!(p.recv().await, json!({"id": i + 2, "subscribe": {}}));
+    }
+    assert_eq!(p.recv().await["error"]["code"], 106);
+}
+
+#[tokio::test]
+async fn malformed_input_closes_with_3501() {
+    let d = Daemon::start(&[]);
+    let cases: [(&str, bool); 6] = [
+        (r#"{"id":1,"subscribe":{"channel":"stream/a/b"}}"#, false), // before connect
+        ("this is not json", false),
+        ("{\"id\":1,\"connect\":{}}\n\n{\"id\":2,\"ping\":{}}", false), // empty line
+        ("", false),                                                    // empty frame
+        (r#"{"id":2,"connect":{}}"#, true),                             // second connect
+        (r#"{"id":2,"subscribe":{"channel":""}}"#, true),               // empty channel
+    ];
+    for (msg, connect_first) in cases {
+        let mut p = if connect_first {
+            Peer::connected(&d.ws_url()).await.0
+        } else {
+            Peer::connect(&d.ws_url()).await
+        };
+        p.send(msg).await;
+        assert_eq!(
+            p.until_closed(Duration::from_secs(10)).await,
+            Ended::Close(3501, "bad request".into()),
+            "{msg:?}"
+        );
+    }
+    // The daemon is still fine.
+    let (mut p, _) = Peer::connected(&d.ws_url()).await;
+    p.send(r#"{"id":2,"ping":{}}"#).await;
+    assert_eq!(p.recv().await["id"], 2);
+}
+
+#[tokio::test]
+async fn server_pings_and_a_client_that_never_pongs_is_closed_3012() {
+    let d = Daemon::start(&[
+        ("EDGELIVE_LIVE_PING_INTERVAL", "1s"),
+        ("EDGELIVE_LIVE_PONG_TIMEOUT", "1s"),
+    ]);
+    // A client that answers pings stays; pings arrive even while nothing else happens.
+    let (mut good, _) = Peer::connected(&d.ws_url()).await;
+    let (mut bad, _) = Peer::connected(&d.ws_url()).await;
+    for _ in 0..3 {
+        assert_eq!(good.recv().await, json!({}));
+        good.send("{}").await;
+    }
+    assert_eq!(
+        bad.until_closed(Duration::from_secs(10)).await,
+        Ended::Close(3012, "no pong".into())
+    );
+    good.send(r#"{"id":9,"ping":{}}"#).await;
+    assert_eq!(good.recv_non_ping().await["id"], 9);
+}
+
+#[tokio::test]
+async fn a_client_that_never_connects_is_closed_3502() {
+    let d = Daemon::start(&[("EDGELIVE_LIVE_CONNECT_TIMEOUT", "1s")]);
+    let mut p = Peer::connect(&d.ws_url()).await;
+    assert_eq!(
+        p.until_closed(Duration::from_secs(10)).await,
+        Ended::Close(3502, "stale".into())
+    );
+}
+
+#[tokio::test]
+async fn queued_messages_are_coalesced_into_few_frames() {
+    let d = Daemon::start(&[]);
+    let (mut sub, _) = Peer::connected(&d.ws_url()).await;
+    sub.send(r#"{"id":2,"subscribe":{"channel":"grafana/broadcast/burst"}}"#)
+        .await;
+    sub.recv().await;
+    sub.recv().await; // own join
+    let (mut publisher, _) = Peer::connected(&d.ws_url()).await;
+    let frame: Vec<String> = (0..200)
+        .map(|i| format!(r#"{{"id":{},"publish":{{"channel":"grafana/broadcast/burst","data":{{"i":{i}}}}}}}"#, i + 2))
+        .collect();
+    publisher.send(&frame.join("\n")).await;
+    let before = sub.frames;
+    for i in 0..200 {
+        let m = sub.recv_non_ping().await;
+        assert_eq!(m["push"]["pub"]["data"]["i"], i, "in order");
+    }
+    let frames = sub.frames - before;
+    assert!(
+        frames < 200,
+        "200 publications in {frames} frames: nothing was coalesced"
+    );
+}
