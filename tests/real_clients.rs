@@ -1,0 +1,109 @@
+//! The official clients, unmodified, against the real daemon: `centrifuge` from npm (Node, with
+//! the `ws` package) and `centrifuge-python` from PyPI. The packages are installed into
+//! `tests/clients/` on first use (`npm ci`, a virtualenv), so `cargo test` works on a fresh
+//! machine that has node, npm and python3.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use common::Daemon;
+
+/// Installs are serialized: both tests share `tests/clients/`.
+static INSTALL: Mutex<()> = Mutex::new(());
+
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ensure_node_packages() {
+    let _g = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = clients_dir();
+    if dir.join("node_modules/centrifuge/package.json").exists() && dir.join("node_modules/ws").exists() {
+        return;
+    }
+    run(
+        Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir),
+        "npm ci in tests/clients",
+    );
+}
+
+fn ensure_python_venv() -> PathBuf {
+    let _g = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = clients_dir();
+    let python = dir.join(".venv/bin/python");
+    let ready = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import centrifuge"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ready {
+        run(
+            Command::new("python3").args(["-m", "venv", ".venv"]).current_dir(&dir),
+            "python3 -m venv",
+        );
+        run(
+            Command::new(&python)
+                .args(["-m", "pip", "install", "-q", "-r", "requirements.txt"])
+                .current_dir(&dir),
+            "pip install -r tests/clients/requirements.txt",
+        );
+    }
+    python
+}
+
+/// A daemon pinging every second (so the clients' pong handling is exercised) and one that
+/// takes a single connection (for the terminal 3504).
+fn daemons() -> (Daemon, Daemon) {
+    let main = Daemon::start(&[("EDGELIVE_LIVE_PING_INTERVAL", "1s"), ("EDGELIVE_LIVE_PONG_TIMEOUT", "3s")]);
+    let limited = Daemon::start(&[("EDGELIVE_LIVE_MAX_CONNECTIONS", "1")]);
+    (main, limited)
+}
+
+fn run_client(mut cmd: Command, what: &str, main: &Daemon, limited: &Daemon) {
+    cmd.env("EDGELIVE_URL", main.ws_url())
+        .env("EDGELIVE_LIMITED_URL", limited.ws_url())
+        .current_dir(clients_dir());
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{stdout}\n{}\n--- daemon log ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        main.log_text()
+    );
+    assert!(stdout.contains("ok 3504"), "{what} did not finish: {stdout}");
+}
+
+#[test]
+fn centrifuge_js_pub_sub_presence_join_leave_and_terminal_limit() {
+    ensure_node_packages();
+    let (main, limited) = daemons();
+    let mut cmd = Command::new("node");
+    cmd.arg("js/core.mjs");
+    run_client(cmd, "centrifuge-js", &main, &limited);
+}
+
+#[test]
+fn centrifuge_python_pub_sub_presence_join_leave_and_terminal_limit() {
+    let python = ensure_python_venv();
+    let (main, limited) = daemons();
+    let mut cmd = Command::new(python);
+    cmd.arg("py/core.py");
+    run_client(cmd, "centrifuge-python", &main, &limited);
+}
