@@ -19,7 +19,9 @@ fn clients_dir() -> PathBuf {
 }
 
 fn run(cmd: &mut Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
     assert!(
         out.status.success(),
         "{what} failed ({}):\n{}\n{}",
@@ -32,11 +34,15 @@ fn run(cmd: &mut Command, what: &str) {
 fn ensure_node_packages() {
     let _g = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = clients_dir();
-    if dir.join("node_modules/centrifuge/package.json").exists() && dir.join("node_modules/ws").exists() {
+    if dir.join("node_modules/centrifuge/package.json").exists()
+        && dir.join("node_modules/ws").exists()
+    {
         return;
     }
     run(
-        Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir),
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir),
         "npm ci in tests/clients",
     );
 }
@@ -52,7 +58,9 @@ fn ensure_python_venv() -> PathBuf {
             .is_ok_and(|o| o.status.success());
     if !ready {
         run(
-            Command::new("python3").args(["-m", "venv", ".venv"]).current_dir(&dir),
+            Command::new("python3")
+                .args(["-m", "venv", ".venv"])
+                .current_dir(&dir),
             "python3 -m venv",
         );
         run(
@@ -68,7 +76,10 @@ fn ensure_python_venv() -> PathBuf {
 /// A daemon pinging every second (so the clients' pong handling is exercised) and one that
 /// takes a single connection (for the terminal 3504).
 fn daemons() -> (Daemon, Daemon) {
-    let main = Daemon::start(&[("EDGELIVE_LIVE_PING_INTERVAL", "1s"), ("EDGELIVE_LIVE_PONG_TIMEOUT", "3s")]);
+    let main = Daemon::start(&[
+        ("EDGELIVE_LIVE_PING_INTERVAL", "1s"),
+        ("EDGELIVE_LIVE_PONG_TIMEOUT", "3s"),
+    ]);
     let limited = Daemon::start(&[("EDGELIVE_LIVE_MAX_CONNECTIONS", "1")]);
     (main, limited)
 }
@@ -77,7 +88,9 @@ fn run_client(mut cmd: Command, what: &str, main: &Daemon, limited: &Daemon) {
     cmd.env("EDGELIVE_URL", main.ws_url())
         .env("EDGELIVE_LIMITED_URL", limited.ws_url())
         .current_dir(clients_dir());
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
     assert!(
@@ -87,7 +100,10 @@ fn run_client(mut cmd: Command, what: &str, main: &Daemon, limited: &Daemon) {
         String::from_utf8_lossy(&out.stderr),
         main.log_text()
     );
-    assert!(stdout.contains("ok 3504"), "{what} did not finish: {stdout}");
+    assert!(
+        stdout.contains("ok 3504"),
+        "{what} did not finish: {stdout}"
+    );
 }
 
 #[test]
