@@ -111,6 +111,11 @@ async fn read_loop<S: AsyncRead + Unpin>(
                 return;
             }
         };
+        // A connection that is closing (refused over the limit, slow, shutting down) handles
+        // nothing more: a batched connect+subscribe must not join channels on its way out.
+        if outbox.is_closing() {
+            return;
+        }
         let complete: Option<Result<(), Disconnect>> = match frame.opcode {
             OpCode::Text | OpCode::Binary if partial.is_some() => {
                 Some(Err(Disconnect::PROTOCOL_ERROR))
@@ -155,9 +160,6 @@ async fn read_loop<S: AsyncRead + Unpin>(
         };
         if let Some(Err(d)) = complete {
             outbox.close(d);
-            return;
-        }
-        if outbox.is_closing() {
             return;
         }
     }

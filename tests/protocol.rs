@@ -304,3 +304,74 @@ async fn queued_messages_are_coalesced_into_few_frames() {
         "200 publications in {frames} frames: nothing was coalesced"
     );
 }
+
+#[tokio::test]
+async fn the_multi_thread_runtime_serves_the_same_protocol() {
+    let d = Daemon::start(&[("EDGELIVE_RUNTIME_WORKERS", "2")]);
+    let (mut a, _) = Peer::connected(&d.ws_url()).await;
+    let (mut b, _) = Peer::connected(&d.ws_url()).await;
+    for p in [&mut a, &mut b] {
+        p.send(r#"{"id":2,"subscribe":{"channel":"grafana/broadcast/mt"}}"#)
+            .await;
+        assert_eq!(p.recv().await, json!({"id":2,"subscribe":{}}));
+    }
+    b.send(r#"{"id":3,"publish":{"channel":"grafana/broadcast/mt","data":{"v":1}}}"#)
+        .await;
+    loop {
+        let m = a.recv_non_ping().await;
+        if m["push"]["pub"].is_object() {
+            assert_eq!(m["push"]["pub"]["data"], json!({"v":1}));
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_empty_subprotocol_header_is_accepted_and_never_echoed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = Daemon::start(&[]);
+    let mut s = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    let req = format!(
+        "GET /api/live/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: \r\n\r\n",
+        d.addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "connection closed during the handshake");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    assert!(!head.contains("sec-websocket-protocol"), "{head}");
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_dropped() {
+    use std::io::{Read, Write};
+    let d = Daemon::start(&[("EDGELIVE_SERVER_HEADER_READ_TIMEOUT", "1s")]);
+    let mut s = std::net::TcpStream::connect(d.addr).unwrap();
+    s.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut buf = Vec::new();
+    // hyper answers 408 or just closes; either way the read ends instead of hanging.
+    let r = s.read_to_end(&mut buf);
+    assert!(r.is_ok(), "connection still open: {r:?}");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
