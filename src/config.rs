@@ -27,6 +27,47 @@ pub struct Config {
     pub storage: StorageConfig,
     pub live: LiveConfig,
     pub log: LogConfig,
+    /// History per channel pattern, first match wins. When absent, `default_history()`.
+    pub history: Option<Vec<HistoryRule>>,
+}
+
+/// `[[history]]`: channels matching `pattern` keep their last `size` publications for `ttl`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryRule {
+    /// Glob over the channel name without org prefix; `*` matches any run of characters.
+    pub pattern: String,
+    /// Publications kept; 0 turns history off for these channels.
+    pub size: u64,
+    /// How long a publication is kept.
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+}
+
+/// History when the config has no `[[history]]`: broadcast and managed streams keep some.
+pub fn default_history() -> Vec<HistoryRule> {
+    vec![
+        HistoryRule {
+            pattern: "grafana/broadcast/*".into(),
+            size: 100,
+            ttl: Duration::from_secs(600),
+        },
+        HistoryRule {
+            pattern: "stream/*".into(),
+            size: 1000,
+            ttl: Duration::from_secs(3600),
+        },
+    ]
+}
+
+/// When a publisher's acknowledgement is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// After the group commit holding the publication is written and flushed.
+    Batched,
+    /// At once; the write follows.
+    None,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +124,18 @@ pub struct StorageConfig {
     pub path: PathBuf,
     /// sled page cache, MiB. Set explicitly: sled's own default is 1 GiB.
     pub cache_capacity_mib: u64,
+    /// When publishers are acknowledged (see `Durability`).
+    pub durability: Durability,
+    /// sled's background fsync interval, ms.
+    pub flush_every_ms: u64,
+    /// Most channels with history or presence state; more are refused with 106.
+    pub max_channels: usize,
+    /// A channel with no publication and no subscriber for this long is forgotten, history and
+    /// epoch included.
+    #[serde(with = "duration")]
+    pub channel_idle_ttl: Duration,
+    /// Most publications one history read or recovery returns.
+    pub max_read: usize,
 }
 
 impl Default for StorageConfig {
@@ -90,6 +143,11 @@ impl Default for StorageConfig {
         Self {
             path: PathBuf::from("./data"),
             cache_capacity_mib: 8,
+            durability: Durability::Batched,
+            flush_every_ms: 1000,
+            max_channels: 10_000,
+            channel_idle_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_read: 1000,
         }
     }
 }
@@ -244,8 +302,14 @@ impl Config {
                 "storage" => section_into(value, &mut config.storage),
                 "live" => section_into(value, &mut config.live),
                 "log" => section_into(value, &mut config.log),
+                "history" => {
+                    let mut rules = Vec::new();
+                    let r = section_into(value, &mut rules);
+                    config.history = Some(rules);
+                    r
+                }
                 other => Err(format!(
-                    "unknown section [{other}] (expected server, runtime, storage, live or log)"
+                    "unknown section [{other}] (expected server, runtime, storage, live, log or [[history]])"
                 )),
             };
             if let Err(e) = res {
@@ -318,9 +382,32 @@ impl Config {
         if self.storage.cache_capacity_mib == 0 {
             problems.push("[storage] cache_capacity_mib must be at least 1".into());
         }
+        if self.storage.max_read == 0 || self.storage.max_channels == 0 {
+            problems.push("[storage] max_read and max_channels must be at least 1".into());
+        }
+        for (i, rule) in self.history_rules().iter().enumerate() {
+            let channel_char = |c: char| c.is_ascii_alphanumeric() || "_-./=*?".contains(c);
+            if rule.pattern.is_empty() || !rule.pattern.chars().all(channel_char) {
+                problems.push(format!(
+                    "[[history]] #{}: pattern {:?} cannot match a channel name",
+                    i + 1,
+                    rule.pattern
+                ));
+            }
+            if rule.size > 0 && rule.ttl.is_zero() {
+                problems.push(format!("[[history]] #{}: ttl must be positive", i + 1));
+            }
+        }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             problems.push(format!("[log] level = {:?}: {e}", self.log.level));
         }
+    }
+}
+
+impl Config {
+    /// The history rules in force: the configured ones, or the defaults.
+    pub fn history_rules(&self) -> Vec<HistoryRule> {
+        self.history.clone().unwrap_or_else(default_history)
     }
 }
 
@@ -469,6 +556,35 @@ mod tests {
         assert!(e.to_string().contains("ha_engine"));
         let c = Config::from_toml("t", "[live]\nallowed_origins = \"*\"\n", env(&[])).unwrap();
         assert_eq!(c.live.allowed_origins.0, vec!["*"]);
+    }
+
+    #[test]
+    fn history_rules_replace_the_defaults() {
+        let c = Config::from_toml("t", "", env(&[])).unwrap();
+        assert_eq!(c.history_rules(), default_history());
+        let c = Config::from_toml(
+            "t",
+            "[storage]\ndurability = \"none\"\n[[history]]\npattern = \"stream/factory-*\"\nsize = 5\nttl = \"1m\"\n",
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.storage.durability, Durability::None);
+        let rules = c.history_rules();
+        assert_eq!(rules.len(), 1);
+        assert_eq!((rules[0].size, rules[0].ttl), (5, Duration::from_secs(60)));
+        let e = Config::from_toml(
+            "t",
+            "[[history]]\npattern = \"bad pattern\"\nsize = 1\nttl = \"1s\"\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cannot match"), "{e}");
+        let e = Config::from_toml("t", "[storage]\ndurability = \"sometimes\"\n", env(&[]))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("durability") || e.to_string().contains("sometimes"),
+            "{e}"
+        );
     }
 
     #[test]

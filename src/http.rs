@@ -27,7 +27,13 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path();
     let resp = match (req.method(), path) {
-        (&Method::GET, "/api/health") => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+        (&Method::GET, "/api/health") => match shared.persist.health.degraded() {
+            None => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+            Some(reason) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "status": "degraded", "reason": reason }).to_string(),
+            ),
+        },
         (&Method::GET, "/metrics") => {
             let mut r = Response::new(Body::new(Bytes::from(crate::metrics::render(&shared))));
             r.headers_mut().insert(
@@ -93,6 +99,7 @@ fn websocket_upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>) -> Respon
         id: shared.next_client.fetch_add(1, Ordering::Relaxed),
         hub: shared.hub.clone(),
         settings: settings.clone(),
+        persist: shared.persist.clone(),
         shutdown: shared.shutdown.clone(),
         refuse,
     };

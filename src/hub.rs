@@ -4,10 +4,10 @@
 //! across an `.await`. A broadcast encodes the push once per channel-name form (the bare name,
 //! and the org-prefixed name when some subscriber used it) and hands clones of the same `Bytes`
 //! to every subscriber's outbox; a full outbox closes that client as slow and nobody waits.
-//! Presence on presence-enabled channels is answered from the subscriber lists.
+//! Subscribers whose connection is closing are skipped and dropped from the list.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,11 +77,16 @@ impl Hub {
 
     /// Adds a subscriber and runs `then` while still holding the channel's shard lock, so that
     /// whatever `then` queues (the subscribe reply) is in the client's outbox before any
-    /// publication broadcast after the subscription exists.
-    pub fn subscribe<R>(&self, key: &Arc<str>, sub: Subscriber, then: impl FnOnce() -> R) -> R {
+    /// publication broadcast after the subscription exists. A subscriber whose connection is
+    /// already closing is not added (false): its session has left, or is leaving, every channel.
+    pub fn subscribe(&self, key: &Arc<str>, sub: Subscriber, then: impl FnOnce()) -> bool {
         let mut shard = self.shard(key);
+        if sub.outbox.is_closing() {
+            return false;
+        }
         shard.channels.entry(key.clone()).or_default().push(sub);
-        then()
+        then();
+        true
     }
 
     /// Removes a client's subscription; true if it was there.
@@ -103,14 +108,15 @@ impl Hub {
     /// Sends one push to every subscriber of `key`. `encode` gets the channel name as the
     /// subscriber wrote it and is called at most once per form.
     pub fn broadcast(&self, key: &str, encode: impl Fn(&str) -> Bytes) -> Fanout {
-        let shard = self.shard(key);
-        let Some(subs) = shard.channels.get(key) else {
+        let mut shard = self.shard(key);
+        let Some(subs) = shard.channels.get_mut(key) else {
             return Fanout::default();
         };
         let mut bare: Option<Bytes> = None;
         let mut prefixed: Option<Bytes> = None;
         let mut out = Fanout::default();
-        for s in subs {
+        let mut closed = false;
+        for s in subs.iter() {
             let msg = if s.prefixed {
                 prefixed.get_or_insert_with(|| encode(&format!("{}{key}", self.org_prefix)))
             } else {
@@ -119,8 +125,11 @@ impl Hub {
             match s.outbox.push(msg.clone()) {
                 Ok(()) => out.delivered += 1,
                 Err(PushError::Slow) => out.slow += 1,
-                Err(PushError::Closed) => {}
+                Err(PushError::Closed) => closed = true,
             }
+        }
+        if closed {
+            subs.retain(|s| !s.outbox.is_closing());
         }
         drop(shard);
         self.stats.publications.fetch_add(1, Ordering::Relaxed);
@@ -133,26 +142,6 @@ impl Hub {
                 .fetch_add(out.slow as u64, Ordering::Relaxed);
         }
         out
-    }
-
-    /// Everyone subscribed to `key`, one entry per connection.
-    pub fn presence(&self, key: &str) -> Vec<Arc<ClientInfo>> {
-        let shard = self.shard(key);
-        shard
-            .channels
-            .get(key)
-            .map(|subs| subs.iter().map(|s| s.info.clone()).collect())
-            .unwrap_or_default()
-    }
-
-    /// (connections, distinct users; the anonymous user "" counts once).
-    pub fn presence_stats(&self, key: &str) -> (u32, u32) {
-        let shard = self.shard(key);
-        let Some(subs) = shard.channels.get(key) else {
-            return (0, 0);
-        };
-        let users: HashSet<&str> = subs.iter().map(|s| s.info.user.as_str()).collect();
-        (subs.len() as u32, users.len() as u32)
     }
 
     pub fn num_subscribers(&self, key: &str) -> usize {
@@ -243,19 +232,15 @@ mod tests {
     }
 
     #[test]
-    fn presence_and_unsubscribe() {
+    fn unsubscribe_removes_and_empty_channels_go_away() {
         let hub = Hub::new(1);
         let key: Arc<str> = Arc::from("a/b/c");
         hub.subscribe(&key, sub(1, "u1", false, 100), || ());
         hub.subscribe(&key, sub(2, "u1", false, 100), || ());
-        hub.subscribe(&key, sub(3, "", false, 100), || ());
-        assert_eq!(hub.presence_stats(&key), (3, 2));
-        assert_eq!(hub.presence(&key).len(), 3);
+        assert_eq!(hub.num_subscribers(&key), 2);
         assert!(hub.unsubscribe(&key, 2));
         assert!(!hub.unsubscribe(&key, 2));
         assert!(hub.unsubscribe(&key, 1));
-        assert!(hub.unsubscribe(&key, 3));
         assert_eq!(hub.num_channels(), 0);
-        assert_eq!(hub.presence_stats(&key), (0, 0));
     }
 }

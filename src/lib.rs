@@ -6,11 +6,13 @@
 
 pub mod channel;
 pub mod config;
+pub mod glob;
 pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod origin;
 pub mod outbox;
+pub mod persist;
 pub mod protocol;
 pub mod routing;
 pub mod server;

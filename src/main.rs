@@ -3,10 +3,13 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edgelive::config::Config;
+use edgelive::hub::Hub;
+use edgelive::persist::Persist;
 use edgelive::server::{self, Shared};
 use edgelive::settings::Settings;
 use edgelive_storage::{Store, StoreConfig, StoreError};
@@ -111,20 +114,27 @@ fn run(config: Config) -> Result<(), Failure> {
     let store = Store::open(&StoreConfig {
         path: config.storage.path.clone(),
         cache_capacity: config.storage.cache_capacity_mib << 20,
+        flush_every_ms: config.storage.flush_every_ms,
     })
     .map_err(|e| {
         let code = match e {
             StoreError::CreateDir { .. } => exit::CANTCREAT,
             StoreError::IncompatibleFormat { .. } => exit::CONFIG,
-            StoreError::Sled { .. } => exit::IOERR,
+            StoreError::Locked { .. } => exit::TEMPFAIL,
+            _ => exit::IOERR,
         };
         Failure(code, e.into())
     })?;
     info!(path = %store.path().display(), "storage open");
 
+    let settings = Arc::new(Settings::from_config(&config));
+    let hub = Arc::new(Hub::new(settings.org_id));
+    let (persist, threads) = Persist::start(store, hub.clone(), settings.clone())
+        .context("cannot start the storage threads")
+        .map_err(|e| Failure(exit::IOERR, e))?;
     let rt = build_runtime(&config).map_err(|e| Failure(exit::TEMPFAIL, e))?;
-    let settings = Settings::from_config(&config);
-    rt.block_on(async move {
+    let served = persist.clone();
+    let result = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))
@@ -133,16 +143,17 @@ fn run(config: Config) -> Result<(), Failure> {
             .local_addr()
             .map_err(|e| Failure(exit::TEMPFAIL, e.into()))?;
         let shutdown = CancellationToken::new();
-        let shared = Shared::new(settings, shutdown.clone());
+        let shared = Shared::new(settings, hub, served, shutdown.clone());
         tokio::spawn(wait_for_signal(shutdown));
         info!(%addr, "listening");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         server::serve(listener, shared).await;
         Ok::<(), Failure>(())
-    })?;
+    });
+    // Connections are gone (or abandoned with the runtime): record a clean stop and flush.
     drop(rt);
-    store.flush().map_err(|e| Failure(exit::IOERR, e.into()))?;
-    Ok(())
+    persist.stop(threads);
+    result
 }
 
 fn build_runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {

@@ -45,5 +45,38 @@ pub fn render(shared: &Shared) -> String {
         "Clients disconnected because their queue overflowed (3008 slow).",
         hub.stats.slow_disconnects.load(Ordering::Relaxed),
     );
+    let sizes = shared
+        .persist
+        .sizes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    for (name, help, col) in [
+        (
+            "edgelive_history_channels",
+            "Channels with history, per [[history]] pattern.",
+            1,
+        ),
+        (
+            "edgelive_history_publications",
+            "Publications kept in history, per pattern.",
+            2,
+        ),
+        (
+            "edgelive_history_bytes",
+            "Bytes of history (keys and values), per pattern.",
+            3,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (pattern, channels, entries, bytes) in &sizes.by_pattern {
+            let v = [0, *channels, *entries, *bytes][col];
+            let _ = writeln!(
+                out,
+                "{name}{{pattern=\"{}\"}} {v}",
+                pattern.replace('"', "'")
+            );
+        }
+    }
     out
 }

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -32,6 +32,9 @@ pub struct Outbox {
     pub connected: AtomicBool,
     /// A ping went out and no pong came back yet.
     pub awaiting_pong: AtomicBool,
+    /// Subscriptions the storage thread refused after the session recorded them; the session
+    /// forgets them before handling its next message.
+    refused: Mutex<Vec<Arc<str>>>,
 }
 
 #[derive(Default)]
@@ -57,6 +60,7 @@ impl Outbox {
             limit,
             connected: AtomicBool::new(false),
             awaiting_pong: AtomicBool::new(false),
+            refused: Mutex::new(Vec::new()),
         }
     }
 
@@ -128,6 +132,19 @@ impl Outbox {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the queue inconsistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that a subscription was refused by the storage thread.
+    pub fn refuse_subscription(&self, key: Arc<str>) {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key);
+    }
+
+    /// Takes the subscriptions refused since the last call.
+    pub fn take_refused(&self) -> Vec<Arc<str>> {
+        std::mem::take(&mut *self.refused.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn set_connected(&self) {

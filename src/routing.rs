@@ -1,10 +1,23 @@
 //! What each kind of channel supports (design §5): which scopes exist, where clients may publish,
-//! and which channels have presence and join/leave.
+//! which channels have presence and join/leave, and which keep history (`[[history]]` rules).
+
+use std::time::Duration;
 
 use crate::channel::{Channel, Scope};
+use crate::config::HistoryRule;
+use crate::glob::glob;
 use crate::protocol::ErrorCode;
 
-/// The behaviour of one channel, decided from its scope and namespace.
+/// History settings of one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryPolicy {
+    /// Publications kept.
+    pub size: u64,
+    /// How long each is kept.
+    pub ttl: Duration,
+}
+
+/// The behaviour of one channel, decided from its scope, namespace and the history rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelKind {
     /// presence / presence_stats answer (else 108).
@@ -13,45 +26,96 @@ pub struct ChannelKind {
     pub join_leave: bool,
     /// Client publish (and `POST /api/live/publish`) is allowed, else this error.
     pub publish: Result<(), ErrorCode>,
+    /// Publications get offsets and are kept; subscribers can recover.
+    pub history: Option<HistoryPolicy>,
 }
 
-/// Routes a channel; `Err` is the error a subscribe, publish or presence gets for it.
-pub fn route(channel: &Channel) -> Result<ChannelKind, ErrorCode> {
-    match (channel.scope(), channel.namespace()) {
-        // Grafana's broadcast feature: anyone publishes, presence and join/leave on.
-        (Scope::Grafana, "broadcast") => Ok(ChannelKind {
-            presence: true,
-            join_leave: true,
-            publish: Ok(()),
-        }),
-        // Managed streams are fed only by the push API.
-        (Scope::Stream, _) => Ok(ChannelKind {
-            presence: false,
-            join_leave: false,
-            publish: Err(ErrorCode::PermissionDenied),
-        }),
-        // Stream handlers (plugin/ds) arrive with their own issue; other grafana features and
-        // unknown scopes do not exist here.
-        _ => Err(ErrorCode::UnknownChannel),
+impl ChannelKind {
+    /// Channels whose state lives in the store: everything about them goes through the
+    /// storage thread, which sequences publications and subscriptions.
+    pub fn is_stateful(&self) -> bool {
+        self.presence || self.history.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    history: Vec<HistoryRule>,
+}
+
+impl Router {
+    pub fn new(history: Vec<HistoryRule>) -> Router {
+        Router { history }
+    }
+
+    /// Routes a channel; `Err` is the error a subscribe, publish or presence gets for it.
+    pub fn route(&self, channel: &Channel) -> Result<ChannelKind, ErrorCode> {
+        let mut kind = match (channel.scope(), channel.namespace()) {
+            // Grafana's broadcast feature: anyone publishes, presence and join/leave on.
+            (Scope::Grafana, "broadcast") => ChannelKind {
+                presence: true,
+                join_leave: true,
+                publish: Ok(()),
+                history: None,
+            },
+            // Managed streams are fed only by the push API.
+            (Scope::Stream, _) => ChannelKind {
+                presence: false,
+                join_leave: false,
+                publish: Err(ErrorCode::PermissionDenied),
+                history: None,
+            },
+            // Stream handlers (plugin/ds) arrive with their own issue; other grafana features
+            // and unknown scopes do not exist here.
+            _ => return Err(ErrorCode::UnknownChannel),
+        };
+        kind.history = self.history_for(channel.key());
+        Ok(kind)
+    }
+
+    /// The first matching `[[history]]` rule, if it keeps anything.
+    pub fn history_for(&self, key: &str) -> Option<HistoryPolicy> {
+        self.history
+            .iter()
+            .find(|r| glob(&r.pattern, key))
+            .filter(|r| r.size > 0)
+            .map(|r| HistoryPolicy {
+                size: r.size,
+                ttl: r.ttl,
+            })
+    }
+
+    /// The pattern a channel's history is accounted under (for size reports).
+    pub fn pattern_of(&self, key: &str) -> Option<&str> {
+        self.history
+            .iter()
+            .find(|r| glob(&r.pattern, key))
+            .map(|r| r.pattern.as_str())
+    }
+
+    pub fn patterns(&self) -> impl Iterator<Item = &str> {
+        self.history.iter().map(|r| r.pattern.as_str())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::default_history;
 
     fn r(name: &str) -> Result<ChannelKind, ErrorCode> {
-        route(&Channel::parse(name, 1).unwrap())
+        Router::new(default_history()).route(&Channel::parse(name, 1).unwrap())
     }
 
     #[test]
     fn scopes_route_as_designed() {
-        assert!(r("grafana/broadcast/x").unwrap().presence);
-        assert_eq!(r("grafana/broadcast/x").unwrap().publish, Ok(()));
-        assert_eq!(
-            r("stream/s/m").unwrap().publish,
-            Err(ErrorCode::PermissionDenied)
-        );
+        let b = r("grafana/broadcast/x").unwrap();
+        assert!(b.presence && b.join_leave && b.is_stateful());
+        assert_eq!(b.publish, Ok(()));
+        assert_eq!(b.history.unwrap().size, 100);
+        let s = r("1/stream/s/m").unwrap();
+        assert_eq!(s.publish, Err(ErrorCode::PermissionDenied));
+        assert_eq!(s.history.unwrap().size, 1000);
         assert_eq!(
             r("plugin/testdata/random-2s-stream"),
             Err(ErrorCode::UnknownChannel)
@@ -59,5 +123,29 @@ mod tests {
         assert_eq!(r("ds/uid/x"), Err(ErrorCode::UnknownChannel));
         assert_eq!(r("grafana/dashboard/uid/x"), Err(ErrorCode::UnknownChannel));
         assert_eq!(r("watch/x/y"), Err(ErrorCode::UnknownChannel));
+    }
+
+    #[test]
+    fn first_matching_rule_wins_and_size_zero_turns_history_off() {
+        let rules = vec![
+            HistoryRule {
+                pattern: "stream/quiet/*".into(),
+                size: 0,
+                ttl: Duration::from_secs(1),
+            },
+            HistoryRule {
+                pattern: "stream/*".into(),
+                size: 7,
+                ttl: Duration::from_secs(1),
+            },
+        ];
+        let router = Router::new(rules);
+        assert_eq!(router.history_for("stream/quiet/m"), None);
+        assert_eq!(router.history_for("stream/loud/m").unwrap().size, 7);
+        assert_eq!(router.pattern_of("stream/quiet/m"), Some("stream/quiet/*"));
+        let k = router
+            .route(&Channel::parse("stream/quiet/m", 1).unwrap())
+            .unwrap();
+        assert!(!k.is_stateful());
     }
 }

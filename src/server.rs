@@ -14,12 +14,15 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::hub::Hub;
+use crate::persist::Persist;
 use crate::settings::Settings;
 
 /// State every request handler and connection shares.
 pub struct Shared {
     pub settings: Arc<Settings>,
     pub hub: Arc<Hub>,
+    /// The storage threads (history, presence).
+    pub persist: Persist,
     /// Open WebSocket connections (including ones being refused over the limit).
     connections: AtomicUsize,
     pub next_client: AtomicU64,
@@ -49,10 +52,16 @@ impl Drop for ConnectionSlot {
 }
 
 impl Shared {
-    pub fn new(settings: Settings, shutdown: CancellationToken) -> Arc<Shared> {
+    pub fn new(
+        settings: Arc<Settings>,
+        hub: Arc<Hub>,
+        persist: Persist,
+        shutdown: CancellationToken,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
-            hub: Arc::new(Hub::new(settings.org_id)),
-            settings: Arc::new(settings),
+            hub,
+            persist,
+            settings,
             connections: AtomicUsize::new(0),
             next_client: AtomicU64::new(1),
             shutdown,

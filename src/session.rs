@@ -15,10 +15,13 @@ use tracing::debug;
 use crate::channel::Channel;
 use crate::hub::{ClientId, Hub, Subscriber};
 use crate::outbox::Outbox;
-use crate::protocol::command::{ChannelRequest, ConnectRequest, PublishRequest, SubscribeRequest};
+use crate::persist::{Ack, Persist, Position, Request};
+use crate::protocol::command::{
+    ChannelRequest, ConnectRequest, HistoryRequest, PublishRequest, SubscribeRequest,
+};
 use crate::protocol::reply::{self, ClientInfo, Publication};
 use crate::protocol::{split_frame, Command, Disconnect, ErrorCode, Method};
-use crate::routing::{self, ChannelKind};
+use crate::routing::ChannelKind;
 use crate::settings::Settings;
 
 /// Version string sent in the connect reply.
@@ -64,6 +67,8 @@ pub struct Session {
     outbox: Arc<Outbox>,
     hub: Arc<Hub>,
     settings: Arc<Settings>,
+    /// Stateful channels (history, presence) are handled by the storage thread.
+    persist: Persist,
     /// Set by a successful connect.
     info: Option<Arc<ClientInfo>>,
     /// Keyed by canonical channel name: `1/a/b/c` and `a/b/c` are one subscription.
@@ -71,12 +76,19 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(id: ClientId, outbox: Arc<Outbox>, hub: Arc<Hub>, settings: Arc<Settings>) -> Self {
+    pub fn new(
+        id: ClientId,
+        outbox: Arc<Outbox>,
+        hub: Arc<Hub>,
+        settings: Arc<Settings>,
+        persist: Persist,
+    ) -> Self {
         Session {
             id,
             outbox,
             hub,
             settings,
+            persist,
             info: None,
             subs: HashMap::new(),
         }
@@ -84,6 +96,9 @@ impl Session {
 
     /// Handles one WebSocket message: one or more commands joined by `\n`, in order.
     pub fn handle_message(&mut self, msg: &[u8]) -> Result<(), Disconnect> {
+        for key in self.outbox.take_refused() {
+            self.subs.remove(&key);
+        }
         let lines = split_frame(msg).map_err(|e| {
             debug!(client = self.id, error = %e, "bad frame");
             Disconnect::BAD_REQUEST
@@ -124,12 +139,7 @@ impl Session {
             Method::Publish(req) => self.publish(id, req).into(),
             Method::Presence(req) => self.presence(id, req, false).into(),
             Method::PresenceStats(req) => self.presence(id, req, true).into(),
-            Method::History(req) => {
-                // History arrives with the storage issue; until then no channel keeps any.
-                self.channel_for_read(&req.channel)
-                    .and_then(|_| Err(ErrorCode::NotAvailable.into()))
-                    .into()
-            }
+            Method::History(req) => self.history(id, req).into(),
             Method::Ping => {
                 self.send(reply::reply(id, "ping", &reply::Empty {}));
                 Outcome::Done
@@ -205,13 +215,30 @@ impl Session {
             prefixed: channel.prefixed,
             info: info.clone(),
         };
+        if kind.is_stateful() {
+            let recover = req.recover.then(|| Position {
+                offset: req.offset,
+                epoch: req.epoch.clone(),
+            });
+            let r = Request::Subscribe {
+                key: key.clone(),
+                kind,
+                sub,
+                id,
+                recover,
+            };
+            if self.persist.submit(r).is_err() {
+                return Outcome::Refused(ErrorCode::TooManyRequests.into());
+            }
+            self.subs.insert(key, Subscription { kind });
+            return Outcome::Done;
+        }
         let ok = reply::reply(id, "subscribe", &reply::SubscribeResult::default());
         let outbox = &self.outbox;
-        self.hub.subscribe(&key, sub, || outbox.push(ok).ok());
-        self.subs.insert(key.clone(), Subscription { kind });
-        if kind.join_leave {
-            self.hub.broadcast(&key, |name| reply::join(name, &info));
-        }
+        self.hub.subscribe(&key, sub, || {
+            let _ = outbox.push(ok);
+        });
+        self.subs.insert(key, Subscription { kind });
         Outcome::Done
     }
 
@@ -238,6 +265,23 @@ impl Session {
         })?;
         let (channel, kind) = self.channel(&req.channel)?;
         kind.publish?;
+        if kind.is_stateful() {
+            let r = Request::Publish {
+                key: channel.key().clone(),
+                policy: kind.history,
+                data: data.to_owned(),
+                info: self.info.clone(),
+                ack: Ack::Reply {
+                    outbox: self.outbox.clone(),
+                    id,
+                },
+            };
+            // The reply comes from the storage thread once the publication is durable.
+            return self
+                .persist
+                .submit(r)
+                .map_err(|_| ErrorCode::TooManyRequests.into());
+        }
         let info = self.info.as_deref();
         self.hub.broadcast(channel.key(), |name| {
             reply::publication(
@@ -258,22 +302,37 @@ impl Session {
         if !kind.presence {
             return Err(ErrorCode::NotAvailable.into());
         }
-        let msg = if stats {
-            let (num_clients, num_users) = self.hub.presence_stats(channel.key());
-            reply::reply(
-                id,
-                "presence_stats",
-                &reply::PresenceStatsResult {
-                    num_clients,
-                    num_users,
-                },
-            )
-        } else {
-            let entries = self.hub.presence(channel.key());
-            reply::reply(id, "presence", &reply::PresenceResult(&entries))
+        let r = Request::Presence {
+            key: channel.key().clone(),
+            outbox: self.outbox.clone(),
+            id,
+            stats,
         };
-        self.send(msg);
-        Ok(())
+        self.persist
+            .submit(r)
+            .map_err(|_| ErrorCode::TooManyRequests.into())
+    }
+
+    fn history(&mut self, id: u32, req: HistoryRequest<'_>) -> Result<(), Refused> {
+        let (channel, kind) = self.channel_for_read(&req.channel)?;
+        if kind.history.is_none() {
+            return Err(ErrorCode::NotAvailable.into());
+        }
+        let r = Request::History {
+            key: channel.key().clone(),
+            policy: kind.history,
+            outbox: self.outbox.clone(),
+            id,
+            limit: req.limit,
+            since: req.since.map(|s| Position {
+                offset: s.offset,
+                epoch: s.epoch,
+            }),
+            reverse: req.reverse,
+        };
+        self.persist
+            .submit(r)
+            .map_err(|_| ErrorCode::TooManyRequests.into())
     }
 
     /// Parses and routes a channel named in a command.
@@ -282,7 +341,7 @@ impl Session {
             code: ErrorCode::BadRequest,
             message: Some(format!("bad request: {e}")),
         })?;
-        let kind = routing::route(&channel)?;
+        let kind = self.settings.router.route(&channel)?;
         Ok((channel, kind))
     }
 
@@ -302,9 +361,15 @@ impl Session {
             return;
         };
         self.hub.unsubscribe(key, self.id);
-        if sub.kind.join_leave {
+        if sub.kind.is_stateful() {
+            // Presence and the leave push are the storage thread's, in order with the subscribe.
             if let Some(info) = &self.info {
-                self.hub.broadcast(key, |name| reply::leave(name, info));
+                self.persist.submit_always(Request::Unsubscribe {
+                    key: key.clone(),
+                    kind: sub.kind,
+                    client: self.id,
+                    info: info.clone(),
+                });
             }
         }
     }
@@ -321,6 +386,8 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // Nothing more goes out; a subscribe still queued at the storage thread sees this.
+        self.outbox.close(Disconnect::echo(1000));
         let keys: Vec<Arc<str>> = self.subs.keys().cloned().collect();
         for key in keys {
             self.leave(&key);
@@ -355,58 +422,108 @@ fn trim(s: &str) -> &str {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::persist::Threads;
     use std::collections::VecDeque;
+    use std::time::{Duration, Instant};
 
-    fn session(hub: &Arc<Hub>, id: ClientId) -> (Session, Arc<Outbox>) {
-        let settings = Arc::new(Settings::from_config(&Config::default()));
-        let outbox = Arc::new(Outbox::new(1 << 20));
-        (
-            Session::new(id, outbox.clone(), hub.clone(), settings),
-            outbox,
-        )
+    /// A hub, a real store in a temp dir, and its storage threads.
+    struct World {
+        hub: Arc<Hub>,
+        settings: Arc<Settings>,
+        persist: Persist,
+        threads: Option<Threads>,
+        _dir: tempfile::TempDir,
     }
 
-    fn out(o: &Outbox) -> Vec<String> {
+    impl World {
+        fn new() -> World {
+            let dir = tempfile::tempdir().unwrap();
+            let store =
+                edgelive_storage::Store::open(&edgelive_storage::test_config(dir.path())).unwrap();
+            let settings = Arc::new(Settings::from_config(&Config::default()));
+            let hub = Arc::new(Hub::new(1));
+            let (persist, threads) = Persist::start(store, hub.clone(), settings.clone()).unwrap();
+            World {
+                hub,
+                settings,
+                persist,
+                threads: Some(threads),
+                _dir: dir,
+            }
+        }
+
+        fn session(&self, id: ClientId) -> (Session, Arc<Outbox>) {
+            let outbox = Arc::new(Outbox::new(1 << 20));
+            let s = Session::new(
+                id,
+                outbox.clone(),
+                self.hub.clone(),
+                self.settings.clone(),
+                self.persist.clone(),
+            );
+            (s, outbox)
+        }
+    }
+
+    impl Drop for World {
+        fn drop(&mut self) {
+            if let Some(t) = self.threads.take() {
+                self.persist.clone().stop(t);
+            }
+        }
+    }
+
+    /// Waits (bounded) until `n` messages are queued, and takes them.
+    fn out(o: &Outbox, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = Vec::new();
         let mut q = VecDeque::new();
-        o.drain(&mut q);
-        q.iter()
-            .map(|b| String::from_utf8(b.to_vec()).unwrap())
-            .collect()
+        while got.len() < n && Instant::now() < deadline {
+            o.drain(&mut q);
+            got.extend(q.drain(..).map(|b| String::from_utf8(b.to_vec()).unwrap()));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(got.len(), n, "{got:?}");
+        got
     }
 
     #[test]
     fn connect_then_subscribe_then_publish_reaches_the_publisher() {
-        let hub = Arc::new(Hub::new(1));
-        let (mut s, o) = session(&hub, 1);
+        let w = World::new();
+        let (mut s, o) = w.session(1);
         s.handle_message(b"{\"connect\":{\"name\":\"js\"},\"id\":1}\n{\"subscribe\":{\"channel\":\"grafana/broadcast/x\",\"flag\":1},\"id\":2}")
             .unwrap();
-        let msgs = out(&o);
+        let msgs = out(&o, 3);
         assert!(
             msgs[0].starts_with("{\"id\":1,\"connect\":{\"client\":\""),
             "{msgs:?}"
         );
-        assert_eq!(msgs[1], "{\"id\":2,\"subscribe\":{}}");
+        assert!(
+            msgs[1].starts_with("{\"id\":2,\"subscribe\":{\"recoverable\":true,\"epoch\":\""),
+            "{msgs:?}"
+        );
         assert!(msgs[2].contains("\"join\""));
         s.handle_message(br#"{"id":3,"publish":{"channel":"grafana/broadcast/x","data":{"a":1}}}"#)
             .unwrap();
-        let msgs = out(&o);
+        let msgs = out(&o, 2);
         assert!(msgs[0].starts_with(
             r#"{"push":{"channel":"grafana/broadcast/x","pub":{"data":{"a":1},"info""#
         ));
+        assert!(msgs[0].ends_with(r#""offset":1}}}"#), "{msgs:?}");
         assert_eq!(msgs[1], r#"{"id":3,"publish":{}}"#);
     }
 
     #[test]
     fn protocol_violations_close_with_3501() {
-        let hub = Arc::new(Hub::new(1));
-        let (mut s, _) = session(&hub, 1);
+        let w = World::new();
+        let (mut s, _) = w.session(1);
         assert_eq!(
             s.handle_message(br#"{"id":1,"subscribe":{"channel":"a/b/c"}}"#),
             Err(Disconnect::BAD_REQUEST)
         );
-        let (mut s, _) = session(&hub, 2);
+        let (mut s, _) = w.session(2);
         assert_eq!(s.handle_message(b"not json"), Err(Disconnect::BAD_REQUEST));
-        let (mut s, _) = session(&hub, 3);
+        let (mut s, _) = w.session(3);
         s.handle_message(br#"{"id":1,"connect":{}}"#).unwrap();
         assert_eq!(
             s.handle_message(br#"{"id":2,"connect":{}}"#),
@@ -416,42 +533,24 @@ mod tests {
 
     #[test]
     fn errors_are_replies_with_codes() {
-        let hub = Arc::new(Hub::new(1));
-        let (mut s, o) = session(&hub, 1);
+        let w = World::new();
+        let (mut s, o) = w.session(1);
         s.handle_message(br#"{"id":1,"connect":{}}"#).unwrap();
-        out(&o);
+        out(&o, 1);
         let cases: &[(&[u8], u32)] = &[
-            (
-                br#"{"id":2,"subscribe":{"channel":"bad channel/x/y"}}"#,
-                107,
-            ),
-            (
-                br#"{"id":3,"subscribe":{"channel":"plugin/testdata/random-2s-stream"}}"#,
-                102,
-            ),
-            (
-                br#"{"id":4,"publish":{"channel":"stream/a/b","data":{}}}"#,
-                103,
-            ),
-            (
-                br#"{"id":5,"history":{"channel":"grafana/broadcast/x"}}"#,
-                108,
-            ),
+            (br#"{"id":2,"subscribe":{"channel":"bad channel/x/y"}}"#, 107),
+            (br#"{"id":3,"subscribe":{"channel":"plugin/testdata/random-2s-stream"}}"#, 102),
+            (br#"{"id":4,"publish":{"channel":"stream/a/b","data":{}}}"#, 103),
+            (br#"{"id":5,"history":{"channel":"grafana/broadcast/x","since":{"offset":1,"epoch":"other"}}}"#, 112),
             (br#"{"id":6,"rpc":{"method":"nope"}}"#, 104),
             (br#"{"id":7,"presence":{"channel":"stream/a/b"}}"#, 108),
-            (
-                br#"{"id":8,"subscribe":{"channel":"stream/a/b","type":1}}"#,
-                108,
-            ),
-            (
-                br#"{"id":9,"subscribe":{"channel":"stream/a/b","tf":{}}}"#,
-                107,
-            ),
+            (br#"{"id":8,"subscribe":{"channel":"stream/a/b","type":1}}"#, 108),
+            (br#"{"id":9,"subscribe":{"channel":"stream/a/b","tf":{}}}"#, 107),
             (br#"{"id":10,"refresh":{"token":"x"}}"#, 108),
         ];
         for (cmd, code) in cases {
             s.handle_message(cmd).unwrap();
-            let m = out(&o);
+            let m = out(&o, 1);
             assert!(m[0].contains(&format!("\"code\":{code},")), "{m:?}");
             assert!(m[0].contains("\"message\":\""), "{m:?}");
         }
@@ -459,22 +558,36 @@ mod tests {
 
     #[test]
     fn dropping_a_session_leaves_its_channels() {
-        let hub = Arc::new(Hub::new(1));
-        let (mut a, _) = session(&hub, 1);
-        let (mut b, ob) = session(&hub, 2);
-        for s in [&mut a, &mut b] {
-            s.handle_message(br#"{"id":1,"connect":{}}"#).unwrap();
-            s.handle_message(br#"{"id":2,"subscribe":{"channel":"1/grafana/broadcast/x"}}"#)
-                .unwrap();
-        }
-        out(&ob);
-        assert_eq!(hub.presence_stats("grafana/broadcast/x"), (2, 1));
+        let w = World::new();
+        let (mut a, oa) = w.session(1);
+        let (mut b, ob) = w.session(2);
+        a.handle_message(br#"{"id":1,"connect":{}}"#).unwrap();
+        a.handle_message(br#"{"id":2,"subscribe":{"channel":"1/grafana/broadcast/x"}}"#)
+            .unwrap();
+        out(&oa, 3);
+        b.handle_message(br#"{"id":1,"connect":{}}"#).unwrap();
+        b.handle_message(br#"{"id":2,"subscribe":{"channel":"grafana/broadcast/x"}}"#)
+            .unwrap();
+        out(&ob, 3);
+        out(&oa, 1); // b's join
+        b.handle_message(br#"{"id":3,"presence_stats":{"channel":"grafana/broadcast/x"}}"#)
+            .unwrap();
+        assert_eq!(
+            out(&ob, 1)[0],
+            r#"{"id":3,"presence_stats":{"num_clients":2,"num_users":1}}"#
+        );
         drop(a);
-        assert_eq!(hub.presence_stats("grafana/broadcast/x"), (1, 1));
-        let m = out(&ob);
+        let m = out(&ob, 1);
         assert!(
-            m[0].starts_with(r#"{"push":{"channel":"1/grafana/broadcast/x","leave""#),
+            m[0].starts_with(r#"{"push":{"channel":"grafana/broadcast/x","leave""#),
             "{m:?}"
         );
+        b.handle_message(br#"{"id":4,"presence_stats":{"channel":"grafana/broadcast/x"}}"#)
+            .unwrap();
+        assert_eq!(
+            out(&ob, 1)[0],
+            r#"{"id":4,"presence_stats":{"num_clients":1,"num_users":1}}"#
+        );
+        assert_eq!(w.hub.num_subscribers("grafana/broadcast/x"), 1);
     }
 }

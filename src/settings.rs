@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, Durability};
+use crate::routing::Router;
 
 /// Hard cap on one incoming WebSocket message when `message_size_limit = -1`.
 pub const HARD_MESSAGE_CAP: usize = 64 << 20;
@@ -28,6 +29,13 @@ pub struct Settings {
     pub pong_timeout: Duration,
     pub connect_timeout: Duration,
     pub write_timeout: Duration,
+    /// Channel kinds and history rules.
+    pub router: Router,
+    pub durability: Durability,
+    /// Most publications a history read or a recovery returns.
+    pub max_read: usize,
+    pub max_channels: usize,
+    pub channel_idle_ttl: Duration,
 }
 
 impl Settings {
@@ -58,6 +66,11 @@ impl Settings {
             pong_timeout: live.pong_timeout,
             connect_timeout: live.connect_timeout,
             write_timeout: live.write_timeout,
+            router: Router::new(config.history_rules()),
+            durability: config.storage.durability,
+            max_read: config.storage.max_read,
+            max_channels: config.storage.max_channels,
+            channel_idle_ttl: config.storage.channel_idle_ttl,
         }
     }
 }

@@ -23,6 +23,7 @@ use tracing::debug;
 
 use crate::hub::{ClientId, Hub};
 use crate::outbox::Outbox;
+use crate::persist::Persist;
 use crate::protocol::reply::PING;
 use crate::protocol::Disconnect;
 use crate::session::Session;
@@ -38,6 +39,7 @@ pub struct Conn {
     pub id: ClientId,
     pub hub: Arc<Hub>,
     pub settings: Arc<Settings>,
+    pub persist: Persist,
     pub shutdown: CancellationToken,
     /// Close at once with this code (the connection limit), without reading anything.
     pub refuse: Option<Disconnect>,
@@ -62,6 +64,7 @@ where
         outbox.clone(),
         conn.hub.clone(),
         conn.settings.clone(),
+        conn.persist.clone(),
     );
     {
         let reader = read_loop(

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{http, Daemon, Ended, Peer};
+use common::{http, subscribed_with_history, Daemon, Ended, Peer};
 use serde_json::json;
 
 #[tokio::test]
@@ -45,11 +45,11 @@ async fn batched_connect_and_subscribe_are_answered_in_order() {
     p.send("{\"connect\":{\"name\":\"js\"},\"id\":1}\n{\"subscribe\":{\"channel\":\"grafana/broadcast/a\",\"flag\":1},\"id\":2}\n{\"subscribe\":{\"channel\":\"stream/s/m\"},\"id\":3}")
         .await;
     assert_eq!(p.recv().await["id"], 1);
-    assert_eq!(p.recv().await, json!({"id":2,"subscribe":{}}));
+    subscribed_with_history(&p.recv().await, 2);
     let join = p.recv().await;
     assert_eq!(join["push"]["channel"], "grafana/broadcast/a");
     assert!(join["push"]["join"]["info"]["client"].is_string());
-    assert_eq!(p.recv().await, json!({"id":3,"subscribe":{}}));
+    subscribed_with_history(&p.recv().await, 3);
 }
 
 #[tokio::test]
@@ -60,7 +60,12 @@ async fn broadcast_reaches_every_subscriber_including_the_publisher() {
     let (mut b, b_id) = Peer::connected(&d.ws_url()).await;
     a.send(&format!(r#"{{"id":2,"subscribe":{{"channel":"{ch}"}}}}"#))
         .await;
-    assert_eq!(a.recv().await, json!({"id":2,"subscribe":{}}));
+    let sub_a = subscribed_with_history(&a.recv().await, 2);
+    assert_eq!(
+        sub_a["offset"],
+        json!(null),
+        "a new channel is at offset 0 (omitted)"
+    );
     assert_eq!(
         a.recv().await["push"]["join"]["info"]["client"],
         a_id.as_str()
@@ -68,7 +73,8 @@ async fn broadcast_reaches_every_subscriber_including_the_publisher() {
     // b uses the org-prefixed name a Grafana front end would use.
     b.send(&format!(r#"{{"id":2,"subscribe":{{"channel":"1/{ch}"}}}}"#))
         .await;
-    assert_eq!(b.recv().await, json!({"id":2,"subscribe":{}}));
+    let sub_b = subscribed_with_history(&b.recv().await, 2);
+    assert_eq!(sub_b["epoch"], sub_a["epoch"], "one channel, one epoch");
     assert_eq!(b.recv().await["push"]["channel"], format!("1/{ch}"));
     // a sees b's join under the bare name.
     let j = a.recv().await;
@@ -86,6 +92,7 @@ async fn broadcast_reaches_every_subscriber_including_the_publisher() {
         json!({"text":"hi","n":[1,2.5,null]})
     );
     assert_eq!(pa["push"]["pub"]["info"]["client"], a_id.as_str());
+    assert_eq!(pa["push"]["pub"]["offset"], 1);
     assert_eq!(a.recv().await, json!({"id":3,"publish":{}}));
     let pb = b.recv().await;
     assert_eq!(pb["push"]["channel"], format!("1/{ch}"));
@@ -160,8 +167,12 @@ async fn errors_carry_codes_and_messages_and_keep_the_connection() {
             103,
         ),
         (
-            r#"{"id":8,"history":{"channel":"grafana/broadcast/x","limit":10}}"#,
-            108,
+            r#"{"id":8,"history":{"channel":"grafana/broadcast/x","since":{"offset":1,"epoch":"nope"}}}"#,
+            112,
+        ),
+        (
+            r#"{"id":15,"history":{"channel":"grafana/broadcast/x","reverse":true,"since":{"offset":0}}}"#,
+            107,
         ),
         (
             r#"{"id":9,"rpc":{"method":"grafana.query","data":{}}}"#,
@@ -190,7 +201,7 @@ async fn errors_carry_codes_and_messages_and_keep_the_connection() {
     }
     p.send(r#"{"id":20,"subscribe":{"channel":"stream/a/b"}}"#)
         .await;
-    assert_eq!(p.recv().await, json!({"id":20,"subscribe":{}}));
+    subscribed_with_history(&p.recv().await, 20);
     p.send(r#"{"id":21,"subscribe":{"channel":"1/stream/a/b"}}"#)
         .await;
     assert_eq!(p.recv().await["error"]["code"], 105);
@@ -213,10 +224,18 @@ async fn the_129th_channel_is_refused_with_106() {
         })
         .collect();
     p.send(&frame.join("\n")).await;
-    for i in 0..128 {
-        assert_eq!(p.recv().await, json!({"id": i + 2, "subscribe": {}}));
+    // The 106 is answered at once; the subscriptions by the storage thread: match by id.
+    let mut ok = 0;
+    for _ in 0..129 {
+        let r = p.recv().await;
+        if r["id"] == 130 {
+            assert_eq!(r["error"]["code"], 106);
+        } else {
+            subscribed_with_history(&r, r["id"].as_u64().unwrap());
+            ok += 1;
+        }
     }
-    assert_eq!(p.recv().await["error"]["code"], 106);
+    assert_eq!(ok, 128);
 }
 
 #[tokio::test]
@@ -313,7 +332,7 @@ async fn the_multi_thread_runtime_serves_the_same_protocol() {
     for p in [&mut a, &mut b] {
         p.send(r#"{"id":2,"subscribe":{"channel":"grafana/broadcast/mt"}}"#)
             .await;
-        assert_eq!(p.recv().await, json!({"id":2,"subscribe":{}}));
+        subscribed_with_history(&p.recv().await, 2);
     }
     b.send(r#"{"id":3,"publish":{"channel":"grafana/broadcast/mt","data":{"v":1}}}"#)
         .await;

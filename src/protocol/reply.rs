@@ -6,8 +6,6 @@
 //! absent on success, `message` is always in errors, `user`/`client` always in ClientInfo,
 //! zero values are omitted elsewhere.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -49,12 +47,23 @@ pub struct ConnectResult<'a> {
     pub pong: bool,
 }
 
+/// A publication read back from history (recovery, the history command).
+#[derive(Debug, Serialize)]
+pub struct StoredPublication {
+    pub data: Box<RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<ClientInfo>,
+    pub offset: u64,
+}
+
 #[derive(Serialize, Default)]
 pub struct SubscribeResult<'a> {
     #[serde(skip_serializing_if = "is_false")]
     pub recoverable: bool,
     #[serde(skip_serializing_if = "str::is_empty")]
     pub epoch: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub publications: &'a [StoredPublication],
     #[serde(skip_serializing_if = "is_false")]
     pub recovered: bool,
     #[serde(skip_serializing_if = "is_zero_u64")]
@@ -67,15 +76,24 @@ pub struct SubscribeResult<'a> {
     pub was_recovering: bool,
 }
 
+/// The history command's result: `publications`, `epoch` and `offset` are always present.
+#[derive(Serialize)]
+pub struct HistoryResult<'a> {
+    pub publications: &'a [StoredPublication],
+    pub epoch: &'a str,
+    pub offset: u64,
+}
+
 /// `{"presence":{"<client>":ClientInfo,...}}`, and `{"presence":{}}` when nobody is there.
-pub struct PresenceResult<'a>(pub &'a [Arc<ClientInfo>]);
+/// Entries are (client id, ClientInfo as stored JSON).
+pub struct PresenceResult<'a>(pub &'a [(String, Box<RawValue>)]);
 
 impl Serialize for PresenceResult<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        struct Entries<'a>(&'a [Arc<ClientInfo>]);
+        struct Entries<'a>(&'a [(String, Box<RawValue>)]);
         impl Serialize for Entries<'_> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_map(self.0.iter().map(|i| (&i.client, &**i)))
+                s.collect_map(self.0.iter().map(|(c, i)| (c, &**i)))
             }
         }
         let mut m = s.serialize_map(Some(1))?;
@@ -224,6 +242,15 @@ mod tests {
             &error(4, ErrorCode::Internal, None)[..],
             br#"{"id":4,"error":{"code":100,"message":"internal server error","temporary":true}}"#
         );
+        let h = HistoryResult {
+            publications: &[],
+            epoch: "e",
+            offset: 0,
+        };
+        assert_eq!(
+            &reply(6, "history", &h)[..],
+            br#"{"id":6,"history":{"publications":[],"epoch":"e","offset":0}}"#
+        );
         let stats = PresenceStatsResult {
             num_clients: 0,
             num_users: 0,
@@ -236,7 +263,8 @@ mod tests {
 
     #[test]
     fn presence_is_keyed_by_client_and_empty_is_an_object() {
-        let both = [Arc::new(info("a")), Arc::new(info("b"))];
+        let raw = |c: &str| serde_json::value::to_raw_value(&info(c)).unwrap();
+        let both = [("a".to_string(), raw("a")), ("b".to_string(), raw("b"))];
         let r = reply(3, "presence", &PresenceResult(&both));
         assert_eq!(
             &r[..],

@@ -22,11 +22,20 @@ pub struct HistorySize {
     pub bytes: u64,
 }
 
+impl HistorySize {
+    fn add(&mut self, k: &[u8], v: &[u8]) {
+        self.entries += 1;
+        self.bytes += (k.len() + v.len()) as u64;
+    }
+}
+
 impl Store {
-    /// Stores one publication (not yet flushed).
-    pub fn append(&self, id: u64, offset: u64, p: &Publication) -> Result<(), StoreError> {
-        self.history.insert(key(id, offset), record::encode(p))?;
-        Ok(())
+    /// Stores one publication (not yet flushed); returns the bytes it takes (key and value).
+    pub fn append(&self, id: u64, offset: u64, p: &Publication) -> Result<u64, StoreError> {
+        let v = record::encode(p);
+        let n = (16 + v.len()) as u64;
+        self.history.insert(key(id, offset), v)?;
+        Ok(n)
     }
 
     /// Stores several publications of possibly several channels in one sled batch.
@@ -89,47 +98,48 @@ impl Store {
             .map(|(k, _)| offset_of(&k)))
     }
 
-    /// Removes up to `max` publications with `from <= offset < to`; returns how many.
+    /// Removes up to `max` publications with `from <= offset < to`.
     pub fn remove_history(
         &self,
         id: u64,
         from: u64,
         to: u64,
         max: usize,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<HistorySize, StoreError> {
+        let mut removed = HistorySize::default();
         if from >= to {
-            return Ok(0);
+            return Ok(removed);
         }
         let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for r in self
-            .history
-            .range(key(id, from)..key(id, to))
-            .keys()
-            .take(max)
-        {
-            batch.remove(r?);
-            n += 1;
+        for r in self.history.range(key(id, from)..key(id, to)).take(max) {
+            let (k, v) = r?;
+            removed.add(&k, &v);
+            batch.remove(k);
         }
         self.history.apply_batch(batch)?;
-        Ok(n)
+        Ok(removed)
     }
 
-    /// Removes up to `max` of the oldest publications stored before `cutoff_ms`; returns how many.
-    pub fn remove_expired(&self, id: u64, cutoff_ms: u64, max: usize) -> Result<usize, StoreError> {
+    /// Removes up to `max` of the oldest publications stored before `cutoff_ms`.
+    pub fn remove_expired(
+        &self,
+        id: u64,
+        cutoff_ms: u64,
+        max: usize,
+    ) -> Result<HistorySize, StoreError> {
         let mut batch = sled::Batch::default();
-        let mut n = 0;
+        let mut removed = HistorySize::default();
         for r in self.history.range(key(id, 0)..=key(id, u64::MAX)).take(max) {
             let (k, v) = r?;
             let p: Publication = record::decode(&v, "publication")?;
             if p.time_ms >= cutoff_ms {
                 break;
             }
+            removed.add(&k, &v);
             batch.remove(k);
-            n += 1;
         }
         self.history.apply_batch(batch)?;
-        Ok(n)
+        Ok(removed)
     }
 
     /// Size of one channel's stored history.
@@ -137,8 +147,7 @@ impl Store {
         let mut s = HistorySize::default();
         for r in self.history.range(key(id, 0)..=key(id, u64::MAX)) {
             let (k, v) = r?;
-            s.entries += 1;
-            s.bytes += (k.len() + v.len()) as u64;
+            s.add(&k, &v);
         }
         Ok(s)
     }
@@ -193,14 +202,17 @@ mod tests {
         for o in 1..=10 {
             s.append(a, o, &p(o, o * 100)).unwrap();
         }
-        assert_eq!(s.remove_history(a, 0, 4, 2).unwrap(), 2);
+        let before = s.history_size(a).unwrap();
+        let r = s.remove_history(a, 0, 4, 2).unwrap();
+        assert_eq!(r.entries, 2);
+        assert_eq!(s.history_size(a).unwrap().bytes, before.bytes - r.bytes);
         assert_eq!(s.first_offset(a).unwrap(), Some(3));
-        assert_eq!(s.remove_history(a, 0, 4, 100).unwrap(), 1);
+        assert_eq!(s.remove_history(a, 0, 4, 100).unwrap().entries, 1);
         assert_eq!(s.first_offset(a).unwrap(), Some(4));
         // Stored before 650 ms: offsets 4, 5, 6; at most 2 per call.
-        assert_eq!(s.remove_expired(a, 650, 2).unwrap(), 2);
-        assert_eq!(s.remove_expired(a, 650, 2).unwrap(), 1);
-        assert_eq!(s.remove_expired(a, 650, 2).unwrap(), 0);
+        assert_eq!(s.remove_expired(a, 650, 2).unwrap().entries, 2);
+        assert_eq!(s.remove_expired(a, 650, 2).unwrap().entries, 1);
+        assert_eq!(s.remove_expired(a, 650, 2).unwrap().entries, 0);
         assert_eq!(s.first_offset(a).unwrap(), Some(7));
     }
 }

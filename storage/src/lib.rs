@@ -25,6 +25,7 @@ mod history;
 mod presence;
 mod record;
 
+pub use history::HistorySize;
 pub use record::{ChannelMeta, Publication, Publisher};
 
 /// On-disk format written by this version. Bump it when stored values change incompatibly.
@@ -53,6 +54,8 @@ pub enum StoreError {
         found: u8,
         expected: u8,
     },
+    #[error("data directory {path} is in use by another process (sled holds a lock on it)")]
+    Locked { path: PathBuf },
     #[error("storage error in {path}: {source}")]
     Sled { path: PathBuf, source: sled::Error },
     #[error("storage error: {0}")]
@@ -92,12 +95,7 @@ impl Store {
             path: path.clone(),
             source,
         };
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(config.cache_capacity)
-            .flush_every_ms(Some(config.flush_every_ms.max(1)))
-            .open()
-            .map_err(sled_err)?;
+        let db = open_db(config)?;
         let meta = db.open_tree(META_TREE).map_err(sled_err)?;
         match meta.get(FORMAT_KEY).map_err(sled_err)? {
             Some(v) if v.as_ref() == [FORMAT_VERSION] => {}
@@ -214,6 +212,37 @@ impl Store {
     }
 }
 
+/// Opens the sled database. sled releases its file lock only when its background threads have
+/// let go of the last reference, a moment after a `Db` is dropped; an in-process reopen waits
+/// for that, up to a second, before reporting the directory as in use.
+fn open_db(config: &StoreConfig) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let res = sled::Config::new()
+            .path(&config.path)
+            .cache_capacity(config.cache_capacity)
+            .flush_every_ms(Some(config.flush_every_ms.max(1)))
+            .open();
+        match res {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::Locked {
+                        path: config.path.clone(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(source) => {
+                return Err(StoreError::Sled {
+                    path: config.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
 /// 8 random letters, like centrifuge's epochs.
 fn new_epoch() -> String {
     use rand::Rng;
@@ -281,6 +310,16 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(v.as_ref(), [99u8]);
+    }
+
+    #[test]
+    fn a_second_open_of_a_live_store_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(&cfg(dir.path())).unwrap();
+        match Store::open(&cfg(dir.path())) {
+            Err(StoreError::Locked { .. }) => {}
+            other => panic!("{:?}", other.map(|_| ())),
+        }
     }
 
     #[test]

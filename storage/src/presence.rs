@@ -29,9 +29,9 @@ impl Store {
         Ok(())
     }
 
-    pub fn presence_remove(&self, channel: &str, client: &str) -> Result<(), StoreError> {
-        self.presence.remove(key(channel, client))?;
-        Ok(())
+    /// Removes an entry; true if it was there.
+    pub fn presence_remove(&self, channel: &str, client: &str) -> Result<bool, StoreError> {
+        Ok(self.presence.remove(key(channel, client))?.is_some())
     }
 
     /// (client id, ClientInfo JSON) of everyone present in a channel.

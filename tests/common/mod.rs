@@ -286,6 +286,23 @@ impl Peer {
     }
 }
 
+/// Asserts a successful subscribe reply to command `id`; returns its result object.
+pub fn subscribed(v: &Value, id: u64) -> Value {
+    assert_eq!(v["id"], id, "{v}");
+    assert!(v.get("error").is_none(), "{v}");
+    assert!(v["subscribe"].is_object(), "{v}");
+    v["subscribe"].clone()
+}
+
+/// Asserts a subscribe reply of a channel with history: recoverable, positioned, an epoch.
+pub fn subscribed_with_history(v: &Value, id: u64) -> Value {
+    let r = subscribed(v, id);
+    assert_eq!(r["recoverable"], true, "{v}");
+    assert_eq!(r["positioned"], true, "{v}");
+    assert_eq!(r["epoch"].as_str().map(str::len), Some(8), "{v}");
+    r
+}
+
 pub fn close_code(c: u16) -> CloseCode {
     CloseCode::from(c)
 }

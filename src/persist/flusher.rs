@@ -1,0 +1,42 @@
+//! Group commit: the flusher takes every acknowledgement waiting, flushes sled once (covering
+//! every write the sequencer applied before it queued them), then answers them all. While it
+//! flushes, the sequencer keeps applying and broadcasting; the next flush takes what piled up.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use edgelive_storage::Store;
+
+use super::{Ack, Health};
+use crate::protocol::ErrorCode;
+
+/// An acknowledgement and the offset it is for.
+pub(super) type Pending = (Ack, u64);
+
+pub(super) fn start(
+    store: Arc<Store>,
+    health: Arc<Health>,
+) -> std::io::Result<(mpsc::Sender<Pending>, JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<Pending>();
+    let handle = std::thread::Builder::new()
+        .name("edgelive-flush".into())
+        .spawn(move || {
+            let mut batch = Vec::new();
+            while let Ok(first) = rx.recv() {
+                batch.push(first);
+                batch.extend(rx.try_iter());
+                let result = store.flush();
+                if let Err(e) = &result {
+                    health.degrade(format!("flush failed: {e}"));
+                }
+                for (ack, offset) in batch.drain(..) {
+                    ack.complete(match &result {
+                        Ok(()) => Ok(offset),
+                        Err(_) => Err(ErrorCode::Internal),
+                    });
+                }
+            }
+        })?;
+    Ok((tx, handle))
+}

@@ -1,0 +1,219 @@
+//! The storage subsystem of the daemon: one sequencer thread that owns every stateful channel
+//! (history or presence), and one flusher thread for group commit. No sled call ever runs on an
+//! async worker.
+//!
+//! The sequencer takes requests in order. For a publication it assigns the next offset, stores
+//! it, and broadcasts it at once (fan-out never waits for the disk); the publisher's
+//! acknowledgement goes to the flusher, which sends it after the flush that covers the write
+//! (`durability = "batched"`), or is sent at once (`"none"`). A subscribe is handled on the same
+//! thread: reading the missed publications, adding the subscriber to the hub and queuing the
+//! reply happen with no publication of that channel in between, so recovered and live
+//! publications are gap-free and duplicate-free and the reply comes first.
+
+mod flusher;
+mod sequencer;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
+
+use crate::hub::{ClientId, Hub, Subscriber};
+use crate::outbox::Outbox;
+use crate::protocol::reply::{self, ClientInfo};
+use crate::protocol::ErrorCode;
+use crate::routing::{ChannelKind, HistoryPolicy};
+use crate::settings::Settings;
+use edgelive_storage::Store;
+
+pub use sequencer::HistorySizes;
+
+/// Most client requests waiting for the sequencer; beyond, clients get 111 (try again).
+const MAX_QUEUED: usize = 4096;
+
+/// A stream position as the client sent it.
+#[derive(Debug, Clone)]
+pub struct Position {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// Who is told when a publication is durable (or failed).
+pub enum Ack {
+    /// A client's publish command: the reply goes into its outbox.
+    Reply { outbox: Arc<Outbox>, id: u32 },
+    /// An HTTP request waiting for the outcome: the offset, or the error.
+    Channel(oneshot::Sender<Result<u64, ErrorCode>>),
+}
+
+impl Ack {
+    fn complete(self, result: Result<u64, ErrorCode>) {
+        match self {
+            Ack::Reply { outbox, id } => {
+                let msg = match result {
+                    Ok(_) => reply::reply(id, "publish", &reply::Empty {}),
+                    Err(code) => reply::error(id, code, None),
+                };
+                let _ = outbox.push(msg);
+            }
+            Ack::Channel(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+pub enum Request {
+    Subscribe {
+        key: Arc<str>,
+        kind: ChannelKind,
+        sub: Subscriber,
+        id: u32,
+        recover: Option<Position>,
+    },
+    /// Leaving a channel; also sent by a session that ends, so never refused.
+    Unsubscribe {
+        key: Arc<str>,
+        kind: ChannelKind,
+        client: ClientId,
+        info: Arc<ClientInfo>,
+    },
+    Publish {
+        key: Arc<str>,
+        policy: Option<HistoryPolicy>,
+        data: Box<RawValue>,
+        info: Option<Arc<ClientInfo>>,
+        ack: Ack,
+    },
+    History {
+        key: Arc<str>,
+        policy: Option<HistoryPolicy>,
+        outbox: Arc<Outbox>,
+        id: u32,
+        limit: i32,
+        since: Option<Position>,
+        reverse: bool,
+    },
+    Presence {
+        key: Arc<str>,
+        outbox: Arc<Outbox>,
+        id: u32,
+        stats: bool,
+    },
+    /// Runs retention now (tests and shutdown use it through `Persist::stop`).
+    Stop,
+}
+
+/// Why the store is unhealthy, if it is.
+#[derive(Default)]
+pub struct Health {
+    degraded: Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn degrade(&self, reason: String) {
+        let mut d = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        if d.is_none() {
+            tracing::error!(%reason, "storage degraded");
+        }
+        *d = Some(reason);
+    }
+
+    pub fn degraded(&self) -> Option<String> {
+        self.degraded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the storage queue is full")]
+pub struct Busy;
+
+/// Cheap-clone handle to the storage threads.
+#[derive(Clone)]
+pub struct Persist {
+    tx: mpsc::Sender<Request>,
+    queued: Arc<AtomicUsize>,
+    pub health: Arc<Health>,
+    pub sizes: Arc<Mutex<HistorySizes>>,
+}
+
+/// The running threads, joined by `Persist::stop`.
+pub struct Threads {
+    sequencer: JoinHandle<()>,
+    flusher: JoinHandle<()>,
+}
+
+impl Persist {
+    /// Starts the sequencer and flusher threads over an open store.
+    pub fn start(
+        store: Store,
+        hub: Arc<Hub>,
+        settings: Arc<Settings>,
+    ) -> std::io::Result<(Persist, Threads)> {
+        let store = Arc::new(store);
+        let health = Arc::new(Health::default());
+        let sizes = Arc::new(Mutex::new(HistorySizes::default()));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (flush_tx, flusher) = flusher::start(store.clone(), health.clone())?;
+        let (tx, rx) = mpsc::channel();
+        let seq = sequencer::Sequencer::new(
+            store,
+            hub,
+            settings,
+            flush_tx,
+            health.clone(),
+            sizes.clone(),
+            queued.clone(),
+        );
+        let sequencer = std::thread::Builder::new()
+            .name("edgelive-store".into())
+            .spawn(move || seq.run(rx))?;
+        Ok((
+            Persist {
+                tx,
+                queued,
+                health,
+                sizes,
+            },
+            Threads { sequencer, flusher },
+        ))
+    }
+
+    /// Queues a client's request, unless too many are waiting.
+    pub fn submit(&self, req: Request) -> Result<(), Busy> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(Busy);
+        }
+        self.tx.send(req).map_err(|_| Busy)
+    }
+
+    /// Queues a request that must not be refused (leaving channels). Their number is bounded by
+    /// connections × channels per connection.
+    pub fn submit_always(&self, req: Request) {
+        // Counted like the others so the sequencer's bookkeeping stays simple.
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let _ = self.tx.send(req);
+    }
+
+    /// Stops the sequencer (which records every channel's exact top, so a clean restart
+    /// recovers exactly) and the flusher; blocks until both are done.
+    pub fn stop(self, threads: Threads) {
+        self.submit_always(Request::Stop);
+        drop(self);
+        let _ = threads.sequencer.join();
+        let _ = threads.flusher.join();
+    }
+}
+
+/// Encodes a ClientInfo for the presence tree.
+pub(crate) fn info_json(info: &ClientInfo) -> Bytes {
+    Bytes::from(serde_json::to_vec(info).expect("ClientInfo serializes"))
+}

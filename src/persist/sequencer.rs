@@ -1,0 +1,673 @@
+//! The storage thread: sequences every stateful channel (see the module above) and runs
+//! retention.
+//!
+//! Offsets are reserved durably in blocks: before an offset beyond the reservation is handed
+//! out, the extended reservation is written and flushed. A clean stop records every channel's
+//! exact top; after a crash a channel resumes above its reservation, so an offset that a
+//! subscriber may have received is never reused for different content, and a client positioned
+//! among lost publications is told `recovered: false` instead of being handed a silent gap.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::value::RawValue;
+use tracing::{info, warn};
+
+use edgelive_storage::{
+    ChannelMeta, HistorySize, Publication as Stored, Publisher, Store, StoreError,
+};
+
+use super::flusher::Pending;
+use super::{info_json, Ack, Health, Position, Request};
+use crate::config::Durability;
+use crate::hub::{Hub, Subscriber};
+use crate::protocol::reply::{self, ClientInfo, Publication, StoredPublication};
+use crate::protocol::ErrorCode;
+use crate::routing::{ChannelKind, HistoryPolicy};
+use crate::settings::Settings;
+
+/// Offsets reserved per durable write of a channel's meta.
+const RESERVE_BLOCK: u64 = 4096;
+/// How often retention runs, and how many channels one run looks at.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+const SWEEP_CHANNELS: usize = 64;
+/// Most publications one trim removes (trimming is incremental).
+const TRIM_BATCH: usize = 256;
+
+/// History held per `[[history]]` pattern, for the startup log and `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub struct HistorySizes {
+    /// (pattern, channels, publications, bytes)
+    pub by_pattern: Vec<(String, u64, u64, u64)>,
+}
+
+/// What the sequencer keeps in memory per channel with history.
+struct Chan {
+    meta: ChannelMeta,
+    /// Lowest stored offset (top + 1 when nothing is stored).
+    first: u64,
+    policy: Option<HistoryPolicy>,
+    size: HistorySize,
+}
+
+pub struct Sequencer {
+    store: Arc<Store>,
+    hub: Arc<Hub>,
+    settings: Arc<Settings>,
+    flush: mpsc::Sender<Pending>,
+    health: Arc<Health>,
+    sizes: Arc<Mutex<HistorySizes>>,
+    queued: Arc<AtomicUsize>,
+    channels: HashMap<Arc<str>, Chan>,
+    /// Round-robin position of retention over `channels`.
+    sweep_queue: Vec<Arc<str>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Sequencer {
+    pub fn new(
+        store: Arc<Store>,
+        hub: Arc<Hub>,
+        settings: Arc<Settings>,
+        flush: mpsc::Sender<Pending>,
+        health: Arc<Health>,
+        sizes: Arc<Mutex<HistorySizes>>,
+        queued: Arc<AtomicUsize>,
+    ) -> Sequencer {
+        Sequencer {
+            store,
+            hub,
+            settings,
+            flush,
+            health,
+            sizes,
+            queued,
+            channels: HashMap::new(),
+            sweep_queue: Vec::new(),
+        }
+    }
+
+    pub fn run(mut self, rx: mpsc::Receiver<Request>) {
+        if let Err(e) = self.load() {
+            self.health.degrade(format!("cannot load channels: {e}"));
+        }
+        self.publish_sizes(true);
+        let mut last_sweep = Instant::now();
+        loop {
+            match rx.recv_timeout(SWEEP_EVERY) {
+                Ok(Request::Stop) => break,
+                Ok(req) => {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    self.handle(req);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                self.sweep();
+                self.publish_sizes(false);
+                last_sweep = Instant::now();
+            }
+        }
+        self.stop_cleanly();
+    }
+
+    /// Loads every channel with history (after a crash, `Store::channel` moves the top above
+    /// the reservation).
+    fn load(&mut self) -> Result<(), StoreError> {
+        let names: Vec<String> = self
+            .store
+            .channels()
+            .map(|r| r.map(|(n, _)| n))
+            .collect::<Result<_, _>>()?;
+        let mut resumed = 0;
+        for name in names {
+            let Some(meta) = self.store.channel(&name)? else {
+                continue;
+            };
+            let size = self.store.history_size(meta.id)?;
+            let first = self.store.first_offset(meta.id)?.unwrap_or(meta.top + 1);
+            if first <= meta.top
+                && self
+                    .store
+                    .read(meta.id, meta.top, meta.top, 1, false)?
+                    .is_empty()
+            {
+                resumed += 1;
+            }
+            let policy = self.settings.router.history_for(&name);
+            self.channels.insert(
+                Arc::from(name),
+                Chan {
+                    meta,
+                    first,
+                    policy,
+                    size,
+                },
+            );
+        }
+        if resumed > 0 {
+            warn!(
+                channels = resumed,
+                "unclean stop: these channels resume above their offset reservation"
+            );
+        }
+        Ok(())
+    }
+
+    /// Records every channel's exact top so that a clean restart recovers exactly.
+    fn stop_cleanly(&mut self) {
+        let mut failed = None;
+        for (name, ch) in &mut self.channels {
+            ch.meta.reserved = ch.meta.top;
+            if let Err(e) = self.store.save_channel(name, &ch.meta) {
+                failed = Some(e);
+            }
+        }
+        if let Err(e) = self.store.flush() {
+            failed = Some(e);
+        }
+        match failed {
+            None => info!(channels = self.channels.len(), "storage stopped cleanly"),
+            Some(e) => warn!(error = %e, "storage could not record a clean stop"),
+        }
+    }
+
+    fn handle(&mut self, req: Request) {
+        match req {
+            Request::Subscribe {
+                key,
+                kind,
+                sub,
+                id,
+                recover,
+            } => self.subscribe(key, kind, sub, id, recover),
+            Request::Unsubscribe {
+                key,
+                kind,
+                client,
+                info,
+            } => {
+                // The session already left the hub; a subscribe that was still queued then may
+                // have added it back.
+                let mut was = self.hub.unsubscribe(&key, client);
+                if kind.presence {
+                    match self.store.presence_remove(&key, &info.client) {
+                        Ok(present) => was |= present,
+                        Err(e) => self.fail(&e),
+                    }
+                }
+                if was && kind.join_leave {
+                    self.hub.broadcast(&key, |name| reply::leave(name, &info));
+                }
+            }
+            Request::Publish {
+                key,
+                policy,
+                data,
+                info,
+                ack,
+            } => self.publish(key, policy, data, info, ack),
+            Request::History {
+                key,
+                policy,
+                outbox,
+                id,
+                limit,
+                since,
+                reverse,
+            } => {
+                let msg = self
+                    .history(&key, policy, id, limit, since, reverse)
+                    .unwrap_or_else(|code| reply::error(id, code, None));
+                let _ = outbox.push(msg);
+            }
+            Request::Presence {
+                key,
+                outbox,
+                id,
+                stats,
+            } => {
+                let msg = self
+                    .presence(&key, id, stats)
+                    .unwrap_or_else(|code| reply::error(id, code, None));
+                let _ = outbox.push(msg);
+            }
+            Request::Stop => {}
+        }
+    }
+
+    fn fail(&self, e: &StoreError) {
+        self.health.degrade(e.to_string());
+    }
+
+    /// The channel's state, created (with a new epoch) on first use.
+    fn channel(
+        &mut self,
+        key: &Arc<str>,
+        policy: Option<HistoryPolicy>,
+    ) -> Result<&mut Chan, ErrorCode> {
+        if !self.channels.contains_key(key) {
+            if self.channels.len() >= self.settings.max_channels {
+                warn!(
+                    max = self.settings.max_channels,
+                    "channel limit reached; refusing a new channel"
+                );
+                return Err(ErrorCode::LimitExceeded);
+            }
+            let meta = self.store.create_channel(key, now_ms()).map_err(|e| {
+                self.fail(&e);
+                ErrorCode::Internal
+            })?;
+            let first = meta.top + 1;
+            let chan = Chan {
+                meta,
+                first,
+                policy,
+                size: HistorySize::default(),
+            };
+            self.channels.insert(key.clone(), chan);
+        }
+        let ch = self.channels.get_mut(key).expect("inserted above");
+        ch.policy = policy;
+        Ok(ch)
+    }
+
+    fn subscribe(
+        &mut self,
+        key: Arc<str>,
+        kind: ChannelKind,
+        sub: Subscriber,
+        id: u32,
+        recover: Option<Position>,
+    ) {
+        if sub.outbox.is_closing() {
+            return;
+        }
+        let msg = match kind.history {
+            None => reply::reply(id, "subscribe", &reply::SubscribeResult::default()),
+            Some(policy) => match self.subscribe_result(&key, policy, id, recover) {
+                Ok(m) => m,
+                Err(code) => {
+                    sub.outbox.refuse_subscription(key);
+                    let _ = sub.outbox.push(reply::error(id, code, None));
+                    return;
+                }
+            },
+        };
+        if kind.presence {
+            if let Err(e) = self
+                .store
+                .presence_add(&key, &sub.info.client, &info_json(&sub.info))
+            {
+                self.fail(&e);
+            }
+        }
+        let info = sub.info.clone();
+        let outbox = sub.outbox.clone();
+        let added = self.hub.subscribe(&key, sub, || {
+            let _ = outbox.push(msg);
+        });
+        if !added {
+            // The connection closed meanwhile; its leave may already have run.
+            let _ = self.store.presence_remove(&key, &info.client);
+        } else if kind.join_leave {
+            self.hub.broadcast(&key, |name| reply::join(name, &info));
+        }
+    }
+
+    /// Position, and recovery when asked (design §6): the missed publications when the epoch
+    /// matches and every one of them is still stored, else none and the current top.
+    fn subscribe_result(
+        &mut self,
+        key: &Arc<str>,
+        policy: HistoryPolicy,
+        id: u32,
+        recover: Option<Position>,
+    ) -> Result<bytes::Bytes, ErrorCode> {
+        let max_read = self.settings.max_read as u64;
+        let store = self.store.clone();
+        let ch = self.channel(key, Some(policy))?;
+        let mut res = reply::SubscribeResult {
+            recoverable: true,
+            positioned: true,
+            epoch: &ch.meta.epoch,
+            offset: ch.meta.top,
+            ..Default::default()
+        };
+        let recovered;
+        if let Some(pos) = recover {
+            res.was_recovering = true;
+            let top = ch.meta.top;
+            let same_epoch = pos.epoch.is_empty() || pos.epoch == ch.meta.epoch;
+            let missed = top.saturating_sub(pos.offset);
+            let possible =
+                same_epoch && pos.offset <= top && missed <= max_read && pos.offset + 1 >= ch.first;
+            if possible {
+                let items = store
+                    .read(ch.meta.id, pos.offset + 1, top, missed as usize, false)
+                    .unwrap_or_default();
+                let complete = items.len() as u64 == missed
+                    && items.first().is_none_or(|(o, _)| *o == pos.offset + 1);
+                if complete {
+                    recovered = items
+                        .into_iter()
+                        .filter_map(|(o, p)| stored(o, p))
+                        .collect::<Vec<_>>();
+                    if recovered.len() as u64 == missed {
+                        res.recovered = true;
+                        res.offset = pos.offset;
+                        res.publications = &recovered;
+                    }
+                }
+            }
+        }
+        Ok(reply::reply(id, "subscribe", &res))
+    }
+
+    fn publish(
+        &mut self,
+        key: Arc<str>,
+        policy: Option<HistoryPolicy>,
+        data: Box<RawValue>,
+        info: Option<Arc<ClientInfo>>,
+        ack: Ack,
+    ) {
+        let Some(policy) = policy else {
+            // A presence channel without history: sequenced here only to keep one order.
+            self.hub.broadcast(&key, |name| {
+                reply::publication(
+                    name,
+                    Publication {
+                        data: &data,
+                        info: info.as_deref(),
+                        offset: 0,
+                    },
+                )
+            });
+            ack.complete(Ok(0));
+            return;
+        };
+        match self.append(&key, policy, &data, info.as_deref()) {
+            Ok(offset) => {
+                self.hub.broadcast(&key, |name| {
+                    reply::publication(
+                        name,
+                        Publication {
+                            data: &data,
+                            info: info.as_deref(),
+                            offset,
+                        },
+                    )
+                });
+                match self.settings.durability {
+                    Durability::None => ack.complete(Ok(offset)),
+                    Durability::Batched => {
+                        if let Err(mpsc::SendError((ack, _))) = self.flush.send((ack, offset)) {
+                            ack.complete(Err(ErrorCode::Internal));
+                        }
+                    }
+                }
+            }
+            Err(code) => ack.complete(Err(code)),
+        }
+    }
+
+    /// Assigns the next offset, stores the publication, trims by size.
+    fn append(
+        &mut self,
+        key: &Arc<str>,
+        policy: HistoryPolicy,
+        data: &RawValue,
+        info: Option<&ClientInfo>,
+    ) -> Result<u64, ErrorCode> {
+        let store = self.store.clone();
+        let health = self.health.clone();
+        let fail = |e: StoreError| {
+            health.degrade(e.to_string());
+            ErrorCode::Internal
+        };
+        let now = now_ms();
+        let ch = self.channel(key, Some(policy))?;
+        let offset = ch.meta.top + 1;
+        if offset > ch.meta.reserved {
+            let mut meta = ch.meta.clone();
+            meta.reserved = meta.top + RESERVE_BLOCK;
+            meta.last_ms = now;
+            store
+                .save_channel(key, &meta)
+                .and_then(|()| store.flush())
+                .map_err(fail)?;
+            ch.meta.reserved = meta.reserved;
+        }
+        let record = Stored {
+            data: data.get().to_owned(),
+            info: info.map(|i| Publisher {
+                user: i.user.clone(),
+                client: i.client.clone(),
+                conn_info: i.conn_info.as_ref().map(|r| r.get().to_owned()),
+                chan_info: i.chan_info.as_ref().map(|r| r.get().to_owned()),
+            }),
+            time_ms: now,
+        };
+        let bytes = store.append(ch.meta.id, offset, &record).map_err(fail)?;
+        ch.meta.top = offset;
+        ch.meta.last_ms = now;
+        ch.size.entries += 1;
+        ch.size.bytes += bytes;
+        if offset + 1 > ch.first + policy.size {
+            let keep_from = offset + 1 - policy.size;
+            let removed = store
+                .remove_history(ch.meta.id, ch.first, keep_from, TRIM_BATCH)
+                .map_err(fail)?;
+            if removed.entries > 0 {
+                ch.size.entries -= removed.entries.min(ch.size.entries);
+                ch.size.bytes -= removed.bytes.min(ch.size.bytes);
+                ch.first = store
+                    .first_offset(ch.meta.id)
+                    .map_err(fail)?
+                    .unwrap_or(offset + 1);
+            }
+        }
+        Ok(offset)
+    }
+
+    /// The history command (design §6): `limit` 0 = position only, -1 = all (capped),
+    /// `since` = after that position, `reverse` = newest first; 112 on an epoch mismatch.
+    fn history(
+        &mut self,
+        key: &Arc<str>,
+        policy: Option<HistoryPolicy>,
+        id: u32,
+        limit: i32,
+        since: Option<Position>,
+        reverse: bool,
+    ) -> Result<bytes::Bytes, ErrorCode> {
+        let Some(policy) = policy else {
+            return Err(ErrorCode::NotAvailable);
+        };
+        if reverse && since.as_ref().is_some_and(|s| s.offset == 0) {
+            return Err(ErrorCode::BadRequest);
+        }
+        let max_read = self.settings.max_read;
+        let store = self.store.clone();
+        let ch = self.channel(key, Some(policy))?;
+        if let Some(s) = &since {
+            if !s.epoch.is_empty() && s.epoch != ch.meta.epoch {
+                return Err(ErrorCode::UnrecoverablePosition);
+            }
+        }
+        let n = match limit {
+            0 => 0,
+            l if l < 0 => max_read,
+            l => (l as usize).min(max_read),
+        };
+        let top = ch.meta.top;
+        let items = if n == 0 {
+            Ok(Vec::new())
+        } else if reverse {
+            let to = since.as_ref().map_or(top, |s| s.offset - 1).min(top);
+            store.read(ch.meta.id, ch.first, to, n, true)
+        } else {
+            let from = since
+                .as_ref()
+                .map_or(ch.first, |s| s.offset + 1)
+                .max(ch.first);
+            store.read(ch.meta.id, from, top, n, false)
+        }
+        .map_err(|e| {
+            self.health.degrade(e.to_string());
+            ErrorCode::Internal
+        })?;
+        let pubs: Vec<StoredPublication> = items
+            .into_iter()
+            .filter_map(|(o, p)| stored(o, p))
+            .collect();
+        let ch = &self.channels[key];
+        Ok(reply::reply(
+            id,
+            "history",
+            &reply::HistoryResult {
+                publications: &pubs,
+                epoch: &ch.meta.epoch,
+                offset: top,
+            },
+        ))
+    }
+
+    fn presence(&mut self, key: &str, id: u32, stats: bool) -> Result<bytes::Bytes, ErrorCode> {
+        let entries = self.store.presence(key).map_err(|e| {
+            self.fail(&e);
+            ErrorCode::Internal
+        })?;
+        if stats {
+            #[derive(serde::Deserialize)]
+            struct User {
+                #[serde(default)]
+                user: String,
+            }
+            let users: std::collections::HashSet<String> = entries
+                .iter()
+                .filter_map(|(_, v)| serde_json::from_slice::<User>(v).ok().map(|u| u.user))
+                .collect();
+            let r = reply::PresenceStatsResult {
+                num_clients: entries.len() as u32,
+                num_users: users.len() as u32,
+            };
+            return Ok(reply::reply(id, "presence_stats", &r));
+        }
+        let list: Vec<(String, Box<RawValue>)> = entries
+            .into_iter()
+            .filter_map(|(c, v)| Some((c, RawValue::from_string(String::from_utf8(v).ok()?).ok()?)))
+            .collect();
+        Ok(reply::reply(id, "presence", &reply::PresenceResult(&list)))
+    }
+
+    /// Retention for a few channels per run: TTL trimming and forgetting idle channels.
+    fn sweep(&mut self) {
+        if self.sweep_queue.is_empty() {
+            self.sweep_queue = self.channels.keys().cloned().collect();
+        }
+        let now = now_ms();
+        let idle_ms = self.settings.channel_idle_ttl.as_millis() as u64;
+        for _ in 0..SWEEP_CHANNELS {
+            let Some(key) = self.sweep_queue.pop() else {
+                break;
+            };
+            let Some(ch) = self.channels.get_mut(&key) else {
+                continue;
+            };
+            if now.saturating_sub(ch.meta.last_ms) > idle_ms && self.hub.num_subscribers(&key) == 0
+            {
+                match self.store.drop_channel(&key, ch.meta.id) {
+                    Ok(()) => {
+                        self.channels.remove(&key);
+                    }
+                    Err(e) => self.health.degrade(e.to_string()),
+                }
+                continue;
+            }
+            let Some(policy) = ch.policy else { continue };
+            let cutoff = now.saturating_sub(policy.ttl.as_millis() as u64);
+            match self.store.remove_expired(ch.meta.id, cutoff, TRIM_BATCH) {
+                Ok(removed) if removed.entries > 0 => {
+                    ch.size.entries -= removed.entries.min(ch.size.entries);
+                    ch.size.bytes -= removed.bytes.min(ch.size.bytes);
+                    ch.first = self
+                        .store
+                        .first_offset(ch.meta.id)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(ch.meta.top + 1);
+                    if removed.entries as usize == TRIM_BATCH {
+                        // More to trim: look at this channel again in the next run.
+                        self.sweep_queue.insert(0, key);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => self.health.degrade(e.to_string()),
+            }
+        }
+    }
+
+    /// Totals per history pattern; logged at startup, served by `/metrics`.
+    fn publish_sizes(&self, log: bool) {
+        let mut by: Vec<(String, u64, u64, u64)> = self
+            .settings
+            .router
+            .patterns()
+            .map(|p| (p.to_owned(), 0, 0, 0))
+            .collect();
+        for (key, ch) in &self.channels {
+            let pattern = self.settings.router.pattern_of(key).unwrap_or("(no rule)");
+            let i = match by.iter().position(|(p, ..)| p == pattern) {
+                Some(i) => i,
+                None => {
+                    by.push((pattern.to_owned(), 0, 0, 0));
+                    by.len() - 1
+                }
+            };
+            by[i].1 += 1;
+            by[i].2 += ch.size.entries;
+            by[i].3 += ch.size.bytes;
+        }
+        if log {
+            for (pattern, channels, entries, bytes) in &by {
+                info!(
+                    pattern,
+                    channels,
+                    publications = entries,
+                    bytes,
+                    "history size"
+                );
+            }
+        }
+        self.sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_pattern = by;
+    }
+}
+
+/// A stored publication as the protocol sends it.
+fn stored(offset: u64, p: Stored) -> Option<StoredPublication> {
+    let raw = |s: String| RawValue::from_string(s).ok();
+    Some(StoredPublication {
+        data: raw(p.data)?,
+        info: p.info.map(|i| ClientInfo {
+            user: i.user,
+            client: i.client,
+            conn_info: i.conn_info.and_then(raw),
+            chan_info: i.chan_info.and_then(raw),
+        }),
+        offset,
+    })
+}
