@@ -163,7 +163,7 @@ impl Persist {
         let queued = Arc::new(AtomicUsize::new(0));
         let (flush_tx, flusher) = flusher::start(store.clone(), health.clone())?;
         let (tx, rx) = mpsc::channel();
-        let seq = sequencer::Sequencer::new(
+        let mut seq = sequencer::Sequencer::new(
             store,
             hub,
             settings,
@@ -172,6 +172,7 @@ impl Persist {
             sizes.clone(),
             queued.clone(),
         );
+        seq.start();
         let sequencer = std::thread::Builder::new()
             .name("edgelive-store".into())
             .spawn(move || seq.run(rx))?;

@@ -95,11 +95,15 @@ impl Sequencer {
         }
     }
 
-    pub fn run(mut self, rx: mpsc::Receiver<Request>) {
+    /// Loads every channel and logs the history size per pattern (before the daemon listens).
+    pub fn start(&mut self) {
         if let Err(e) = self.load() {
             self.health.degrade(format!("cannot load channels: {e}"));
         }
         self.publish_sizes(true);
+    }
+
+    pub fn run(mut self, rx: mpsc::Receiver<Request>) {
         let mut last_sweep = Instant::now();
         loop {
             match rx.recv_timeout(SWEEP_EVERY) {

@@ -20,7 +20,9 @@ pub struct Daemon {
     child: Child,
     pub addr: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl Daemon {
@@ -30,11 +32,66 @@ impl Daemon {
     }
 
     pub fn start_with_args(env: &[(&str, &str)], args: &[&str]) -> Daemon {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Self::spawn(dir, "127.0.0.1:0", env, args)
+    }
+
+    /// Starts the daemon with a config file holding `toml` (written into its own temp dir).
+    pub fn start_with_config(toml: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let path = dir.path().join("edgelive.toml");
+        std::fs::write(&path, toml).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(
+            dir,
+            "127.0.0.1:0",
+            env,
+            vec!["--config".into(), path.to_string_lossy().into_owned()],
+        )
+    }
+
+    /// Stops this daemon (SIGTERM, or SIGKILL when `kill`) and starts a new one on the same
+    /// address and data directory.
+    pub fn restart(mut self, kill: bool) -> Daemon {
+        if kill {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        } else {
+            let (st, _) = self.terminate(Duration::from_secs(10));
+            assert!(st.success(), "clean stop failed: {st:?}");
+        }
+        let (dir, env, args, addr) = (
+            self.dir.clone(),
+            self.env.clone(),
+            self.args.clone(),
+            self.addr,
+        );
+        drop(self);
+        Self::spawn(dir, &addr.to_string(), env, args)
+    }
+
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn(
+        dir: Arc<tempfile::TempDir>,
+        listen: &str,
+        env: Vec<(String, String)>,
+        args: Vec<String>,
+    ) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgelive"));
-        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+        cmd.args(["--listen", listen, "--data-dir"])
             .arg(dir.path().join("data"))
-            .args(args)
+            .args(&args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -42,7 +99,7 @@ impl Daemon {
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("EDGELIVE_")) {
             cmd.env_remove(k);
         }
-        for (k, v) in env {
+        for (k, v) in &env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn edgelive");
@@ -71,7 +128,9 @@ impl Daemon {
             child,
             addr,
             log,
-            _dir: dir,
+            dir,
+            env,
+            args,
         }
     }
 
@@ -181,6 +240,8 @@ pub struct Peer {
 pub enum Ended {
     Close(u16, String),
     Eof,
+    /// Nothing arrived in time (the connection is still open).
+    Timeout,
 }
 
 impl Peer {
@@ -239,7 +300,7 @@ impl Peer {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let msg = match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Err(_) => panic!("timed out waiting for a message"),
+                Err(_) => return Err(Ended::Timeout),
                 Ok(None) | Ok(Some(Err(_))) => return Err(Ended::Eof),
                 Ok(Some(Ok(m))) => m,
             };
