@@ -5,8 +5,9 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use common::Daemon;
@@ -122,4 +123,67 @@ fn centrifuge_python_pub_sub_presence_join_leave_and_terminal_limit() {
     let mut cmd = Command::new(python);
     cmd.arg("py/core.py");
     run_client(cmd, "centrifuge-python", &main, &limited);
+}
+
+#[test]
+fn centrifuge_python_history_limit_since_reverse() {
+    let python = ensure_python_venv();
+    let d = Daemon::start(&[]);
+    let out = Command::new(python)
+        .arg("py/history.py")
+        .env("EDGELIVE_URL", d.ws_url())
+        .current_dir(clients_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ok history"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// centrifuge-js recovers across a reconnect, a clean restart and a SIGKILL of the daemon. The
+/// script asks for each restart on stdout and continues when it reads GO.
+#[test]
+fn centrifuge_js_recovers_across_reconnect_restart_and_sigkill() {
+    ensure_node_packages();
+    let mut d = Daemon::start_with_config(
+        "[[history]]\npattern = \"grafana/broadcast/*\"\nsize = 10000\nttl = \"1h\"\n",
+        &[],
+    );
+    let mut child = Command::new("node")
+        .arg("js/recovery.mjs")
+        .env("EDGELIVE_URL", d.ws_url())
+        .current_dir(clients_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut said = Vec::new();
+    for line in stdout.lines().map_while(Result::ok) {
+        println!("{line}");
+        match line.as_str() {
+            "RESTART" => d = d.restart(false),
+            "KILL" => d = d.restart(true),
+            _ => {
+                said.push(line);
+                continue;
+            }
+        }
+        writeln!(stdin, "GO").unwrap();
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "recovery script failed: {said:?}\n--- daemon log ---\n{}",
+        d.log_text()
+    );
+    assert!(
+        said.iter().any(|l| l.contains("survived SIGKILL")),
+        "{said:?}"
+    );
 }
