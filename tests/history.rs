@@ -547,3 +547,44 @@ fn an_incompatible_data_dir_is_refused_with_78_and_left_alone() {
         [200u8]
     );
 }
+
+#[tokio::test]
+async fn a_full_disk_refuses_publishes_with_100_reports_degraded_and_keeps_serving() {
+    let d = Daemon::start_on_small_disk("1m", &[]);
+    let (mut p, _) = Peer::connected(&d.ws_url()).await;
+    let (mut other, _) = Peer::connected(&d.ws_url()).await;
+    let big = "x".repeat(30_000);
+    let mut refused = None;
+    for id in 2..400u64 {
+        p.send(&format!(
+            r#"{{"id":{id},"publish":{{"channel":"{CH}","data":{{"p":"{big}"}}}}}}"#
+        ))
+        .await;
+        let r = loop {
+            let r = p.recv_non_ping().await;
+            if r["id"] == id {
+                break r;
+            }
+        };
+        if r.get("error").is_some() {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("a 1 MiB disk must fill up");
+    assert_eq!(r["error"]["code"], 100, "{r}");
+    let (status, body) = http(d.addr, "GET", "/api/health", &[], b"");
+    assert_eq!(status, 503, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "degraded");
+    assert!(
+        health["reason"].as_str().unwrap().contains("No space left"),
+        "{health}"
+    );
+    // The daemon is up and other clients are served.
+    let r = call(&mut other, 2, "presence_stats", json!({"channel": CH})).await;
+    assert!(r["presence_stats"].is_object(), "{r}");
+    other.send(r#"{"id":3,"ping":{}}"#).await;
+    assert_eq!(other.recv_non_ping().await, json!({"id":3,"ping":{}}));
+    assert!(d.log_text().contains("storage degraded"));
+}

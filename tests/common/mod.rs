@@ -23,6 +23,8 @@ pub struct Daemon {
     dir: Arc<tempfile::TempDir>,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    /// Size of a private tmpfs mounted over the data dir (a small disk that fills up).
+    tmpfs: Option<String>,
 }
 
 impl Daemon {
@@ -38,7 +40,18 @@ impl Daemon {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        Self::spawn(dir, "127.0.0.1:0", env, args)
+        Self::spawn(dir, "127.0.0.1:0", env, args, None)
+    }
+
+    /// Starts the daemon with its data dir on a private tmpfs of `size` (e.g. "1m"), in a
+    /// mount namespace of its own (`unshare`; needs root or unprivileged user namespaces).
+    pub fn start_on_small_disk(size: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(dir, "127.0.0.1:0", env, Vec::new(), Some(size.to_owned()))
     }
 
     /// Starts the daemon with a config file holding `toml` (written into its own temp dir).
@@ -55,6 +68,7 @@ impl Daemon {
             "127.0.0.1:0",
             env,
             vec!["--config".into(), path.to_string_lossy().into_owned()],
+            None,
         )
     }
 
@@ -74,8 +88,9 @@ impl Daemon {
             self.args.clone(),
             self.addr,
         );
+        let tmpfs = self.tmpfs.clone();
         drop(self);
-        Self::spawn(dir, &addr.to_string(), env, args)
+        Self::spawn(dir, &addr.to_string(), env, args, tmpfs)
     }
 
     pub fn data_dir(&self) -> std::path::PathBuf {
@@ -87,8 +102,21 @@ impl Daemon {
         listen: &str,
         env: Vec<(String, String)>,
         args: Vec<String>,
+        tmpfs: Option<String>,
     ) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgelive"));
+        let bin = env!("CARGO_BIN_EXE_edgelive");
+        let mut cmd = match &tmpfs {
+            None => Command::new(bin),
+            Some(size) => {
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg(r#"mount -t tmpfs -o "size=$1" tmpfs "$2" && shift 2 && exec "$@""#)
+                    .args(["sh", size])
+                    .arg(dir.path())
+                    .arg(bin);
+                c
+            }
+        };
         cmd.args(["--listen", listen, "--data-dir"])
             .arg(dir.path().join("data"))
             .args(&args)
@@ -131,6 +159,7 @@ impl Daemon {
             dir,
             env,
             args,
+            tmpfs,
         }
     }
 
