@@ -503,6 +503,10 @@ mod tests {
         assert_eq!(c.live.max_connections, d.live.max_connections);
         assert_eq!(c.live.message_size_limit, d.live.message_size_limit);
         assert_eq!(c.live.client_queue_max_size, d.live.client_queue_max_size);
+        assert_eq!(c.history_rules(), default_history());
+        assert_eq!(c.storage.durability, d.storage.durability);
+        assert_eq!(c.storage.channel_idle_ttl, d.storage.channel_idle_ttl);
+        assert_eq!(c.storage.max_read, d.storage.max_read);
     }
 
     #[test]

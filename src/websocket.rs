@@ -303,3 +303,41 @@ async fn write_coalesced<S: AsyncWrite + Unpin>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fastwebsockets::Role;
+
+    /// 200 queued messages go out as one text frame, joined by `\n`; a message too large to
+    /// share a frame goes alone.
+    #[tokio::test]
+    async fn queued_messages_are_coalesced_into_one_frame() {
+        let (server, client) = tokio::io::duplex(1 << 20);
+        let (_rd, mut wr) =
+            WebSocket::after_handshake(server, Role::Server).split(tokio::io::split);
+        let mut queue: VecDeque<Bytes> = (0..200)
+            .map(|i| Bytes::from(format!("{{\"i\":{i}}}")))
+            .collect();
+        queue.push_back(Bytes::from(vec![b'x'; COALESCE_BYTES]));
+        queue.push_back(Bytes::from_static(b"{}"));
+        let mut buf = Vec::new();
+        write_coalesced(&mut wr, &mut queue, &mut buf)
+            .await
+            .unwrap();
+        wr.flush().await.unwrap();
+        assert!(queue.is_empty());
+
+        let mut peer = WebSocket::after_handshake(client, Role::Client);
+        let first = peer.read_frame().await.unwrap();
+        let text = std::str::from_utf8(&first.payload).unwrap();
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines.len(), 200);
+        assert_eq!(lines[199], "{\"i\":199}");
+        assert_eq!(
+            peer.read_frame().await.unwrap().payload.len(),
+            COALESCE_BYTES
+        );
+        assert_eq!(&peer.read_frame().await.unwrap().payload[..], b"{}");
+    }
+}

@@ -300,7 +300,9 @@ async fn a_client_that_never_connects_is_closed_3502() {
 }
 
 #[tokio::test]
-async fn queued_messages_are_coalesced_into_few_frames() {
+async fn a_burst_of_publications_arrives_complete_and_in_order() {
+    // How many frames carry them depends on scheduling; the writer's coalescing itself is
+    // tested deterministically in src/websocket.rs.
     let d = Daemon::start(&[]);
     let (mut sub, _) = Peer::connected(&d.ws_url()).await;
     sub.send(r#"{"id":2,"subscribe":{"channel":"grafana/broadcast/burst"}}"#)
@@ -312,16 +314,11 @@ async fn queued_messages_are_coalesced_into_few_frames() {
         .map(|i| format!(r#"{{"id":{},"publish":{{"channel":"grafana/broadcast/burst","data":{{"i":{i}}}}}}}"#, i + 2))
         .collect();
     publisher.send(&frame.join("\n")).await;
-    let before = sub.frames;
     for i in 0..200 {
         let m = sub.recv_non_ping().await;
         assert_eq!(m["push"]["pub"]["data"]["i"], i, "in order");
+        assert_eq!(m["push"]["pub"]["offset"], i + 1);
     }
-    let frames = sub.frames - before;
-    assert!(
-        frames < 200,
-        "200 publications in {frames} frames: nothing was coalesced"
-    );
 }
 
 #[tokio::test]

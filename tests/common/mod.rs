@@ -109,6 +109,9 @@ impl Daemon {
             None => Command::new(bin),
             Some(size) => {
                 let mut c = Command::new("unshare");
+                if !is_root() {
+                    c.arg("--map-root-user");
+                }
                 c.args(["--mount", "--propagation", "private", "sh", "-c"])
                     .arg(r#"mount -t tmpfs -o "size=$1" tmpfs "$2" && shift 2 && exec "$@""#)
                     .args(["sh", size])
@@ -208,6 +211,18 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Effective uid 0 (from /proc, to avoid a libc dependency in tests).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
 }
 
 fn unsafe_kill(pid: u32, sig: &str) {

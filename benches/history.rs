@@ -1,0 +1,194 @@
+//! History end to end, against the real daemon of this build profile:
+//! - append throughput (publish → acknowledgement) with durability "batched" and "none",
+//!   one client keeping up to 256 publishes in flight, 200-byte payloads;
+//! - recovery of 1,000 publications (subscribe with recover, reply received), median of 20;
+//! - RSS and disk size with 100 channels × 1,000 publications of 200 bytes.
+//!
+//! Run: cargo bench --bench history
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const CONFIG: &str = "[[history]]\npattern = \"grafana/broadcast/*\"\nsize = 1000\nttl = \"1h\"\n";
+
+struct Daemon {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(durability: &str) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("edgelive.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgelive"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("EDGELIVE_STORAGE_DURABILITY", durability)
+        .env("EDGELIVE_LIVE_MAX_CONNECTIONS", "-1")
+        .env("RUST_LOG", "warn,edgelive=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let l = lines.next().expect("daemon log").unwrap();
+        if let Some(a) = l.split("addr=").nth(1) {
+            break a.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Daemon { child, addr, dir }
+}
+
+async fn connect(addr: &str) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/live/ws"))
+        .await
+        .unwrap();
+    ws.send(Message::text(r#"{"id":1,"connect":{}}"#))
+        .await
+        .unwrap();
+    ws.next().await.unwrap().unwrap();
+    ws
+}
+
+/// Replies (and pushes) in the next frame, one JSON value per line.
+async fn next_values(ws: &mut Ws) -> Vec<Value> {
+    loop {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Text(t) => {
+                return t
+                    .split('\n')
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect()
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// Publishes `n` messages to `channel`, at most `window` unacknowledged; returns the duration.
+async fn publish(ws: &mut Ws, channel: &str, n: u64, window: u64) -> Duration {
+    let payload = "x".repeat(200 - 10);
+    let started = Instant::now();
+    let (mut sent, mut acked) = (0u64, 0u64);
+    while acked < n {
+        let mut batch = Vec::new();
+        while sent < n && sent - acked < window {
+            sent += 1;
+            batch.push(format!(
+                r#"{{"id":{},"publish":{{"channel":"{channel}","data":"{payload}"}}}}"#,
+                10 + sent
+            ));
+        }
+        if !batch.is_empty() {
+            ws.send(Message::text(batch.join("\n"))).await.unwrap();
+        }
+        for v in next_values(ws).await {
+            if v.get("publish").is_some() {
+                acked += 1;
+            } else if v.get("error").is_some() {
+                panic!("publish failed: {v}");
+            }
+        }
+    }
+    started.elapsed()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn du_kib(path: &std::path::Path) -> u64 {
+    let out = Command::new("du").arg("-sk").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for durability in ["batched", "none"] {
+            let d = start(durability);
+            let mut ws = connect(&d.addr).await;
+            publish(&mut ws, "grafana/broadcast/warmup", 2000, 256).await;
+            let n = 20_000;
+            let took = publish(&mut ws, "grafana/broadcast/append", n, 256).await;
+            println!(
+                "append, durability {durability}: {n} publications in {:.2} s = {:.0}/s",
+                took.as_secs_f64(),
+                n as f64 / took.as_secs_f64()
+            );
+        }
+
+        let d = start("batched");
+        let mut ws = connect(&d.addr).await;
+        publish(&mut ws, "grafana/broadcast/recover", 1000, 256).await;
+        let mut times = Vec::new();
+        for i in 0..20 {
+            let mut s = connect(&d.addr).await;
+            let started = Instant::now();
+            s.send(Message::text(format!(
+                r#"{{"id":{},"subscribe":{{"channel":"grafana/broadcast/recover","recover":true,"offset":0,"epoch":""}}}}"#,
+                2 + i
+            )))
+            .await
+            .unwrap();
+            let v = next_values(&mut s).await;
+            times.push(started.elapsed());
+            let pubs = v[0]["subscribe"]["publications"].as_array().map_or(0, Vec::len);
+            assert_eq!(pubs, 1000, "{}", v[0]);
+        }
+        times.sort();
+        println!("recovery of 1,000 publications: median {:.2} ms", times[10].as_secs_f64() * 1e3);
+
+        let d = start("batched");
+        let pid = d.child.id();
+        let before = rss_kib(pid);
+        let mut ws = connect(&d.addr).await;
+        let started = Instant::now();
+        for c in 0..100 {
+            publish(&mut ws, &format!("grafana/broadcast/ch{c}"), 1000, 256).await;
+        }
+        let took = started.elapsed();
+        std::thread::sleep(Duration::from_secs(2));
+        let after = rss_kib(pid);
+        let disk = du_kib(&d.dir.path().join("data"));
+        let payload_kib = 100 * 1000 * 200 / 1024;
+        println!(
+            "100 channels x 1,000 x 200 B ({payload_kib} KiB of payload, written in {:.1} s): RSS {before} -> {after} KiB (+{} KiB), data dir {disk} KiB",
+            took.as_secs_f64(),
+            after.saturating_sub(before)
+        );
+    });
+}
