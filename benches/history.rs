@@ -44,7 +44,8 @@ fn start(durability: &str) -> Daemon {
         .arg(dir.path().join("data"))
         .env("EDGELIVE_STORAGE_DURABILITY", durability)
         .env("EDGELIVE_LIVE_MAX_CONNECTIONS", "-1")
-        .env("RUST_LOG", "warn,edgelive=info")
+        .env("EDGELIVE_LIVE_MESSAGE_SIZE_LIMIT", "1048576")
+        .env("RUST_LOG", "warn,edgelive=debug")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -55,7 +56,17 @@ fn start(durability: &str) -> Daemon {
             break a.trim().to_owned();
         }
     };
-    std::thread::spawn(move || for _ in lines {});
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            if l.contains("WARN")
+                || l.contains("ERROR")
+                || l.contains("panicked")
+                || l.contains("DEBUG")
+            {
+                eprintln!("daemon: {l}");
+            }
+        }
+    });
     Daemon { child, addr, dir }
 }
 

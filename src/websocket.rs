@@ -68,6 +68,7 @@ where
     );
     {
         let reader = read_loop(
+            conn.id,
             &mut rd,
             &mut session,
             &outbox,
@@ -94,6 +95,7 @@ where
 
 /// Reads whole messages and hands them to the session until the peer goes away or a close is due.
 async fn read_loop<S: AsyncRead + Unpin>(
+    id: ClientId,
     rd: &mut WebSocketRead<ReadHalf<S>>,
     session: &mut Session,
     outbox: &Outbox,
@@ -110,7 +112,7 @@ async fn read_loop<S: AsyncRead + Unpin>(
                 if let Some(d) = close_for_error(&e) {
                     outbox.close(d);
                 }
-                debug!(client = ?session.num_subscriptions(), error = %e, "read ended");
+                debug!(client = id, error = %e, "read ended");
                 return;
             }
         };
@@ -162,6 +164,7 @@ async fn read_loop<S: AsyncRead + Unpin>(
             OpCode::Pong => None,
         };
         if let Some(Err(d)) = complete {
+            debug!(client = id, code = d.code, reason = %d.reason, "closing after the client's input");
             outbox.close(d);
             return;
         }
@@ -253,6 +256,7 @@ async fn write_loop<S: AsyncWrite + Unpin>(
             }
             write_coalesced(wr, &mut queue, &mut buf).await?;
             if let Some(d) = &drained.close {
+                debug!(code = d.code, reason = %d.reason, "sending close");
                 wr.write_frame(Frame::close(d.code, d.reason.as_bytes()))
                     .await?;
             }

@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 
 use edgelive_storage::Store;
 
+use super::watchdog::Progress;
 use super::{Ack, Health};
 use crate::protocol::ErrorCode;
 
@@ -17,6 +18,7 @@ pub(super) type Pending = (Ack, u64);
 pub(super) fn start(
     store: Arc<Store>,
     health: Arc<Health>,
+    progress: Arc<Progress>,
 ) -> std::io::Result<(mpsc::Sender<Pending>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<Pending>();
     let handle = std::thread::Builder::new()
@@ -26,7 +28,9 @@ pub(super) fn start(
             while let Ok(first) = rx.recv() {
                 batch.push(first);
                 batch.extend(rx.try_iter());
+                progress.busy();
                 let result = store.flush();
+                progress.idle();
                 if let Err(e) = &result {
                     health.degrade(format!("flush failed: {e}"));
                 }

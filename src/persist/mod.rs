@@ -12,6 +12,7 @@
 
 mod flusher;
 mod sequencer;
+mod watchdog;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -161,17 +162,21 @@ impl Persist {
         let health = Arc::new(Health::default());
         let sizes = Arc::new(Mutex::new(HistorySizes::default()));
         let queued = Arc::new(AtomicUsize::new(0));
-        let (flush_tx, flusher) = flusher::start(store.clone(), health.clone())?;
+        let seq_progress = watchdog::Progress::new("edgelive-store");
+        let flush_progress = watchdog::Progress::new("edgelive-flush");
+        watchdog::start(vec![seq_progress.clone(), flush_progress.clone()])?;
+        let (flush_tx, flusher) = flusher::start(store.clone(), health.clone(), flush_progress)?;
         let (tx, rx) = mpsc::channel();
-        let mut seq = sequencer::Sequencer::new(
+        let mut seq = sequencer::Sequencer::new(sequencer::Parts {
             store,
             hub,
             settings,
-            flush_tx,
-            health.clone(),
-            sizes.clone(),
-            queued.clone(),
-        );
+            flush: flush_tx,
+            health: health.clone(),
+            sizes: sizes.clone(),
+            queued: queued.clone(),
+            progress: seq_progress,
+        });
         seq.start();
         let sequencer = std::thread::Builder::new()
             .name("edgelive-store".into())

@@ -21,6 +21,7 @@ use edgelive_storage::{
 };
 
 use super::flusher::Pending;
+use super::watchdog::Progress;
 use super::{info_json, Ack, Health, Position, Request};
 use crate::config::Durability;
 use crate::hub::{Hub, Subscriber};
@@ -64,6 +65,8 @@ pub struct Sequencer {
     channels: HashMap<Arc<str>, Chan>,
     /// Round-robin position of retention over `channels`.
     sweep_queue: Vec<Arc<str>>,
+    /// Seen by the watchdog.
+    progress: Arc<Progress>,
 }
 
 fn now_ms() -> u64 {
@@ -72,26 +75,31 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// What the sequencer works with, handed over by `Persist::start`.
+pub struct Parts {
+    pub store: Arc<Store>,
+    pub hub: Arc<Hub>,
+    pub settings: Arc<Settings>,
+    pub flush: mpsc::Sender<Pending>,
+    pub health: Arc<Health>,
+    pub sizes: Arc<Mutex<HistorySizes>>,
+    pub queued: Arc<AtomicUsize>,
+    pub progress: Arc<Progress>,
+}
+
 impl Sequencer {
-    pub fn new(
-        store: Arc<Store>,
-        hub: Arc<Hub>,
-        settings: Arc<Settings>,
-        flush: mpsc::Sender<Pending>,
-        health: Arc<Health>,
-        sizes: Arc<Mutex<HistorySizes>>,
-        queued: Arc<AtomicUsize>,
-    ) -> Sequencer {
+    pub fn new(p: Parts) -> Sequencer {
         Sequencer {
-            store,
-            hub,
-            settings,
-            flush,
-            health,
-            sizes,
-            queued,
+            store: p.store,
+            hub: p.hub,
+            settings: p.settings,
+            flush: p.flush,
+            health: p.health,
+            sizes: p.sizes,
+            queued: p.queued,
             channels: HashMap::new(),
             sweep_queue: Vec::new(),
+            progress: p.progress,
         }
     }
 
@@ -110,13 +118,17 @@ impl Sequencer {
                 Ok(Request::Stop) => break,
                 Ok(req) => {
                     self.queued.fetch_sub(1, Ordering::AcqRel);
+                    self.progress.busy();
                     self.handle(req);
+                    self.progress.idle();
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             if last_sweep.elapsed() >= SWEEP_EVERY {
+                self.progress.busy();
                 self.sweep();
+                self.progress.idle();
                 self.publish_sizes(false);
                 last_sweep = Instant::now();
             }
