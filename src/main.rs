@@ -119,7 +119,7 @@ fn run(config: Config) -> Result<(), Failure> {
     .map_err(|e| {
         let code = match e {
             StoreError::CreateDir { .. } => exit::CANTCREAT,
-            StoreError::IncompatibleFormat { .. } => exit::CONFIG,
+            StoreError::IncompatibleFormat { .. } | StoreError::Unsupported { .. } => exit::CONFIG,
             StoreError::Locked { .. } => exit::TEMPFAIL,
             _ => exit::IOERR,
         };

@@ -517,7 +517,11 @@ fn an_incompatible_data_dir_is_refused_with_78_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     {
-        let db = sled::open(&data).unwrap();
+        let db = sled::Config::new()
+            .path(&data)
+            .segment_size(edgelive_storage::SEGMENT_SIZE)
+            .open()
+            .unwrap();
         db.open_tree("meta")
             .unwrap()
             .insert("format_version", &[200u8])
@@ -536,7 +540,11 @@ fn an_incompatible_data_dir_is_refused_with_78_and_left_alone() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("format version 200"));
-    let db = sled::open(&data).unwrap();
+    let db = sled::Config::new()
+        .path(&data)
+        .segment_size(edgelive_storage::SEGMENT_SIZE)
+        .open()
+        .unwrap();
     assert_eq!(
         db.open_tree("meta")
             .unwrap()

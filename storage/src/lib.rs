@@ -64,6 +64,8 @@ pub enum StoreError {
         found: u8,
         expected: u8,
     },
+    #[error("data directory {path} cannot be opened with this edgelive's storage settings: {reason}; move it aside or migrate it (nothing was changed)")]
+    Unsupported { path: PathBuf, reason: String },
     #[error("data directory {path} is in use by another process (sled holds a lock on it)")]
     Locked { path: PathBuf },
     #[error("storage error in {path}: {source}")]
@@ -244,6 +246,12 @@ fn open_db(config: &StoreConfig) -> Result<sled::Db, StoreError> {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
+            Err(sled::Error::Unsupported(reason)) => {
+                return Err(StoreError::Unsupported {
+                    path: config.path.clone(),
+                    reason,
+                })
+            }
             Err(source) => {
                 return Err(StoreError::Sled {
                     path: config.path.clone(),
@@ -298,7 +306,11 @@ mod tests {
     fn refuses_an_incompatible_format_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path().join("db")).unwrap();
+            let db = sled::Config::new()
+                .path(dir.path().join("db"))
+                .segment_size(SEGMENT_SIZE)
+                .open()
+                .unwrap();
             db.open_tree(META_TREE)
                 .unwrap()
                 .insert(FORMAT_KEY, &[99u8])
@@ -313,7 +325,11 @@ mod tests {
             }) => {}
             other => panic!("{:?}", other.map(|_| ())),
         }
-        let db = sled::open(dir.path().join("db")).unwrap();
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .segment_size(SEGMENT_SIZE)
+            .open()
+            .unwrap();
         let v = db
             .open_tree(META_TREE)
             .unwrap()
@@ -321,6 +337,24 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(v.as_ref(), [99u8]);
+    }
+
+    #[test]
+    fn a_database_with_other_sled_settings_is_refused_as_incompatible() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(
+            sled::Config::new()
+                .path(dir.path().join("db"))
+                .segment_size(512 * 1024)
+                .open()
+                .unwrap(),
+        );
+        match Store::open(&cfg(dir.path())) {
+            Err(StoreError::Unsupported { reason, .. }) => {
+                assert!(reason.contains("io buffer size"), "{reason}")
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
     }
 
     #[test]
