@@ -45,7 +45,7 @@ fn start(durability: &str) -> Daemon {
         .env("EDGELIVE_STORAGE_DURABILITY", durability)
         .env("EDGELIVE_LIVE_MAX_CONNECTIONS", "-1")
         .env("EDGELIVE_LIVE_MESSAGE_SIZE_LIMIT", "1048576")
-        .env("RUST_LOG", "warn,edgelive=debug")
+        .env("RUST_LOG", "warn,edgelive=info")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
