@@ -507,7 +507,7 @@ async fn history_size_is_reported_and_bounded_under_constant_publishing() {
     );
     let d = d.restart(false);
     assert!(
-        d.log_text().contains("history size"),
+        d.logged("history size"),
         "startup logs the history size"
     );
 }
@@ -594,5 +594,5 @@ async fn a_full_disk_refuses_publishes_with_100_reports_degraded_and_keeps_servi
     assert!(r["presence_stats"].is_object(), "{r}");
     other.send(r#"{"id":3,"ping":{}}"#).await;
     assert_eq!(other.recv_non_ping().await, json!({"id":3,"ping":{}}));
-    assert!(d.log_text().contains("storage degraded"));
+    assert!(d.logged("storage degraded"), "{}", d.log_text());
 }

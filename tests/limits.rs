@@ -258,7 +258,7 @@ async fn sigterm_closes_every_client_with_3001_and_exits_0() {
     let ((status, took), d) = waiter.await.unwrap();
     assert!(status.success(), "exit status {status:?}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
-    assert!(d.log_text().contains("SIGTERM"));
+    assert!(d.logged("SIGTERM"), "{}", d.log_text());
 }
 
 #[test]
