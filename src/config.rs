@@ -27,6 +27,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub live: LiveConfig,
     pub log: LogConfig,
+    pub push: PushConfig,
     /// History per channel pattern, first match wins. When absent, `default_history()`.
     pub history: Option<Vec<HistoryRule>>,
 }
@@ -148,6 +149,57 @@ impl Default for StorageConfig {
             max_channels: 10_000,
             channel_idle_ttl: Duration::from_secs(7 * 24 * 3600),
             max_read: 1000,
+        }
+    }
+}
+
+/// `[push]`: the push API (line protocol in, data frames out).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Largest push body (HTTP, after gzip decoding) or push WebSocket message, bytes (413 beyond).
+    pub max_body_size: usize,
+    /// Time a client has to send a whole push body (408 beyond).
+    #[serde(with = "duration")]
+    pub body_timeout: Duration,
+    /// A managed stream nobody pushed to for this long loses its kept last frame.
+    #[serde(with = "duration")]
+    pub frame_idle_ttl: Duration,
+    pub udp: UdpConfig,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            max_body_size: 16 << 20,
+            body_timeout: Duration::from_secs(30),
+            frame_idle_ttl: Duration::from_secs(7 * 24 * 3600),
+            udp: UdpConfig::default(),
+        }
+    }
+}
+
+/// `[push.udp]`: line protocol datagrams into one stream; off while `listen` is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpConfig {
+    /// IP:port to receive datagrams on; "" = off.
+    pub listen: String,
+    /// Stream id: points go to `stream/<stream>/<measurement>`.
+    pub stream: String,
+    /// `labels_column` or `wide`, as `gf_live_frame_format`.
+    pub frame_format: String,
+    /// Timestamp unit: ns, us, ms or s.
+    pub precision: String,
+}
+
+impl Default for UdpConfig {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            stream: "udp".into(),
+            frame_format: "labels_column".into(),
+            precision: "ns".into(),
         }
     }
 }
@@ -302,6 +354,7 @@ impl Config {
                 "storage" => section_into(value, &mut config.storage),
                 "live" => section_into(value, &mut config.live),
                 "log" => section_into(value, &mut config.log),
+                "push" => section_into(value, &mut config.push),
                 "history" => {
                     let mut rules = Vec::new();
                     let r = section_into(value, &mut rules);
@@ -309,7 +362,7 @@ impl Config {
                     r
                 }
                 other => Err(format!(
-                    "unknown section [{other}] (expected server, runtime, storage, live, log or [[history]])"
+                    "unknown section [{other}] (expected server, runtime, storage, live, log, push or [[history]])"
                 )),
             };
             if let Err(e) = res {
@@ -397,6 +450,40 @@ impl Config {
             if rule.size > 0 && rule.ttl.is_zero() {
                 problems.push(format!("[[history]] #{}: ttl must be positive", i + 1));
             }
+        }
+        let push = &self.push;
+        if push.max_body_size < 1024 {
+            problems.push("[push] max_body_size must be at least 1024 bytes".into());
+        }
+        if push.body_timeout.is_zero() || push.frame_idle_ttl.is_zero() {
+            problems.push("[push] body_timeout and frame_idle_ttl must be positive".into());
+        }
+        let udp = &push.udp;
+        if !udp.listen.is_empty() && udp.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "[push.udp] listen = {:?} is not an IP:port address (\"\" turns UDP off)",
+                udp.listen
+            ));
+        }
+        if crate::channel::Channel::parse_bare(&format!("stream/{}/m", udp.stream)).is_err()
+            || udp.stream.contains('/')
+        {
+            problems.push(format!(
+                "[push.udp] stream = {:?} cannot name a stream (letters, digits, _ - .)",
+                udp.stream
+            ));
+        }
+        if crate::push::Layout::parse(&udp.frame_format).is_none() {
+            problems.push(format!(
+                "[push.udp] frame_format = {:?} must be labels_column or wide",
+                udp.frame_format
+            ));
+        }
+        if crate::push::Precision::parse(&udp.precision).is_none() {
+            problems.push(format!(
+                "[push.udp] precision = {:?} must be ns, us, ms or s",
+                udp.precision
+            ));
         }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             problems.push(format!("[log] level = {:?}: {e}", self.log.level));

@@ -20,6 +20,8 @@ pub type Body = Full<Bytes>;
 
 /// Paths of the Centrifuge WebSocket endpoint (Grafana's, and centrifuge's default).
 const WS_PATHS: [&str; 2] = ["/api/live/ws", "/connection/websocket"];
+/// `POST` (line protocol) or `GET` (WebSocket) `/api/live/push/:streamId`.
+const PUSH_PREFIX: &str = "/api/live/push/";
 
 pub async fn handle(
     req: Request<Incoming>,
@@ -43,6 +45,19 @@ pub async fn handle(
             r
         }
         (_, p) if WS_PATHS.contains(&p) => websocket_upgrade(req, &shared),
+        (&Method::GET, "/api/live/list") => crate::push::http::list(shared).await,
+        (&Method::POST, "/api/live/publish") => crate::push::http::publish(req, shared).await,
+        (m, p) if p.starts_with(PUSH_PREFIX) => {
+            let stream_id = p[PUSH_PREFIX.len()..].to_owned();
+            match *m {
+                Method::POST => crate::push::http::push(req, shared, &stream_id).await,
+                Method::GET => crate::push::ws::upgrade(req, &shared, &stream_id),
+                _ => error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "use POST, or GET for a WebSocket",
+                ),
+            }
+        }
         _ => error(StatusCode::NOT_FOUND, "not found"),
     };
     Ok(resp)
@@ -114,7 +129,7 @@ fn websocket_upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>) -> Respon
     Response::from_parts(parts, Body::default())
 }
 
-fn json(status: StatusCode, body: String) -> Response<Body> {
+pub fn json(status: StatusCode, body: String) -> Response<Body> {
     let mut r = Response::new(Body::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut()

@@ -6,6 +6,7 @@
 
 pub mod channel;
 pub mod config;
+pub mod frame;
 pub mod glob;
 pub mod http;
 pub mod hub;
@@ -14,6 +15,7 @@ pub mod origin;
 pub mod outbox;
 pub mod persist;
 pub mod protocol;
+pub mod push;
 pub mod routing;
 pub mod server;
 pub mod session;

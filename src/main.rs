@@ -142,8 +142,26 @@ fn run(config: Config) -> Result<(), Failure> {
         let addr = listener
             .local_addr()
             .map_err(|e| Failure(exit::TEMPFAIL, e.into()))?;
+        let udp = match &settings.udp {
+            Some(u) => Some((
+                tokio::net::UdpSocket::bind(u.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on udp {}", u.listen))
+                    .map_err(|e| Failure(exit::TEMPFAIL, e))?,
+                u.clone(),
+            )),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let shared = Shared::new(settings, hub, served, shutdown.clone());
+        if let Some((socket, u)) = udp {
+            if let Ok(a) = socket.local_addr() {
+                info!(addr = %a, stream = %u.target.stream_id, "udp push listening");
+            }
+            shared
+                .tracker
+                .spawn(edgelive::push::udp::serve(socket, u, shared.clone()));
+        }
         tokio::spawn(wait_for_signal(shutdown));
         info!(%addr, "listening");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -28,13 +28,15 @@ pub struct ChannelKind {
     pub publish: Result<(), ErrorCode>,
     /// Publications get offsets and are kept; subscribers can recover.
     pub history: Option<HistoryPolicy>,
+    /// A managed stream: fed by the push API, its last frame is the subscribe reply's data.
+    pub managed: bool,
 }
 
 impl ChannelKind {
     /// Channels whose state lives in the store: everything about them goes through the
     /// storage thread, which sequences publications and subscriptions.
     pub fn is_stateful(&self) -> bool {
-        self.presence || self.history.is_some()
+        self.presence || self.history.is_some() || self.managed
     }
 }
 
@@ -57,6 +59,7 @@ impl Router {
                 join_leave: true,
                 publish: Ok(()),
                 history: None,
+                managed: false,
             },
             // Managed streams are fed only by the push API.
             (Scope::Stream, _) => ChannelKind {
@@ -64,6 +67,7 @@ impl Router {
                 join_leave: false,
                 publish: Err(ErrorCode::PermissionDenied),
                 history: None,
+                managed: true,
             },
             // Stream handlers (plugin/ds) arrive with their own issue; other grafana features
             // and unknown scopes do not exist here.
@@ -146,6 +150,6 @@ mod tests {
         let k = router
             .route(&Channel::parse("stream/quiet/m", 1).unwrap())
             .unwrap();
-        assert!(!k.is_stateful());
+        assert!(k.managed && k.history.is_none());
     }
 }

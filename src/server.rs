@@ -30,6 +30,15 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Every task the server spawns, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    pub push_stats: PushStats,
+}
+
+/// Push API counters for `/metrics` (HTTP requests, WebSocket messages and UDP datagrams).
+#[derive(Default)]
+pub struct PushStats {
+    pub requests: AtomicU64,
+    pub frames: AtomicU64,
+    pub errors: AtomicU64,
 }
 
 /// One counted WebSocket connection; dropping it frees the slot.
@@ -66,6 +75,7 @@ impl Shared {
             next_client: AtomicU64::new(1),
             shutdown,
             tracker: TaskTracker::new(),
+            push_stats: PushStats::default(),
         })
     }
 

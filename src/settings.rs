@@ -36,6 +36,18 @@ pub struct Settings {
     pub max_read: usize,
     pub max_channels: usize,
     pub channel_idle_ttl: Duration,
+    /// Largest push body or push WebSocket message.
+    pub push_max_body: usize,
+    pub push_body_timeout: Duration,
+    pub frame_idle_ttl: Duration,
+    /// The UDP push listener, when on.
+    pub udp: Option<UdpSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UdpSettings {
+    pub listen: SocketAddr,
+    pub target: crate::push::Target,
 }
 
 impl Settings {
@@ -71,6 +83,24 @@ impl Settings {
             max_read: config.storage.max_read,
             max_channels: config.storage.max_channels,
             channel_idle_ttl: config.storage.channel_idle_ttl,
+            push_max_body: config.push.max_body_size,
+            push_body_timeout: config.push.body_timeout,
+            frame_idle_ttl: config.push.frame_idle_ttl,
+            udp: udp(&config.push.udp),
         }
     }
+}
+
+fn udp(c: &crate::config::UdpConfig) -> Option<UdpSettings> {
+    if c.listen.is_empty() {
+        return None;
+    }
+    Some(UdpSettings {
+        listen: c.listen.parse().expect("validated"),
+        target: crate::push::Target {
+            stream_id: c.stream.clone(),
+            layout: crate::push::Layout::parse(&c.frame_format).expect("validated"),
+            precision: crate::push::Precision::parse(&c.precision).expect("validated"),
+        },
+    })
 }

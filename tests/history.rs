@@ -506,10 +506,7 @@ async fn history_size_is_reported_and_bounded_under_constant_publishing() {
         "history bytes {bytes} not bounded by size"
     );
     let d = d.restart(false);
-    assert!(
-        d.logged("history size"),
-        "startup logs the history size"
-    );
+    assert!(d.logged("history size"), "startup logs the history size");
 }
 
 #[test]

@@ -12,6 +12,7 @@
 
 mod flusher;
 mod sequencer;
+mod streams;
 mod watchdog;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +33,9 @@ use crate::settings::Settings;
 use edgelive_storage::Store;
 
 pub use sequencer::HistorySizes;
+pub use streams::Listed;
+
+use crate::frame::FrameJson;
 
 /// Most client requests waiting for the sequencer; beyond, clients get 111 (try again).
 const MAX_QUEUED: usize = 4096;
@@ -49,6 +53,8 @@ pub enum Ack {
     Reply { outbox: Arc<Outbox>, id: u32 },
     /// An HTTP request waiting for the outcome: the offset, or the error.
     Channel(oneshot::Sender<Result<u64, ErrorCode>>),
+    /// Nobody waits (UDP push).
+    Discard,
 }
 
 impl Ack {
@@ -64,6 +70,7 @@ impl Ack {
             Ack::Channel(tx) => {
                 let _ = tx.send(result);
             }
+            Ack::Discard => {}
         }
     }
 }
@@ -90,6 +97,16 @@ pub enum Request {
         info: Option<Arc<ClientInfo>>,
         ack: Ack,
     },
+    /// A frame for a managed stream (push API): kept as the channel's last frame and published
+    /// schema-once.
+    Push {
+        key: Arc<str>,
+        policy: Option<HistoryPolicy>,
+        frame: FrameJson,
+        ack: Ack,
+    },
+    /// The managed streams, for `/api/live/list`.
+    List { reply: oneshot::Sender<Vec<Listed>> },
     History {
         key: Arc<str>,
         policy: Option<HistoryPolicy>,
@@ -199,6 +216,21 @@ impl Persist {
             return Err(Busy);
         }
         self.tx.send(req).map_err(|_| Busy)
+    }
+
+    /// Queues several requests, all or none (a push request's frames).
+    pub fn submit_all(&self, reqs: Vec<Request>) -> Result<(), Busy> {
+        let n = reqs.len();
+        if self.queued.fetch_add(n, Ordering::AcqRel) + n > MAX_QUEUED {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err(Busy);
+        }
+        for r in reqs {
+            if self.tx.send(r).is_err() {
+                return Err(Busy);
+            }
+        }
+        Ok(())
     }
 
     /// Queues a request that must not be refused (leaving channels). Their number is bounded by

@@ -21,6 +21,7 @@ use edgelive_storage::{
 };
 
 use super::flusher::Pending;
+use super::streams::{Pushed, Streams};
 use super::watchdog::Progress;
 use super::{info_json, Ack, Health, Position, Request};
 use crate::config::Durability;
@@ -63,6 +64,8 @@ pub struct Sequencer {
     sizes: Arc<Mutex<HistorySizes>>,
     queued: Arc<AtomicUsize>,
     channels: HashMap<Arc<str>, Chan>,
+    /// Managed streams' last frames.
+    streams: Streams,
     /// Round-robin position of retention over `channels`.
     sweep_queue: Vec<Arc<str>>,
     /// Seen by the watchdog.
@@ -98,6 +101,7 @@ impl Sequencer {
             sizes: p.sizes,
             queued: p.queued,
             channels: HashMap::new(),
+            streams: Streams::default(),
             sweep_queue: Vec::new(),
             progress: p.progress,
         }
@@ -107,6 +111,13 @@ impl Sequencer {
     pub fn start(&mut self) {
         if let Err(e) = self.load() {
             self.health.degrade(format!("cannot load channels: {e}"));
+        }
+        match self.streams.load(&self.store) {
+            Ok(n) if n > 0 => info!(streams = n, "managed stream frames loaded"),
+            Ok(_) => {}
+            Err(e) => self
+                .health
+                .degrade(format!("cannot load managed stream frames: {e}")),
         }
         self.publish_sizes(true);
     }
@@ -232,6 +243,15 @@ impl Sequencer {
                 info,
                 ack,
             } => self.publish(key, policy, data, info, ack),
+            Request::Push {
+                key,
+                policy,
+                frame,
+                ack,
+            } => self.push(key, policy, frame, ack),
+            Request::List { reply } => {
+                let _ = reply.send(self.streams.list(now_ms()));
+            }
             Request::History {
                 key,
                 policy,
@@ -308,9 +328,21 @@ impl Sequencer {
         if sub.outbox.is_closing() {
             return;
         }
+        let initial = kind
+            .managed
+            .then(|| self.streams.initial_data(&key))
+            .flatten()
+            .and_then(|s| RawValue::from_string(s).ok());
         let msg = match kind.history {
-            None => reply::reply(id, "subscribe", &reply::SubscribeResult::default()),
-            Some(policy) => match self.subscribe_result(&key, policy, id, recover) {
+            None => reply::reply(
+                id,
+                "subscribe",
+                &reply::SubscribeResult {
+                    data: initial.as_deref(),
+                    ..Default::default()
+                },
+            ),
+            Some(policy) => match self.subscribe_result(&key, policy, id, recover, initial) {
                 Ok(m) => m,
                 Err(code) => {
                     sub.outbox.refuse_subscription(key);
@@ -348,6 +380,7 @@ impl Sequencer {
         policy: HistoryPolicy,
         id: u32,
         recover: Option<Position>,
+        initial: Option<Box<RawValue>>,
     ) -> Result<bytes::Bytes, ErrorCode> {
         let max_read = self.settings.max_read as u64;
         let store = self.store.clone();
@@ -357,6 +390,7 @@ impl Sequencer {
             positioned: true,
             epoch: &ch.meta.epoch,
             offset: ch.meta.top,
+            data: initial.as_deref(),
             ..Default::default()
         };
         let recovered;
@@ -387,6 +421,32 @@ impl Sequencer {
             }
         }
         Ok(reply::reply(id, "subscribe", &res))
+    }
+
+    /// A managed-stream frame: recorded as the last frame, then published like any publication
+    /// (with history when the channel keeps it), schema only when it changed.
+    fn push(
+        &mut self,
+        key: Arc<str>,
+        policy: Option<HistoryPolicy>,
+        frame: crate::frame::FrameJson,
+        ack: Ack,
+    ) {
+        let max = self.settings.max_channels;
+        match self.streams.push(&self.store, &key, frame, now_ms(), max) {
+            Ok(Pushed::Publish(payload)) => match RawValue::from_string(payload) {
+                Ok(data) => self.publish(key, policy, data, None, ack),
+                Err(_) => ack.complete(Err(ErrorCode::Internal)),
+            },
+            Ok(Pushed::Full) => {
+                warn!(max, "managed stream limit reached; refusing a new stream");
+                ack.complete(Err(ErrorCode::LimitExceeded));
+            }
+            Err(e) => {
+                self.fail(&e);
+                ack.complete(Err(ErrorCode::Internal));
+            }
+        }
     }
 
     fn publish(
@@ -589,6 +649,10 @@ impl Sequencer {
 
     /// Retention for a few channels per run: TTL trimming and forgetting idle channels.
     fn sweep(&mut self) {
+        let idle_ms = self.settings.frame_idle_ttl.as_millis() as u64;
+        if let Err(e) = self.streams.evict_idle(&self.store, now_ms(), idle_ms) {
+            self.health.degrade(e.to_string());
+        }
         if self.sweep_queue.is_empty() {
             self.sweep_queue = self.channels.keys().cloned().collect();
         }

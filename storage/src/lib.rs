@@ -21,10 +21,12 @@
 
 use std::path::{Path, PathBuf};
 
+mod frames;
 mod history;
 mod presence;
 mod record;
 
+pub use frames::StoredFrame;
 pub use history::HistorySize;
 pub use record::{ChannelMeta, Publication, Publisher};
 
@@ -187,16 +189,6 @@ impl Store {
     pub fn drop_channel(&self, name: &str, id: u64) -> Result<(), StoreError> {
         self.remove_history(id, 0, u64::MAX, usize::MAX)?;
         self.channels.remove(name.as_bytes())?;
-        Ok(())
-    }
-
-    /// The last full frame of a managed stream.
-    pub fn frame(&self, channel: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.frames.get(channel.as_bytes())?.map(|v| v.to_vec()))
-    }
-
-    pub fn set_frame(&self, channel: &str, frame: &[u8]) -> Result<(), StoreError> {
-        self.frames.insert(channel.as_bytes(), frame)?;
         Ok(())
     }
 

@@ -1,0 +1,267 @@
+//! Managed streams (`stream/<id>/<measurement>`), owned by the storage thread: the last full
+//! frame of each channel (persisted in sled), schema-once publishing, the one-minute push rate
+//! for `/api/live/list`, and eviction of streams nobody pushed to for `frame_idle_ttl`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use edgelive_storage::{Store, StoreError, StoredFrame};
+
+use crate::frame::FrameJson;
+
+/// Pushes per second over the last minute.
+#[derive(Debug, Clone)]
+struct Rate {
+    buckets: [u32; 60],
+    /// Second (since the Unix epoch) of the newest bucket.
+    last_sec: u64,
+}
+
+impl Default for Rate {
+    fn default() -> Self {
+        Rate {
+            buckets: [0; 60],
+            last_sec: 0,
+        }
+    }
+}
+
+impl Rate {
+    fn advance(&mut self, now_sec: u64) {
+        if now_sec <= self.last_sec {
+            return;
+        }
+        let gap = (now_sec - self.last_sec).min(60);
+        for s in 1..=gap {
+            self.buckets[((self.last_sec + s) % 60) as usize] = 0;
+        }
+        self.last_sec = now_sec;
+    }
+
+    fn hit(&mut self, now_sec: u64) {
+        self.advance(now_sec);
+        let b = &mut self.buckets[(now_sec % 60) as usize];
+        *b = b.saturating_add(1);
+    }
+
+    fn per_minute(&mut self, now_sec: u64) -> u64 {
+        self.advance(now_sec);
+        self.buckets.iter().map(|&b| u64::from(b)).sum()
+    }
+}
+
+struct Stream {
+    frame: FrameJson,
+    last_ms: u64,
+    rate: Rate,
+}
+
+/// One row of `/api/live/list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub channel: String,
+    pub minute_rate: u64,
+    /// `{"schema":...}`
+    pub schema_only: String,
+}
+
+#[derive(Default)]
+pub struct Streams {
+    streams: HashMap<Arc<str>, Stream>,
+}
+
+/// What to publish for a pushed frame.
+pub enum Pushed {
+    /// The payload: the full frame when the schema changed, else data only.
+    Publish(String),
+    /// More streams than allowed.
+    Full,
+}
+
+impl Streams {
+    /// Loads the persisted frames (at startup, on the storage thread).
+    pub fn load(&mut self, store: &Store) -> Result<usize, StoreError> {
+        for r in store.frames() {
+            let (name, f) = r?;
+            self.streams.insert(
+                Arc::from(name),
+                Stream {
+                    frame: FrameJson {
+                        schema: f.schema,
+                        data: f.data,
+                    },
+                    last_ms: f.time_ms,
+                    rate: Rate::default(),
+                },
+            );
+        }
+        Ok(self.streams.len())
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Records `frame` as the channel's last frame (in memory and in the store) and says what to
+    /// publish: schema + data when the schema bytes differ from the previous frame's (or there
+    /// was none), data only otherwise.
+    pub fn push(
+        &mut self,
+        store: &Store,
+        key: &Arc<str>,
+        frame: FrameJson,
+        now_ms: u64,
+        max: usize,
+    ) -> Result<Pushed, StoreError> {
+        if !self.streams.contains_key(key) && self.streams.len() >= max {
+            return Ok(Pushed::Full);
+        }
+        store.set_frame(
+            key,
+            &StoredFrame {
+                schema: frame.schema.clone(),
+                data: frame.data.clone(),
+                time_ms: now_ms,
+            },
+        )?;
+        let now_sec = now_ms / 1000;
+        let payload = match self.streams.get_mut(key) {
+            Some(s) => {
+                let same = s.frame.schema == frame.schema;
+                let payload = if same {
+                    frame.data_only()
+                } else {
+                    frame.full()
+                };
+                s.frame = frame;
+                s.last_ms = now_ms;
+                s.rate.hit(now_sec);
+                payload
+            }
+            None => {
+                let payload = frame.full();
+                let mut rate = Rate::default();
+                rate.hit(now_sec);
+                self.streams.insert(
+                    key.clone(),
+                    Stream {
+                        frame,
+                        last_ms: now_ms,
+                        rate,
+                    },
+                );
+                payload
+            }
+        };
+        Ok(Pushed::Publish(payload))
+    }
+
+    /// The last full frame, which a new subscriber gets as its subscribe data.
+    pub fn initial_data(&self, key: &str) -> Option<String> {
+        self.streams.get(key).map(|s| s.frame.full())
+    }
+
+    /// Forgets streams with no push for `idle_ms`; returns how many went.
+    pub fn evict_idle(
+        &mut self,
+        store: &Store,
+        now_ms: u64,
+        idle_ms: u64,
+    ) -> Result<usize, StoreError> {
+        let idle: Vec<Arc<str>> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| now_ms.saturating_sub(s.last_ms) > idle_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &idle {
+            store.remove_frame(k)?;
+            self.streams.remove(k);
+        }
+        Ok(idle.len())
+    }
+
+    /// Every stream, sorted by channel.
+    pub fn list(&mut self, now_ms: u64) -> Vec<Listed> {
+        let mut out: Vec<Listed> = self
+            .streams
+            .iter_mut()
+            .map(|(k, s)| Listed {
+                channel: k.to_string(),
+                minute_rate: s.rate.per_minute(now_ms / 1000),
+                schema_only: s.frame.schema_only(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.channel.cmp(&b.channel));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fj(schema: &str, data: &str) -> FrameJson {
+        FrameJson {
+            schema: schema.into(),
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn schema_once_then_data_only_and_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&edgelive_storage::test_config(dir.path())).unwrap();
+        let mut s = Streams::default();
+        let k: Arc<str> = Arc::from("stream/a/m");
+        let p = |r| match r {
+            Pushed::Publish(p) => p,
+            Pushed::Full => panic!("full"),
+        };
+        let first = p(s
+            .push(&store, &k, fj("{\"a\":1}", "{\"v\":1}"), 1000, 10)
+            .unwrap());
+        assert_eq!(first, "{\"schema\":{\"a\":1},\"data\":{\"v\":1}}");
+        let second = p(s
+            .push(&store, &k, fj("{\"a\":1}", "{\"v\":2}"), 2000, 10)
+            .unwrap());
+        assert_eq!(second, "{\"data\":{\"v\":2}}");
+        let third = p(s
+            .push(&store, &k, fj("{\"a\":2}", "{\"v\":3}"), 2500, 10)
+            .unwrap());
+        assert!(third.starts_with("{\"schema\""));
+        assert_eq!(
+            s.initial_data(&k).unwrap(),
+            "{\"schema\":{\"a\":2},\"data\":{\"v\":3}}"
+        );
+        let mut again = Streams::default();
+        assert_eq!(again.load(&store).unwrap(), 1);
+        assert_eq!(again.initial_data(&k), s.initial_data(&k));
+        // A limit of one stream refuses a second.
+        let k2: Arc<str> = Arc::from("stream/a/n");
+        assert!(matches!(
+            s.push(&store, &k2, fj("{}", "{}"), 3000, 1).unwrap(),
+            Pushed::Full
+        ));
+        let l = s.list(3000);
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].minute_rate, 3);
+        assert_eq!(l[0].schema_only, "{\"schema\":{\"a\":2}}");
+        // Idle eviction removes it from memory and store.
+        assert_eq!(s.evict_idle(&store, 100_000, 10_000).unwrap(), 1);
+        assert!(s.is_empty());
+        assert_eq!(store.frame(&k).unwrap(), None);
+    }
+
+    #[test]
+    fn the_rate_counts_the_last_sixty_seconds() {
+        let mut r = Rate::default();
+        for sec in 1000..1090 {
+            r.hit(sec);
+        }
+        assert_eq!(r.per_minute(1089), 60);
+        assert_eq!(r.per_minute(1119), 30);
+        assert_eq!(r.per_minute(5000), 0);
+    }
+}

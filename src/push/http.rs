@@ -1,0 +1,303 @@
+//! HTTP endpoints of the push API: `POST /api/live/push/:streamId` (line protocol),
+//! `POST /api/live/publish` (JSON on any channel a client could publish to) and
+//! `GET /api/live/list` (managed streams). Errors are `{"message": ...}` with a status that
+//! says whose fault it is; a client's mistake is never a 500.
+
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, RETRY_AFTER};
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use super::{PushError, Target};
+use crate::channel::Channel;
+use crate::http::{error, json, Body};
+use crate::persist::{Ack, Request as StoreRequest};
+use crate::protocol::reply::{self, Publication};
+use crate::protocol::ErrorCode;
+use crate::server::Shared;
+
+/// Bodies larger than this are parsed on the blocking pool, not on the event loop.
+const INLINE_PARSE_BYTES: usize = 256 * 1024;
+
+/// Why a body could not be read.
+enum BodyError {
+    TooLarge(usize),
+    Timeout,
+    Broken(String),
+    Encoding(String),
+    UnsupportedEncoding(String),
+}
+
+impl From<BodyError> for Response<Body> {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge(limit) => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &PushError::TooLarge(limit).to_string(),
+            ),
+            BodyError::Timeout => error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive within [push] body_timeout",
+            ),
+            BodyError::Broken(m) => error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {m}"),
+            ),
+            BodyError::Encoding(m) => {
+                error(StatusCode::BAD_REQUEST, &PushError::Encoding(m).to_string())
+            }
+            BodyError::UnsupportedEncoding(enc) => error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &format!("Content-Encoding {enc:?} is not supported (use gzip or none)"),
+            ),
+        }
+    }
+}
+
+/// Reads a whole body within the size limit and time, undoing `Content-Encoding: gzip`.
+async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    within: Duration,
+) -> Result<Bytes, BodyError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let encoding = req
+        .headers()
+        .get(CONTENT_ENCODING)
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let gzip = match encoding.as_str() {
+        "" | "identity" => false,
+        "gzip" | "x-gzip" => true,
+        _ => return Err(BodyError::UnsupportedEncoding(encoding)),
+    };
+    let collected = tokio::time::timeout(within, Limited::new(req.into_body(), limit).collect())
+        .await
+        .map_err(|_| BodyError::Timeout)?
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                BodyError::TooLarge(limit)
+            } else {
+                BodyError::Broken(e.to_string())
+            }
+        })?;
+    let raw = collected.to_bytes();
+    if !gzip {
+        return Ok(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len() * 4);
+    flate2::read::MultiGzDecoder::new(&raw[..])
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| BodyError::Encoding(format!("gzip: {e}")))?;
+    if out.len() > limit {
+        return Err(BodyError::TooLarge(limit));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// The response for a push that went wrong.
+pub fn push_error(e: &PushError) -> Response<Body> {
+    let status = match e {
+        PushError::TooLarge(_) | PushError::TooManyFrames(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        PushError::Busy | PushError::Storage => StatusCode::SERVICE_UNAVAILABLE,
+        PushError::StreamLimit => StatusCode::INSUFFICIENT_STORAGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let mut body = serde_json::json!({ "message": e.to_string() });
+    if let PushError::Parse(p) = e {
+        body["line"] = p.line.into();
+        body["column"] = p.column.into();
+    }
+    let mut r = json(status, body.to_string());
+    if matches!(e, PushError::Busy) {
+        r.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+/// `POST /api/live/push/:streamId`: 200 with no body once every frame is published and durable.
+pub async fn push(req: Request<Incoming>, shared: Arc<Shared>, stream_id: &str) -> Response<Body> {
+    let stats = &shared.push_stats;
+    stats.requests.fetch_add(1, Ordering::Relaxed);
+    match push_body(req, &shared, stream_id).await {
+        Ok(frames) => {
+            stats.frames.fetch_add(frames as u64, Ordering::Relaxed);
+            Response::new(Body::default())
+        }
+        Err(resp) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            resp
+        }
+    }
+}
+
+async fn push_body(
+    req: Request<Incoming>,
+    shared: &Shared,
+    stream_id: &str,
+) -> Result<usize, Response<Body>> {
+    let refuse = |e: PushError| {
+        debug!(stream = stream_id, error = %e, "push refused");
+        push_error(&e)
+    };
+    let target = super::target(stream_id, req.uri().query()).map_err(refuse)?;
+    let settings = &shared.settings;
+    let body = read_body(req, settings.push_max_body, settings.push_body_timeout).await?;
+    let frames = parse(body, target).await.map_err(refuse)?;
+    super::publish(&shared.persist, &settings.router, frames)
+        .await
+        .map_err(refuse)
+}
+
+/// Parses a body, off the event loop when it is large.
+pub async fn parse(
+    body: Bytes,
+    target: Target,
+) -> Result<Vec<(Arc<str>, crate::frame::FrameJson)>, PushError> {
+    let now = super::now_ns();
+    if body.len() <= INLINE_PARSE_BYTES {
+        return super::frames(&body, &target, now);
+    }
+    tokio::task::spawn_blocking(move || super::frames(&body, &target, now))
+        .await
+        .unwrap_or(Err(PushError::Storage))
+}
+
+#[derive(Deserialize)]
+struct PublishBody<'a> {
+    channel: String,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// `POST /api/live/publish`: the same rules as a client's publish command; `{}` on success.
+pub async fn publish(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
+    let settings = shared.settings.clone();
+    let body = match read_body(req, settings.push_max_body, settings.push_body_timeout).await {
+        Ok(b) => b,
+        Err(e) => return e.into(),
+    };
+    let parsed: PublishBody<'_> = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"channel\": \"...\", \"data\": ...}}: {e}"),
+            )
+        }
+    };
+    let Some(data) = parsed.data else {
+        return error(StatusCode::BAD_REQUEST, "publish without data");
+    };
+    let channel = match Channel::parse(&parsed.channel, settings.org_id) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid channel: {e}")),
+    };
+    let kind = match settings
+        .router
+        .route(&channel)
+        .and_then(|k| k.publish.map(|()| k))
+    {
+        Ok(k) => k,
+        Err(code) => return code_response(code),
+    };
+    if !kind.is_stateful() {
+        shared.hub.broadcast(channel.key(), |name| {
+            reply::publication(
+                name,
+                Publication {
+                    data,
+                    info: None,
+                    offset: 0,
+                },
+            )
+        });
+        return json(StatusCode::OK, "{}".into());
+    }
+    let (tx, rx) = oneshot::channel();
+    let r = StoreRequest::Publish {
+        key: channel.key().clone(),
+        policy: kind.history,
+        data: data.to_owned(),
+        info: None,
+        ack: Ack::Channel(tx),
+    };
+    if shared.persist.submit(r).is_err() {
+        return push_error(&PushError::Busy);
+    }
+    match rx.await {
+        Ok(Ok(_)) => json(StatusCode::OK, "{}".into()),
+        Ok(Err(code)) => code_response(code),
+        Err(_) => push_error(&PushError::Storage),
+    }
+}
+
+/// HTTP status for a protocol error code.
+fn code_response(code: ErrorCode) -> Response<Body> {
+    let status = match code {
+        ErrorCode::UnknownChannel => StatusCode::NOT_FOUND,
+        ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::LimitExceeded => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let message = match code {
+        ErrorCode::UnknownChannel => "unknown channel".to_owned(),
+        ErrorCode::PermissionDenied => "publishing to this channel is not allowed".to_owned(),
+        other => other.message().to_owned(),
+    };
+    error(status, &message)
+}
+
+/// `GET /api/live/list`: `{"channels":[{"channel","minute_rate","data":{"schema":...}}]}`,
+/// sorted by channel.
+pub async fn list(shared: Arc<Shared>) -> Response<Body> {
+    let (tx, rx) = oneshot::channel();
+    if shared
+        .persist
+        .submit(StoreRequest::List { reply: tx })
+        .is_err()
+    {
+        return push_error(&PushError::Busy);
+    }
+    let Ok(items) = rx.await else {
+        return push_error(&PushError::Storage);
+    };
+    let mut out = String::from("{\"channels\":[");
+    for (i, l) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"channel\":");
+        crate::frame::json_str(&mut out, &l.channel);
+        out.push_str(&format!(",\"minute_rate\":{},\"data\":", l.minute_rate));
+        out.push_str(&l.schema_only);
+        out.push('}');
+    }
+    out.push_str("]}");
+    json(StatusCode::OK, out)
+}

@@ -1,0 +1,242 @@
+//! The push API (design §4, §7): Influx line protocol in over HTTP, a WebSocket or UDP,
+//! converted into Grafana data frames and published on the managed streams
+//! `stream/<streamId>/<measurement>`.
+//!
+//! Every transport goes through the same two steps: `frames` parses and converts a whole body
+//! (nothing is published unless all of it is valid) and `publish` hands the frames to the
+//! storage thread, which keeps each channel's last frame, publishes schema-once and answers once
+//! the frames are durable per `[storage] durability`.
+
+pub mod convert;
+pub mod http;
+pub mod lineproto;
+pub mod udp;
+pub mod ws;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+pub use convert::Layout;
+pub use lineproto::{ParseError, Precision};
+
+use crate::channel::{Channel, ChannelError};
+use crate::frame::FrameJson;
+use crate::persist::{Ack, Persist, Request};
+use crate::protocol::ErrorCode;
+use crate::routing::Router;
+
+/// Where a body goes and how it is read.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub stream_id: String,
+    pub layout: Layout,
+    pub precision: Precision,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    #[error("stream id {stream:?}: {error}")]
+    BadStream { stream: String, error: ChannelError },
+    #[error("measurement {measurement:?} cannot form a channel: {error}")]
+    BadMeasurement {
+        measurement: String,
+        error: ChannelError,
+    },
+    #[error("unknown gf_live_frame_format {0:?} (expected labels_column or wide)")]
+    BadLayout(String),
+    #[error("unknown precision {0:?} (expected ns, us, ms or s)")]
+    BadPrecision(String),
+    #[error("body is larger than the limit of {0} bytes ([push] max_body_size)")]
+    TooLarge(usize),
+    #[error("{0} frames in one request; the limit is {MAX_FRAMES_PER_REQUEST}")]
+    TooManyFrames(usize),
+    #[error("cannot decode the body: {0}")]
+    Encoding(String),
+    #[error("the storage queue is full; retry later")]
+    Busy,
+    #[error("too many managed streams ([storage] max_channels)")]
+    StreamLimit,
+    #[error("storage error; see /api/health")]
+    Storage,
+}
+
+/// Most frames one request may produce (each is one storage request).
+pub const MAX_FRAMES_PER_REQUEST: usize = 2048;
+
+/// A validated stream id (it must fit `stream/<id>/<measurement>`).
+pub fn target(stream_id: &str, query: Option<&str>) -> Result<Target, PushError> {
+    check_stream_id(stream_id)?;
+    let mut t = Target {
+        stream_id: stream_id.to_owned(),
+        layout: Layout::default(),
+        precision: Precision::default(),
+    };
+    for (k, v) in query_pairs(query.unwrap_or("")) {
+        match k {
+            "gf_live_frame_format" => {
+                t.layout = Layout::parse(v).ok_or_else(|| PushError::BadLayout(v.to_owned()))?
+            }
+            "precision" => {
+                t.precision =
+                    Precision::parse(v).ok_or_else(|| PushError::BadPrecision(v.to_owned()))?
+            }
+            _ => {}
+        }
+    }
+    Ok(t)
+}
+
+fn check_stream_id(id: &str) -> Result<(), PushError> {
+    let bad = |error| PushError::BadStream {
+        stream: id.to_owned(),
+        error,
+    };
+    if id.contains('/') {
+        return Err(bad(ChannelError::BadChar {
+            part: "namespace",
+            ch: '/',
+        }));
+    }
+    Channel::parse_bare(&format!("stream/{id}/x")).map_err(bad)?;
+    Ok(())
+}
+
+/// `a=1&b=2` split into pairs (values are plain tokens here; no percent-decoding needed).
+pub fn query_pairs(q: &str) -> impl Iterator<Item = (&str, &str)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Parses and converts a whole body: the frames with their channels, or the first problem.
+pub fn frames(
+    body: &[u8],
+    t: &Target,
+    now_ns: i64,
+) -> Result<Vec<(Arc<str>, FrameJson)>, PushError> {
+    let text = lineproto::utf8(body)?;
+    let frames = convert::convert(text, t.layout, t.precision, now_ns)?;
+    if frames.len() > MAX_FRAMES_PER_REQUEST {
+        return Err(PushError::TooManyFrames(frames.len()));
+    }
+    frames
+        .into_iter()
+        .map(|f| {
+            let name = format!("stream/{}/{}", t.stream_id, f.name);
+            let channel =
+                Channel::parse_bare(&name).map_err(|error| PushError::BadMeasurement {
+                    measurement: f.name.clone(),
+                    error,
+                })?;
+            Ok((channel.key().clone(), f.to_json()))
+        })
+        .collect()
+}
+
+/// Hands the frames to the storage thread (all or none) and waits until each is published and
+/// durable as configured.
+pub async fn publish(
+    persist: &Persist,
+    router: &Router,
+    frames: Vec<(Arc<str>, FrameJson)>,
+) -> Result<usize, PushError> {
+    let n = frames.len();
+    let mut waits = Vec::with_capacity(n);
+    let requests = frames
+        .into_iter()
+        .map(|(key, frame)| {
+            let (tx, rx) = oneshot::channel();
+            waits.push(rx);
+            Request::Push {
+                policy: router.history_for(&key),
+                key,
+                frame,
+                ack: Ack::Channel(tx),
+            }
+        })
+        .collect();
+    persist.submit_all(requests).map_err(|_| PushError::Busy)?;
+    for rx in waits {
+        match rx.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(ErrorCode::LimitExceeded)) => return Err(PushError::StreamLimit),
+            _ => return Err(PushError::Storage),
+        }
+    }
+    Ok(n)
+}
+
+/// Hands the frames over without waiting (UDP has nobody to answer).
+pub fn publish_detached(
+    persist: &Persist,
+    router: &Router,
+    frames: Vec<(Arc<str>, FrameJson)>,
+) -> Result<(), PushError> {
+    let requests = frames
+        .into_iter()
+        .map(|(key, frame)| Request::Push {
+            policy: router.history_for(&key),
+            key,
+            frame,
+            ack: Ack::Discard,
+        })
+        .collect();
+    persist.submit_all(requests).map_err(|_| PushError::Busy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_validate_stream_ids_and_options() {
+        let t = target(
+            "telegraf",
+            Some("gf_live_frame_format=WIDE&precision=ms&x=1"),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.layout, t.precision),
+            (Layout::Wide, Precision::Milliseconds)
+        );
+        assert!(matches!(
+            target("a b", None),
+            Err(PushError::BadStream { .. })
+        ));
+        assert!(matches!(
+            target("a/b", None),
+            Err(PushError::BadStream { .. })
+        ));
+        assert!(matches!(
+            target("s", Some("gf_live_frame_format=prometheus")),
+            Err(PushError::BadLayout(_))
+        ));
+        assert!(matches!(
+            target("s", Some("precision=h")),
+            Err(PushError::BadPrecision(_))
+        ));
+    }
+
+    #[test]
+    fn a_measurement_that_cannot_form_a_channel_is_refused() {
+        let t = target("s", None).unwrap();
+        let e = frames(b"ok f=1\nbad:name f=1", &t, 0).unwrap_err();
+        assert!(
+            matches!(e, PushError::BadMeasurement { ref measurement, .. } if measurement == "bad:name"),
+            "{e}"
+        );
+        let ok = frames(b"cpu f=1\nmem f=2\ncpu f=3", &t, 0).unwrap();
+        let names: Vec<&str> = ok.iter().map(|(k, _)| &**k).collect();
+        assert_eq!(names, ["stream/s/cpu", "stream/s/mem"]);
+    }
+}
