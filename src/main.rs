@@ -156,7 +156,7 @@ fn run(config: Config) -> Result<(), Failure> {
         let shared = Shared::new(settings, hub, served, shutdown.clone());
         if let Some((socket, u)) = udp {
             if let Ok(a) = socket.local_addr() {
-                info!(addr = %a, stream = %u.target.stream_id, "udp push listening");
+                info!(addr = %a, stream = %u.target.stream_id, "udp push receiving");
             }
             shared
                 .tracker

@@ -45,6 +45,25 @@ pub fn render(shared: &Shared) -> String {
         "Clients disconnected because their queue overflowed (3008 slow).",
         hub.stats.slow_disconnects.load(Ordering::Relaxed),
     );
+    let push = &shared.push_stats;
+    metric(
+        "edgelive_push_requests_total",
+        "counter",
+        "Push bodies received: HTTP requests, push WebSocket messages, UDP datagrams.",
+        push.requests.load(Ordering::Relaxed),
+    );
+    metric(
+        "edgelive_push_frames_total",
+        "counter",
+        "Data frames published by the push API.",
+        push.frames.load(Ordering::Relaxed),
+    );
+    metric(
+        "edgelive_push_errors_total",
+        "counter",
+        "Push bodies refused (parse errors, limits, storage).",
+        push.errors.load(Ordering::Relaxed),
+    );
     let sizes = shared
         .persist
         .sizes
