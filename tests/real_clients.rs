@@ -37,6 +37,7 @@ fn ensure_node_packages() {
     let dir = clients_dir();
     if dir.join("node_modules/centrifuge/package.json").exists()
         && dir.join("node_modules/ws").exists()
+        && dir.join("node_modules/@grafana/data/package.json").exists()
     {
         return;
     }
@@ -185,5 +186,26 @@ fn centrifuge_js_recovers_across_reconnect_restart_and_sigkill() {
     assert!(
         said.iter().any(|l| l.contains("survived SIGKILL")),
         "{said:?}"
+    );
+}
+
+#[test]
+fn grafana_streaming_data_frame_decodes_pushed_frames_across_a_schema_change_and_a_late_join() {
+    ensure_node_packages();
+    let d = Daemon::start(&[]);
+    let out = Command::new("node")
+        .arg("js/frames.mjs")
+        .env("EDGELIVE_URL", d.ws_url())
+        .env("EDGELIVE_HTTP", d.http_url())
+        .current_dir(clients_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ok frames"),
+        "frames.mjs failed ({}):\n{stdout}\n{}\n--- daemon log ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        d.log_text()
     );
 }
