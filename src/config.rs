@@ -594,6 +594,47 @@ mod tests {
         assert_eq!(c.storage.durability, d.storage.durability);
         assert_eq!(c.storage.channel_idle_ttl, d.storage.channel_idle_ttl);
         assert_eq!(c.storage.max_read, d.storage.max_read);
+        assert_eq!(c.push.max_body_size, d.push.max_body_size);
+        assert_eq!(c.push.body_timeout, d.push.body_timeout);
+        assert_eq!(c.push.frame_idle_ttl, d.push.frame_idle_ttl);
+        assert_eq!(c.push.udp.listen, d.push.udp.listen);
+        assert_eq!(c.push.udp.stream, d.push.udp.stream);
+        assert_eq!(c.push.udp.frame_format, d.push.udp.frame_format);
+        assert_eq!(c.push.udp.precision, d.push.udp.precision);
+    }
+
+    #[test]
+    fn push_udp_problems_are_listed_and_a_table_can_come_from_the_environment() {
+        let err = Config::from_toml(
+            "t",
+            "[push]\nmax_body_size = 10\n[push.udp]\nlisten = \"x\"\nstream = \"a/b\"\nframe_format = \"long\"\nprecision = \"h\"\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        let all = err.to_string();
+        for needle in [
+            "max_body_size",
+            "[push.udp] listen",
+            "stream = \"a/b\"",
+            "frame_format",
+            "precision",
+        ] {
+            assert!(all.contains(needle), "{needle}: {all}");
+        }
+        let c = Config::from_toml(
+            "t",
+            "",
+            env(&[(
+                "EDGELIVE_PUSH_UDP",
+                "{listen = \"127.0.0.1:0\", stream = \"s\"}",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.push.udp.listen.as_str(), c.push.udp.stream.as_str()),
+            ("127.0.0.1:0", "s")
+        );
+        assert_eq!(c.push.udp.precision, "ns");
     }
 
     #[test]

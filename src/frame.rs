@@ -179,7 +179,7 @@ impl Frame {
                         sep(&mut s, r);
                         let ms = ns.div_euclid(1_000_000);
                         let rem = ns.rem_euclid(1_000_000) as u32;
-                        let _ = write!(s, "{ms}");
+                        write_int(&mut s, ms);
                         if rem != 0 {
                             nanos[i].get_or_insert_with(|| vec![0; v.len()])[r] = rem;
                         }
@@ -254,7 +254,7 @@ impl Frame {
                         s.push('[');
                         for (r, x) in n.iter().enumerate() {
                             sep(&mut s, r);
-                            let _ = write!(s, "{x}");
+                            write_int(&mut s, i64::from(*x));
                         }
                         s.push(']');
                     }
@@ -326,16 +326,26 @@ fn float(s: &mut String, x: f64, row: usize, entities: &mut Option<Entities>) {
     s.push_str("null");
 }
 
-/// Finite floats: plain notation between 1e-6 and 1e21 (as Go does), exponent form outside.
+/// Finite floats with the shortest digits that round-trip, as Go's encoder picks them:
+/// integral values below 2^53 as integers (`100`, not `100.0`), other values in plain notation
+/// between 1e-6 and 1e21 where ryu gives it (the same digits either way), exponent form outside.
 pub fn write_float(s: &mut String, x: f64) {
     let a = x.abs();
     if a == 0.0 {
         s.push('0');
-    } else if (1e-6..1e21).contains(&a) {
+    } else if x.fract() == 0.0 && a < 9_007_199_254_740_992.0 {
+        s.push_str(itoa::Buffer::new().format(x as i64));
+    } else if x.fract() == 0.0 && a < 1e21 {
         let _ = write!(s, "{x}");
+    } else if (1e-6..1e21).contains(&a) {
+        s.push_str(ryu::Buffer::new().format_finite(x));
     } else {
         let _ = write!(s, "{x:e}");
     }
+}
+
+fn write_int(s: &mut String, i: i64) {
+    s.push_str(itoa::Buffer::new().format(i));
 }
 
 /// Appends `v` as a JSON string.
@@ -454,7 +464,29 @@ mod tests {
         write_float(&mut s, 82.00000000012005);
         s.push(' ');
         write_float(&mut s, -0.0);
-        assert_eq!(s, "100 82.00000000012005 0");
+        s.push(' ');
+        write_float(&mut s, 1e20);
+        s.push(' ');
+        write_float(&mut s, 1e300);
+        s.push(' ');
+        write_float(&mut s, -2.5e-7);
+        assert_eq!(
+            s,
+            "100 82.00000000012005 0 100000000000000000000 1e300 -2.5e-7"
+        );
+        // Every value reads back as itself.
+        for x in [
+            0.1,
+            1.0 / 3.0,
+            123456.789,
+            5.5e-6,
+            9.007199254740993e15,
+            -7.25,
+        ] {
+            let mut s = String::new();
+            write_float(&mut s, x);
+            assert_eq!(s.parse::<f64>().unwrap(), x, "{s}");
+        }
     }
 
     #[test]

@@ -181,12 +181,22 @@ struct LabelsColumn {
     by_name: HashMap<String, usize>,
     /// Per frame: field key → index in its fields.
     columns: Vec<HashMap<String, usize>>,
+    /// Per frame: the column of the n-th field of the previous line. Lines of one measurement
+    /// usually repeat the same sorted keys, so this skips the hash lookup.
+    hints: Vec<Vec<usize>>,
+    /// The frame of the previous line.
+    last: Option<usize>,
 }
 
 impl LabelsColumn {
     fn append(&mut self, line: &Line<'_>, ts: i64) {
-        let fi = match self.by_name.get(line.measurement.as_ref()) {
-            Some(&i) => i,
+        let same = |i: usize| self.frames[i].name == line.measurement.as_ref();
+        let known = match self.last.filter(|&i| same(i)) {
+            Some(i) => Some(i),
+            None => self.by_name.get(line.measurement.as_ref()).copied(),
+        };
+        let fi = match known {
+            Some(i) => i,
             None => {
                 let name = line.measurement.to_string();
                 self.frames.push(Frame {
@@ -197,12 +207,15 @@ impl LabelsColumn {
                     ],
                 });
                 self.columns.push(HashMap::new());
+                self.hints.push(Vec::new());
                 self.by_name.insert(name, self.frames.len() - 1);
                 self.frames.len() - 1
             }
         };
+        self.last = Some(fi);
         let frame = &mut self.frames[fi];
         let columns = &mut self.columns[fi];
+        let hints = &mut self.hints[fi];
         let row = frame.rows();
         if let Values::String(l) = &mut frame.fields[0].values {
             l.push(labels_string(&line.tags));
@@ -210,16 +223,24 @@ impl LabelsColumn {
         if let Values::Time(t) = &mut frame.fields[1].values {
             t.push(ts);
         }
-        for (key, raw) in &line.fields {
+        for (pos, (key, raw)) in line.fields.iter().enumerate() {
             let t = typed(raw);
-            let ci = match columns.get(key.as_ref()) {
-                Some(&ci) => ci,
+            let hinted = hints
+                .get(pos)
+                .copied()
+                .filter(|&ci| frame.fields[ci].name == key.as_ref());
+            let ci = match hinted.or_else(|| columns.get(key.as_ref()).copied()) {
+                Some(ci) => ci,
                 None => {
                     frame.fields.push(field(key, None, new_column(&t)));
                     columns.insert(key.to_string(), frame.fields.len() - 1);
                     frame.fields.len() - 1
                 }
             };
+            match hints.get_mut(pos) {
+                Some(h) => *h = ci,
+                None => hints.push(ci),
+            }
             let col = &mut frame.fields[ci].values;
             col.pad_to(row);
             push(col, t, raw);

@@ -1,0 +1,179 @@
+//! Push API costs.
+//!
+//! 1. criterion: parse + convert (labels_column and wide) + frame JSON encoding of a
+//!    Telegraf-like batch (`cpu` input: 13 CPUs × 10 fields, 80 timestamps = 1,040 points),
+//!    one core; throughput in points per second.
+//! 2. end to end against the release daemon: `POST /api/live/push` at a fixed rate with one
+//!    subscriber on the measurement's channel; push → subscriber latency percentiles.
+//!
+//! Run: cargo bench --bench push
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, Criterion, Throughput};
+use edgelive::push::convert::{convert, Layout};
+use edgelive::push::lineproto::{Line, Parser};
+use edgelive::push::Precision;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+const FIELDS: [&str; 10] = [
+    "usage_guest",
+    "usage_guest_nice",
+    "usage_idle",
+    "usage_iowait",
+    "usage_irq",
+    "usage_nice",
+    "usage_softirq",
+    "usage_steal",
+    "usage_system",
+    "usage_user",
+];
+
+fn batch(timestamps: usize) -> (String, usize) {
+    let mut s = String::new();
+    let mut points = 0;
+    for t in 0..timestamps {
+        for cpu in 0..13 {
+            s.push_str(&format!("cpu,cpu=cpu{cpu},host=raspberrypi "));
+            for (i, f) in FIELDS.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                s.push_str(&format!("{f}={}.{}", (cpu * 7 + i * 3 + t) % 100, t % 997));
+            }
+            s.push_str(&format!(
+                " {}\n",
+                1_700_000_000_000_000_000i64 + t as i64 * 1_000_000_000
+            ));
+            points += 1;
+        }
+    }
+    (s, points)
+}
+
+fn parse_and_convert(c: &mut Criterion) {
+    let (body, points) = batch(80);
+    let mut g = c.benchmark_group("push");
+    g.throughput(Throughput::Elements(points as u64));
+    g.bench_function("parse only", |b| {
+        b.iter(|| {
+            let mut p = Parser::new(&body, Precision::Nanoseconds);
+            let mut line = Line::default();
+            let mut n = 0;
+            while let Some(r) = p.next(&mut line) {
+                r.unwrap();
+                n += line.fields.len();
+            }
+            n
+        })
+    });
+    for (name, layout) in [
+        ("labels_column", Layout::LabelsColumn),
+        ("wide", Layout::Wide),
+    ] {
+        g.bench_function(format!("parse+convert+encode {name}"), |b| {
+            b.iter(|| {
+                let frames = convert(&body, layout, Precision::Nanoseconds, 0).unwrap();
+                frames.iter().map(|f| f.to_json().data.len()).sum::<usize>()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, parse_and_convert);
+
+/// Push at `rate` per second for `secs`, one line each, and time each until the subscriber has it.
+fn end_to_end(rate: u32, secs: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgelive"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let l = lines.next().expect("daemon log").unwrap();
+        if l.contains("listening") {
+            if let Some(a) = l.split("addr=").nth(1) {
+                break a.trim().to_owned();
+            }
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut ws = rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/live/ws")).await.unwrap();
+        ws.send(Message::text("{\"id\":1,\"connect\":{}}\n{\"id\":2,\"subscribe\":{\"channel\":\"stream/bench/cpu\"}}")).await.unwrap();
+        let mut replies = 0;
+        while replies < 2 {
+            if let Some(Ok(Message::Text(t))) = ws.next().await {
+                replies += t.split('\n').count();
+            }
+        }
+        ws
+    });
+    let mut conn = TcpStream::connect(&addr).unwrap();
+    conn.set_nodelay(true).unwrap();
+    let every = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    for i in 0..rate * secs {
+        let due = start + every * i;
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        let body = format!("cpu,cpu=cpu0 usage_idle={i}.5,usage_user=1");
+        let t0 = Instant::now();
+        write!(
+            conn,
+            "POST /api/live/push/bench HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        rt.block_on(async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) if t.contains("\"pub\"") => break,
+                    Some(Ok(_)) => continue,
+                    other => panic!("subscriber lost: {other:?}"),
+                }
+            }
+        });
+        lat.push(t0.elapsed());
+        // Read the 200 (fixed size: no body) before the next request on this connection.
+        let mut buf = [0u8; 512];
+        let n = conn.read(&mut buf).unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "push -> subscriber at {rate}/s for {secs}s ({} pushes, durability batched): p50 {:?}, p99 {:?}, max {:?}",
+        lat.len(),
+        pct(0.50),
+        pct(0.99),
+        lat[lat.len() - 1]
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    end_to_end(200, 5);
+}
