@@ -2,44 +2,19 @@
 //! no clients, and with 100 idle connected clients. Prints KiB figures and KiB per connection.
 //! Run: cargo bench --bench footprint
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
+mod common;
 
 fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgelive"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let l = lines.next().expect("daemon log").unwrap();
-        if let Some(a) = l.split("addr=").nth(1) {
-            break a.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let pid = child.id();
+    let d = common::Daemon::start("", &[]);
+    let addr = d.addr.clone();
     std::thread::sleep(Duration::from_millis(500));
-    let idle = rss_kib(pid);
+    let idle = d.rss_kib();
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -62,7 +37,7 @@ fn main() {
         v
     });
     std::thread::sleep(Duration::from_millis(500));
-    let loaded = rss_kib(pid);
+    let loaded = d.rss_kib();
     println!("idle RSS: {idle} KiB");
     println!("RSS with {n} idle connected+subscribed clients: {loaded} KiB");
     println!(
@@ -70,6 +45,4 @@ fn main() {
         (loaded.saturating_sub(idle)) as f64 / n as f64
     );
     drop(conns);
-    let _ = child.kill();
-    let _ = child.wait();
 }

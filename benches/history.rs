@@ -6,8 +6,6 @@
 //!
 //! Run: cargo bench --bench history
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -20,54 +18,18 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const CONFIG: &str = "[[history]]\npattern = \"grafana/broadcast/*\"\nsize = 1000\nttl = \"1h\"\n";
 
-struct Daemon {
-    child: Child,
-    addr: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Daemon;
 
 fn start(durability: &str) -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("edgelive.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgelive"))
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("EDGELIVE_STORAGE_DURABILITY", durability)
-        .env("EDGELIVE_LIVE_MAX_CONNECTIONS", "-1")
-        .env("EDGELIVE_LIVE_MESSAGE_SIZE_LIMIT", "1048576")
-        .env("RUST_LOG", "warn,edgelive=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let l = lines.next().expect("daemon log").unwrap();
-        if let Some(a) = l.split("addr=").nth(1) {
-            break a.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || {
-        for l in lines.map_while(Result::ok) {
-            if l.contains("WARN")
-                || l.contains("ERROR")
-                || l.contains("panicked")
-                || l.contains("DEBUG")
-            {
-                eprintln!("daemon: {l}");
-            }
-        }
-    });
-    Daemon { child, addr, dir }
+    Daemon::start(
+        CONFIG,
+        &[
+            ("EDGELIVE_STORAGE_DURABILITY", durability),
+            ("EDGELIVE_LIVE_MAX_CONNECTIONS", "-1"),
+            ("EDGELIVE_LIVE_MESSAGE_SIZE_LIMIT", "1048576"),
+        ],
+    )
 }
 
 async fn connect(addr: &str) -> Ws {
@@ -124,17 +86,12 @@ async fn publish(ws: &mut Ws, channel: &str, n: u64, window: u64) -> Duration {
     started.elapsed()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 fn du_kib(path: &std::path::Path) -> u64 {
-    let out = Command::new("du").arg("-sk").arg(path).output().unwrap();
+    let out = std::process::Command::new("du")
+        .arg("-sk")
+        .arg(path)
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()
@@ -184,8 +141,7 @@ fn main() {
         println!("recovery of 1,000 publications: median {:.2} ms", times[10].as_secs_f64() * 1e3);
 
         let d = start("batched");
-        let pid = d.child.id();
-        let before = rss_kib(pid);
+        let before = d.rss_kib();
         let mut ws = connect(&d.addr).await;
         let started = Instant::now();
         for c in 0..100 {
@@ -193,7 +149,7 @@ fn main() {
         }
         let took = started.elapsed();
         std::thread::sleep(Duration::from_secs(2));
-        let after = rss_kib(pid);
+        let after = d.rss_kib();
         let disk = du_kib(&d.dir.path().join("data"));
         let payload_kib = 100 * 1000 * 200 / 1024;
         println!(

@@ -8,9 +8,8 @@
 //!
 //! Run: cargo bench --bench push
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
@@ -19,6 +18,8 @@ use edgelive::push::lineproto::{Line, Parser};
 use edgelive::push::Precision;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
+
+mod common;
 
 const FIELDS: [&str; 10] = [
     "usage_guest",
@@ -89,24 +90,8 @@ criterion_group!(benches, parse_and_convert);
 
 /// Push at `rate` per second for `secs`, one line each, and time each until the subscriber has it.
 fn end_to_end(rate: u32, secs: u32) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgelive"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let l = lines.next().expect("daemon log").unwrap();
-        if l.contains("listening") {
-            if let Some(a) = l.split("addr=").nth(1) {
-                break a.trim().to_owned();
-            }
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let d = common::Daemon::start("", &[]);
+    let addr = d.addr.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -168,8 +153,6 @@ fn end_to_end(rate: u32, secs: u32) {
         pct(0.99),
         lat[lat.len() - 1]
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn main() {

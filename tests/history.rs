@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{http, subscribed_with_history, Daemon, Peer};
+use common::{call, http, subscribed_with_history, Daemon, Peer};
 use serde_json::{json, Value};
 
 const CH: &str = "grafana/broadcast/hist";
@@ -19,17 +19,6 @@ async fn publish(p: &mut Peer, id: u64, ch: &str, n: u64) {
         if r["id"] == id {
             assert_eq!(r, json!({"id": id, "publish": {}}));
             return;
-        }
-    }
-}
-
-/// Sends a command and returns the reply with that id (skipping pushes).
-async fn call(p: &mut Peer, id: u64, cmd: &str, body: Value) -> Value {
-    p.send(&json!({"id": id, cmd: body}).to_string()).await;
-    loop {
-        let r = p.recv_non_ping().await;
-        if r["id"] == id {
-            return r;
         }
     }
 }

@@ -9,20 +9,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{http, subscribed, Daemon, Ended, Peer};
+use common::{call, http, subscribed, Daemon, Ended, Peer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-
-async fn call(p: &mut Peer, id: u64, cmd: &str, body: Value) -> Value {
-    p.send(&json!({"id": id, cmd: body}).to_string()).await;
-    loop {
-        let r = p.recv_non_ping().await;
-        if r["id"] == id {
-            return r;
-        }
-    }
-}
 
 /// A subscriber on `channel`; returns the subscribe result.
 async fn subscriber(d: &Daemon, channel: &str) -> (Peer, Value) {

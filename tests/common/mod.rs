@@ -406,6 +406,19 @@ impl Peer {
     }
 }
 
+/// Sends command `cmd` with `body` as command `id` and returns its reply (pushes before it are
+/// skipped).
+pub async fn call(p: &mut Peer, id: u64, cmd: &str, body: Value) -> Value {
+    p.send(&serde_json::json!({"id": id, cmd: body}).to_string())
+        .await;
+    loop {
+        let r = p.recv_non_ping().await;
+        if r["id"] == id {
+            return r;
+        }
+    }
+}
+
 /// Asserts a successful subscribe reply to command `id`; returns its result object.
 pub fn subscribed(v: &Value, id: u64) -> Value {
     assert_eq!(v["id"], id, "{v}");

@@ -1,0 +1,67 @@
+//! The real daemon (the binary of this build profile) for end-to-end benchmarks: port 0, a
+//! temporary data dir, killed when dropped. Its warnings and errors are echoed to stderr.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+pub struct Daemon {
+    pub child: Child,
+    /// `IP:port` it listens on.
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    /// Starts it with `config` (TOML, may be empty) and environment overrides.
+    pub fn start(config: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("edgelive.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgelive"));
+        cmd.args(["--listen", "127.0.0.1:0", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("RUST_LOG", "warn,edgelive=info")
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let l = lines.next().expect("daemon log").unwrap();
+            if l.contains("listening") {
+                if let Some(a) = l.split("addr=").nth(1) {
+                    break a.trim().to_owned();
+                }
+            }
+        };
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                if ["WARN", "ERROR", "panicked"].iter().any(|w| l.contains(w)) {
+                    eprintln!("daemon: {l}");
+                }
+            }
+        });
+        Daemon { child, addr, dir }
+    }
+
+    /// Resident memory, KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+}
