@@ -450,3 +450,25 @@ async fn udp_datagrams_become_frames_and_bad_ones_are_counted() {
         "{metrics}"
     );
 }
+
+#[test]
+fn an_acknowledged_last_frame_survives_sigkill_also_without_history() {
+    let d = Daemon::start_with_config(
+        "[[history]]\npattern = \"grafana/broadcast/*\"\nsize = 10\nttl = \"1m\"\n",
+        &[],
+    );
+    for i in 0..20 {
+        let (status, _) = push(&d, "/api/live/push/k", &format!("m,a=b v={i}"));
+        assert_eq!(status, 200);
+    }
+    let d = d.restart(true);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_p, res) = subscriber(&d, "stream/k/m").await;
+        assert!(res.get("recoverable").is_none(), "no history here: {res}");
+        assert_eq!(res["data"]["data"]["values"][2], json!([19]), "{res}");
+    });
+}

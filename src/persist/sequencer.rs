@@ -435,7 +435,21 @@ impl Sequencer {
         let max = self.settings.max_channels;
         match self.streams.push(&self.store, &key, frame, now_ms(), max) {
             Ok(Pushed::Publish(payload)) => match RawValue::from_string(payload) {
-                Ok(data) => self.publish(key, policy, data, None, ack),
+                Ok(data) if policy.is_some() => self.publish(key, policy, data, None, ack),
+                Ok(data) => {
+                    // No history: the kept last frame is what must be durable before the ack.
+                    self.hub.broadcast(&key, |name| {
+                        reply::publication(
+                            name,
+                            Publication {
+                                data: &data,
+                                info: None,
+                                offset: 0,
+                            },
+                        )
+                    });
+                    self.acknowledge(ack, 0);
+                }
                 Err(_) => ack.complete(Err(ErrorCode::Internal)),
             },
             Ok(Pushed::Full) => {
@@ -484,16 +498,21 @@ impl Sequencer {
                         },
                     )
                 });
-                match self.settings.durability {
-                    Durability::None => ack.complete(Ok(offset)),
-                    Durability::Batched => {
-                        if let Err(mpsc::SendError((ack, _))) = self.flush.send((ack, offset)) {
-                            ack.complete(Err(ErrorCode::Internal));
-                        }
-                    }
-                }
+                self.acknowledge(ack, offset);
             }
             Err(code) => ack.complete(Err(code)),
+        }
+    }
+
+    /// Acknowledges a write now, or after the group commit that covers it (`batched`).
+    fn acknowledge(&self, ack: Ack, offset: u64) {
+        match self.settings.durability {
+            Durability::None => ack.complete(Ok(offset)),
+            Durability::Batched => {
+                if let Err(mpsc::SendError((ack, _))) = self.flush.send((ack, offset)) {
+                    ack.complete(Err(ErrorCode::Internal));
+                }
+            }
         }
     }
 
