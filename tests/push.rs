@@ -372,6 +372,15 @@ async fn websocket_push_takes_binary_and_text_messages_and_closes_1007_on_bad_in
         p.try_recv(Duration::from_millis(300)).await,
         Err(Ended::Timeout)
     );
+    // A browser page from another origin may not push (same rules as /api/live/ws).
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
 }
 
 #[tokio::test]

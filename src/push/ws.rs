@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketRead, WebSocketWrite};
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, HOST, ORIGIN};
 use hyper::{Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
@@ -45,6 +46,19 @@ pub fn upgrade(
             StatusCode::BAD_REQUEST,
             "expected a WebSocket upgrade request",
         );
+    }
+    // The same origin rules as the Centrifuge endpoint (Grafana applies them to both).
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if !crate::origin::allowed(
+        header(ORIGIN),
+        header(HOST),
+        &shared.settings.allowed_origins,
+    ) {
+        return error(StatusCode::FORBIDDEN, "Request Origin is not authorized");
     }
     let slot = shared.connection_slot();
     if shared
