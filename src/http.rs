@@ -77,29 +77,9 @@ fn websocket_upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>) -> Respon
             "use GET with a WebSocket upgrade",
         );
     }
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "expected a WebSocket upgrade request",
-        );
-    }
-    let header = |name| {
-        req.headers()
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    if !origin::allowed(header(ORIGIN), header(HOST), &settings.allowed_origins) {
-        warn!(origin = ?header(ORIGIN), "Request Origin is not authorized");
-        return error(StatusCode::FORBIDDEN, "Request Origin is not authorized");
-    }
-    let (resp, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
+    let (resp, upgrade) = match accept_upgrade(&mut req, settings) {
         Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("bad WebSocket upgrade: {e}"),
-            )
-        }
+        Err(refused) => return *refused,
     };
     // Counted from here until the connection task ends, handshake included, as in Grafana.
     let slot = shared.connection_slot();
@@ -127,6 +107,40 @@ fn websocket_upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>) -> Respon
     });
     let (parts, _) = resp.into_parts();
     Response::from_parts(parts, Body::default())
+}
+
+/// What both WebSocket endpoints (Centrifuge and push) check before upgrading: that it is an
+/// upgrade request (400), the Origin with Grafana's rules (403), then the handshake itself.
+pub fn accept_upgrade(
+    req: &mut Request<Incoming>,
+    settings: &crate::settings::Settings,
+) -> Result<(Response<Body>, fastwebsockets::upgrade::UpgradeFut), Box<Response<Body>>> {
+    if !fastwebsockets::upgrade::is_upgrade_request(req) {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade request",
+        )));
+    }
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if !origin::allowed(header(ORIGIN), header(HOST), &settings.allowed_origins) {
+        warn!(origin = ?header(ORIGIN), "Request Origin is not authorized");
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "Request Origin is not authorized",
+        )));
+    }
+    let (resp, upgrade) = fastwebsockets::upgrade::upgrade(req).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &format!("bad WebSocket upgrade: {e}"),
+        ))
+    })?;
+    let (parts, _) = resp.into_parts();
+    Ok((Response::from_parts(parts, Body::default()), upgrade))
 }
 
 pub fn json(status: StatusCode, body: String) -> Response<Body> {

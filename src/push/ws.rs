@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketRead, WebSocketWrite};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, HOST, ORIGIN};
 use hyper::{Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
@@ -41,25 +40,6 @@ pub fn upgrade(
         Ok(t) => t,
         Err(e) => return super::http::push_error(&e),
     };
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "expected a WebSocket upgrade request",
-        );
-    }
-    // The same origin rules as the Centrifuge endpoint (Grafana applies them to both).
-    let header = |name| {
-        req.headers()
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    if !crate::origin::allowed(
-        header(ORIGIN),
-        header(HOST),
-        &shared.settings.allowed_origins,
-    ) {
-        return error(StatusCode::FORBIDDEN, "Request Origin is not authorized");
-    }
     let slot = shared.connection_slot();
     if shared
         .settings
@@ -68,14 +48,9 @@ pub fn upgrade(
     {
         return error(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached");
     }
-    let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+    let (resp, fut) = match crate::http::accept_upgrade(&mut req, &shared.settings) {
         Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("bad WebSocket upgrade: {e}"),
-            )
-        }
+        Err(refused) => return *refused,
     };
     let shared2 = shared.clone();
     shared.tracker.spawn(async move {
@@ -85,8 +60,7 @@ pub fn upgrade(
             Err(e) => debug!(error = %e, "push upgrade did not complete"),
         }
     });
-    let (parts, _) = resp.into_parts();
-    Response::from_parts(parts, Body::default())
+    resp
 }
 
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
