@@ -465,9 +465,7 @@ impl Config {
                 udp.listen
             ));
         }
-        if crate::channel::Channel::parse_bare(&format!("stream/{}/m", udp.stream)).is_err()
-            || udp.stream.contains('/')
-        {
+        if crate::push::check_stream_id(&udp.stream).is_err() {
             problems.push(format!(
                 "[push.udp] stream = {:?} cannot name a stream (letters, digits, _ - .)",
                 udp.stream

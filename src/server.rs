@@ -41,6 +41,17 @@ pub struct PushStats {
     pub errors: AtomicU64,
 }
 
+impl PushStats {
+    /// Counts one body: the frames it published, or its refusal.
+    pub fn record<E>(&self, result: &Result<usize, E>) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(n) => self.frames.fetch_add(*n as u64, Ordering::Relaxed),
+            Err(_) => self.errors.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
 /// One counted WebSocket connection; dropping it frees the slot.
 pub struct ConnectionSlot {
     shared: Arc<Shared>,

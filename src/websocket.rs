@@ -6,6 +6,7 @@
 //! fastwebsockets' `read_frame` is not cancel-safe, so the reader future lives for the whole
 //! connection and is only dropped when the connection ends.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -103,8 +104,7 @@ async fn read_loop<S: AsyncRead + Unpin>(
 ) {
     // Auto-close and auto-pong are off, so fastwebsockets never asks us to send anything here.
     let mut no_send = |_: Frame<'_>| async { Ok::<(), Infallible>(()) };
-    // A fragmented message being assembled: (is text, bytes so far).
-    let mut partial: Option<(bool, Vec<u8>)> = None;
+    let mut assembly = Reassembly::new(limit);
     loop {
         let frame = match rd.read_frame(&mut no_send).await {
             Ok(f) => f,
@@ -122,37 +122,6 @@ async fn read_loop<S: AsyncRead + Unpin>(
             return;
         }
         let complete: Option<Result<(), Disconnect>> = match frame.opcode {
-            OpCode::Text | OpCode::Binary if partial.is_some() => {
-                Some(Err(Disconnect::PROTOCOL_ERROR))
-            }
-            OpCode::Text | OpCode::Binary if frame.fin => {
-                Some(session.handle_message(&frame.payload))
-            }
-            OpCode::Text | OpCode::Binary => {
-                partial = Some((frame.opcode == OpCode::Text, frame.payload.to_vec()));
-                None
-            }
-            OpCode::Continuation => match partial.as_mut() {
-                None => Some(Err(Disconnect::PROTOCOL_ERROR)),
-                Some((_, buf)) if buf.len() + frame.payload.len() > limit => {
-                    Some(Err(Disconnect::MESSAGE_TOO_BIG))
-                }
-                Some((is_text, buf)) => {
-                    buf.extend_from_slice(&frame.payload);
-                    if frame.fin {
-                        let is_text = *is_text;
-                        let msg = std::mem::take(buf);
-                        partial = None;
-                        if is_text && std::str::from_utf8(&msg).is_err() {
-                            Some(Err(Disconnect::INVALID_PAYLOAD))
-                        } else {
-                            Some(session.handle_message(&msg))
-                        }
-                    } else {
-                        None
-                    }
-                }
-            },
             OpCode::Close => {
                 outbox.close(close_reply(&frame.payload));
                 return;
@@ -162,12 +131,67 @@ async fn read_loop<S: AsyncRead + Unpin>(
                 None
             }
             OpCode::Pong => None,
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => match assembly.feed(&frame) {
+                Ok(Some(message)) => Some(session.handle_message(&message)),
+                Ok(None) => None,
+                Err(d) => Some(Err(d)),
+            },
         };
         if let Some(Err(d)) = complete {
             debug!(client = id, code = d.code, reason = %d.reason, "closing after the client's input");
             outbox.close(d);
             return;
         }
+    }
+}
+
+/// Data messages put back together from their frames. fastwebsockets 0.10 caps each frame but
+/// not the total of a fragmented message, so the limit is checked here.
+pub(crate) struct Reassembly {
+    /// A fragmented message being assembled: (is text, bytes so far).
+    partial: Option<(bool, Vec<u8>)>,
+    limit: usize,
+}
+
+impl Reassembly {
+    pub(crate) fn new(limit: usize) -> Reassembly {
+        Reassembly {
+            partial: None,
+            limit,
+        }
+    }
+
+    /// Takes a data frame (text, binary or continuation): the whole message once it is
+    /// complete, `None` while fragments are missing, or the close a broken sequence deserves.
+    pub(crate) fn feed<'f>(
+        &mut self,
+        frame: &'f Frame<'_>,
+    ) -> Result<Option<Cow<'f, [u8]>>, Disconnect> {
+        match frame.opcode {
+            OpCode::Continuation => {}
+            _ if self.partial.is_some() => return Err(Disconnect::PROTOCOL_ERROR),
+            _ if frame.fin => return Ok(Some(Cow::Borrowed(&frame.payload[..]))),
+            op => {
+                self.partial = Some((op == OpCode::Text, frame.payload.to_vec()));
+                return Ok(None);
+            }
+        }
+        let Some((is_text, buf)) = self.partial.as_mut() else {
+            return Err(Disconnect::PROTOCOL_ERROR);
+        };
+        if buf.len() + frame.payload.len() > self.limit {
+            return Err(Disconnect::MESSAGE_TOO_BIG);
+        }
+        buf.extend_from_slice(&frame.payload);
+        if !frame.fin {
+            return Ok(None);
+        }
+        let is_text = *is_text;
+        let (_, msg) = self.partial.take().expect("checked above");
+        if is_text && std::str::from_utf8(&msg).is_err() {
+            return Err(Disconnect::INVALID_PAYLOAD);
+        }
+        Ok(Some(Cow::Owned(msg)))
     }
 }
 
@@ -191,7 +215,7 @@ fn close_reply(payload: &[u8]) -> Disconnect {
 }
 
 /// The close code a read error deserves; `None` when the stream is simply gone.
-fn close_for_error(e: &WebSocketError) -> Option<Disconnect> {
+pub(crate) fn close_for_error(e: &WebSocketError) -> Option<Disconnect> {
     match e {
         WebSocketError::FrameTooLarge => Some(Disconnect::MESSAGE_TOO_BIG),
         WebSocketError::InvalidUTF8 => Some(Disconnect::INVALID_PAYLOAD),

@@ -438,16 +438,7 @@ impl Sequencer {
                 Ok(data) if policy.is_some() => self.publish(key, policy, data, None, ack),
                 Ok(data) => {
                     // No history: the kept last frame is what must be durable before the ack.
-                    self.hub.broadcast(&key, |name| {
-                        reply::publication(
-                            name,
-                            Publication {
-                                data: &data,
-                                info: None,
-                                offset: 0,
-                            },
-                        )
-                    });
+                    self.broadcast(&key, &data, None, 0);
                     self.acknowledge(ack, 0);
                 }
                 Err(_) => ack.complete(Err(ErrorCode::Internal)),
@@ -473,35 +464,24 @@ impl Sequencer {
     ) {
         let Some(policy) = policy else {
             // A presence channel without history: sequenced here only to keep one order.
-            self.hub.broadcast(&key, |name| {
-                reply::publication(
-                    name,
-                    Publication {
-                        data: &data,
-                        info: info.as_deref(),
-                        offset: 0,
-                    },
-                )
-            });
+            self.broadcast(&key, &data, info.as_deref(), 0);
             ack.complete(Ok(0));
             return;
         };
         match self.append(&key, policy, &data, info.as_deref()) {
             Ok(offset) => {
-                self.hub.broadcast(&key, |name| {
-                    reply::publication(
-                        name,
-                        Publication {
-                            data: &data,
-                            info: info.as_deref(),
-                            offset,
-                        },
-                    )
-                });
+                self.broadcast(&key, &data, info.as_deref(), offset);
                 self.acknowledge(ack, offset);
             }
             Err(code) => ack.complete(Err(code)),
         }
+    }
+
+    /// Hands a publication to the channel's subscribers (encoded once by the hub).
+    fn broadcast(&self, key: &str, data: &RawValue, info: Option<&ClientInfo>, offset: u64) {
+        self.hub.broadcast(key, |name| {
+            reply::publication(name, Publication { data, info, offset })
+        });
     }
 
     /// Acknowledges a write now, or after the group commit that covers it (`batched`).

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use edgelive_storage::{Store, StoreError, StoredFrame};
+use edgelive_storage::{Store, StoreError};
 
 use crate::frame::FrameJson;
 
@@ -117,14 +117,7 @@ impl Streams {
         if !self.streams.contains_key(key) && self.streams.len() >= max {
             return Ok(Pushed::Full);
         }
-        store.set_frame(
-            key,
-            &StoredFrame {
-                schema: frame.schema.clone(),
-                data: frame.data.clone(),
-                time_ms: now_ms,
-            },
-        )?;
+        store.set_frame(key, &frame.schema, &frame.data, now_ms)?;
         let now_sec = now_ms / 1000;
         let payload = match self.streams.get_mut(key) {
             Some(s) => {

@@ -4,7 +4,6 @@
 //! says whose fault it is; a client's mistake is never a 500.
 
 use std::io::Read;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,16 +17,13 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 use tracing::debug;
 
-use super::{PushError, Target};
+use super::PushError;
 use crate::channel::Channel;
 use crate::http::{error, json, Body};
 use crate::persist::{Ack, Request as StoreRequest};
 use crate::protocol::reply::{self, Publication};
 use crate::protocol::ErrorCode;
 use crate::server::Shared;
-
-/// Bodies larger than this are parsed on the blocking pool, not on the event loop.
-const INLINE_PARSE_BYTES: usize = 256 * 1024;
 
 /// Why a body could not be read.
 enum BodyError {
@@ -140,17 +136,11 @@ pub fn push_error(e: &PushError) -> Response<Body> {
 
 /// `POST /api/live/push/:streamId`: 200 with no body once every frame is published and durable.
 pub async fn push(req: Request<Incoming>, shared: Arc<Shared>, stream_id: &str) -> Response<Body> {
-    let stats = &shared.push_stats;
-    stats.requests.fetch_add(1, Ordering::Relaxed);
-    match push_body(req, &shared, stream_id).await {
-        Ok(frames) => {
-            stats.frames.fetch_add(frames as u64, Ordering::Relaxed);
-            Response::new(Body::default())
-        }
-        Err(resp) => {
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-            resp
-        }
+    let result = push_body(req, &shared, stream_id).await;
+    shared.push_stats.record(&result);
+    match result {
+        Ok(_) => Response::new(Body::default()),
+        Err(resp) => resp,
     }
 }
 
@@ -166,24 +156,7 @@ async fn push_body(
     let target = super::target(stream_id, req.uri().query()).map_err(refuse)?;
     let settings = &shared.settings;
     let body = read_body(req, settings.push_max_body, settings.push_body_timeout).await?;
-    let frames = parse(body, target).await.map_err(refuse)?;
-    super::publish(&shared.persist, &settings.router, frames)
-        .await
-        .map_err(refuse)
-}
-
-/// Parses a body, off the event loop when it is large.
-pub async fn parse(
-    body: Bytes,
-    target: Target,
-) -> Result<Vec<(Arc<str>, crate::frame::FrameJson)>, PushError> {
-    let now = super::now_ns();
-    if body.len() <= INLINE_PARSE_BYTES {
-        return super::frames(&body, &target, now);
-    }
-    tokio::task::spawn_blocking(move || super::frames(&body, &target, now))
-        .await
-        .unwrap_or(Err(PushError::Storage))
+    super::ingest(shared, body, &target).await.map_err(refuse)
 }
 
 #[derive(Deserialize)]

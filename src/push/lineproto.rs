@@ -148,11 +148,7 @@ impl<'a> Parser<'a> {
             line.fields.clear();
             line.timestamp = None;
             line.number = self.number;
-            let mut cur = Cursor {
-                s: trimmed,
-                pos: 0,
-                indent,
-            };
+            let mut cur = Cursor { s: trimmed, pos: 0 };
             let r = parse_line(&mut cur, line, self.precision).map_err(|(at, kind)| ParseError {
                 line: self.number,
                 column: indent + at + 1,
@@ -166,8 +162,6 @@ impl<'a> Parser<'a> {
 struct Cursor<'a> {
     s: &'a str,
     pos: usize,
-    #[allow(dead_code)]
-    indent: usize,
 }
 
 type Failure = (usize, ErrorKind);

@@ -16,6 +16,7 @@ pub mod ws;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 pub use convert::Layout;
@@ -26,6 +27,7 @@ use crate::frame::FrameJson;
 use crate::persist::{Ack, Persist, Request};
 use crate::protocol::ErrorCode;
 use crate::routing::Router;
+use crate::server::Shared;
 
 /// Where a body goes and how it is read.
 #[derive(Debug, Clone)]
@@ -67,7 +69,7 @@ pub enum PushError {
 /// Most frames one request may produce (each is one storage request).
 pub const MAX_FRAMES_PER_REQUEST: usize = 2048;
 
-/// A validated stream id (it must fit `stream/<id>/<measurement>`).
+/// A validated stream id and the options of the request's query.
 pub fn target(stream_id: &str, query: Option<&str>) -> Result<Target, PushError> {
     check_stream_id(stream_id)?;
     let mut t = Target {
@@ -90,7 +92,8 @@ pub fn target(stream_id: &str, query: Option<&str>) -> Result<Target, PushError>
     Ok(t)
 }
 
-fn check_stream_id(id: &str) -> Result<(), PushError> {
+/// A stream id must fit `stream/<id>/<measurement>` as one channel segment.
+pub fn check_stream_id(id: &str) -> Result<(), PushError> {
     let bad = |error| PushError::BadStream {
         stream: id.to_owned(),
         error,
@@ -143,6 +146,28 @@ pub fn frames(
         .collect()
 }
 
+/// Bodies larger than this are parsed on the blocking pool, not on the event loop.
+const INLINE_PARSE_BYTES: usize = 256 * 1024;
+
+/// Parses a body, off the event loop when it is large.
+async fn parse(body: Bytes, target: &Target) -> Result<Vec<(Arc<str>, FrameJson)>, PushError> {
+    let now = now_ns();
+    if body.len() <= INLINE_PARSE_BYTES {
+        return frames(&body, target, now);
+    }
+    let target = target.clone();
+    tokio::task::spawn_blocking(move || frames(&body, &target, now))
+        .await
+        .unwrap_or(Err(PushError::Storage))
+}
+
+/// A whole body from HTTP or the push WebSocket: parsed, converted, published and durable.
+/// Returns how many frames it made.
+pub async fn ingest(shared: &Shared, body: Bytes, target: &Target) -> Result<usize, PushError> {
+    let frames = parse(body, target).await?;
+    publish(&shared.persist, &shared.settings.router, frames).await
+}
+
 /// Hands the frames to the storage thread (all or none) and waits until each is published and
 /// durable as configured.
 pub async fn publish(
@@ -152,20 +177,11 @@ pub async fn publish(
 ) -> Result<usize, PushError> {
     let n = frames.len();
     let mut waits = Vec::with_capacity(n);
-    let requests = frames
-        .into_iter()
-        .map(|(key, frame)| {
-            let (tx, rx) = oneshot::channel();
-            waits.push(rx);
-            Request::Push {
-                policy: router.history_for(&key),
-                key,
-                frame,
-                ack: Ack::Channel(tx),
-            }
-        })
-        .collect();
-    persist.submit_all(requests).map_err(|_| PushError::Busy)?;
+    submit(persist, router, frames, || {
+        let (tx, rx) = oneshot::channel();
+        waits.push(rx);
+        Ack::Channel(tx)
+    })?;
     for rx in waits {
         match rx.await {
             Ok(Ok(_)) => {}
@@ -182,13 +198,23 @@ pub fn publish_detached(
     router: &Router,
     frames: Vec<(Arc<str>, FrameJson)>,
 ) -> Result<(), PushError> {
+    submit(persist, router, frames, || Ack::Discard)
+}
+
+/// One storage request per frame, queued all or none.
+fn submit(
+    persist: &Persist,
+    router: &Router,
+    frames: Vec<(Arc<str>, FrameJson)>,
+    mut ack: impl FnMut() -> Ack,
+) -> Result<(), PushError> {
     let requests = frames
         .into_iter()
         .map(|(key, frame)| Request::Push {
             policy: router.history_for(&key),
             key,
             frame,
-            ack: Ack::Discard,
+            ack: ack(),
         })
         .collect();
     persist.submit_all(requests).map_err(|_| PushError::Busy)

@@ -2,7 +2,6 @@
 //! nobody to answer, so a datagram that does not parse, or arrives while storage is busy, is
 //! dropped and counted (`edgelive_push_errors_total`) and logged at debug level.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::net::UdpSocket;
@@ -17,7 +16,6 @@ const MAX_DATAGRAM: usize = 65_536;
 /// Receives until shutdown.
 pub async fn serve(socket: UdpSocket, udp: UdpSettings, shared: Arc<Shared>) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let stats = &shared.push_stats;
     loop {
         let (n, peer) = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -29,19 +27,13 @@ pub async fn serve(socket: UdpSocket, udp: UdpSettings, shared: Arc<Shared>) {
                 }
             },
         };
-        stats.requests.fetch_add(1, Ordering::Relaxed);
         let result = super::frames(&buf[..n], &udp.target, super::now_ns()).and_then(|frames| {
             let n = frames.len();
             super::publish_detached(&shared.persist, &shared.settings.router, frames).map(|()| n)
         });
-        match result {
-            Ok(frames) => {
-                stats.frames.fetch_add(frames as u64, Ordering::Relaxed);
-            }
-            Err(e) => {
-                stats.errors.fetch_add(1, Ordering::Relaxed);
-                debug!(%peer, error = %e, "udp datagram dropped");
-            }
+        shared.push_stats.record(&result);
+        if let Err(e) = result {
+            debug!(%peer, error = %e, "udp datagram dropped");
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketRead, WebSocketWrite};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -23,9 +24,11 @@ use tracing::debug;
 use super::{PushError, Target};
 use crate::http::{error, Body};
 use crate::server::Shared;
+use crate::websocket::{close_for_error, Reassembly};
 
-/// What the reader asks the writer to send.
+/// What the writer sends: the reader's answers, and its own pings.
 enum Out {
+    Ping,
     Pong(Vec<u8>),
     Close(u16, String),
 }
@@ -99,42 +102,21 @@ async fn read_loop<S: AsyncRead + Unpin>(
     limit: usize,
 ) {
     let mut no_send = |_: Frame<'_>| async { Ok::<(), Infallible>(()) };
-    let mut partial: Option<Vec<u8>> = None;
+    let mut assembly = Reassembly::new(limit);
     let close = |code: u16, reason: &str| Out::Close(code, truncate(reason, 120).to_owned());
     loop {
         let frame = match rd.read_frame(&mut no_send).await {
             Ok(f) => f,
             Err(e) => {
                 debug!(error = %e, "push read ended");
-                let _ = tx.send(close(1002, &e.to_string())).await;
+                if let Some(d) = close_for_error(&e) {
+                    let _ = tx.send(close(d.code, &d.reason)).await;
+                }
                 return;
             }
         };
         last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let message = match frame.opcode {
-            OpCode::Text | OpCode::Binary if frame.fin && partial.is_none() => {
-                frame.payload.to_vec()
-            }
-            OpCode::Text | OpCode::Binary if partial.is_none() => {
-                partial = Some(frame.payload.to_vec());
-                continue;
-            }
-            OpCode::Continuation if partial.is_some() => {
-                let buf = partial.as_mut().expect("checked");
-                if buf.len() + frame.payload.len() > limit {
-                    let _ = tx.send(close(1009, "message too big")).await;
-                    return;
-                }
-                buf.extend_from_slice(&frame.payload);
-                if !frame.fin {
-                    continue;
-                }
-                partial.take().expect("checked")
-            }
-            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                let _ = tx.send(close(1002, "unexpected frame")).await;
-                return;
-            }
             OpCode::Ping => {
                 let _ = tx.send(Out::Pong(frame.payload.to_vec())).await;
                 continue;
@@ -144,19 +126,20 @@ async fn read_loop<S: AsyncRead + Unpin>(
                 let _ = tx.send(close(1000, "")).await;
                 return;
             }
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => match assembly.feed(&frame) {
+                Ok(Some(m)) => Bytes::from(m.into_owned()),
+                Ok(None) => continue,
+                Err(d) => {
+                    let _ = tx.send(close(d.code, &d.reason)).await;
+                    return;
+                }
+            },
         };
-        let stats = &shared.push_stats;
-        stats.requests.fetch_add(1, Ordering::Relaxed);
-        let result = match super::http::parse(message.into(), target.clone()).await {
-            Ok(frames) => super::publish(&shared.persist, &shared.settings.router, frames).await,
-            Err(e) => Err(e),
-        };
+        let result = super::ingest(shared, message, target).await;
+        shared.push_stats.record(&result);
         match result {
-            Ok(n) => {
-                stats.frames.fetch_add(n as u64, Ordering::Relaxed);
-            }
+            Ok(_) => {}
             Err(e) => {
-                stats.errors.fetch_add(1, Ordering::Relaxed);
                 let code = match e {
                     PushError::Busy => 1013,
                     PushError::Storage | PushError::StreamLimit => 1011,
@@ -196,19 +179,15 @@ async fn write_loop<S: AsyncWrite + Unpin>(
                     Out::Close(1001, "no data or pong".into())
                 } else {
                     next_ping = Some(Instant::now() + every);
-                    let r = timeout(shared.settings.write_timeout, async {
-                        wr.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[]))).await?;
-                        wr.flush().await
-                    })
-                    .await;
-                    if !matches!(r, Ok(Ok(()))) {
-                        return;
-                    }
-                    continue;
+                    Out::Ping
                 }
             }
         };
         let (frame, last) = match &out {
+            Out::Ping => (
+                Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])),
+                false,
+            ),
             Out::Pong(p) => (Frame::pong(Payload::Borrowed(p)), false),
             Out::Close(code, reason) => (Frame::close(*code, reason.as_bytes()), true),
         };

@@ -25,9 +25,27 @@ impl Store {
             .transpose()
     }
 
-    pub fn set_frame(&self, channel: &str, frame: &StoredFrame) -> Result<(), StoreError> {
-        self.frames
-            .insert(channel.as_bytes(), record::encode(frame))?;
+    /// Keeps `schema` and `data` as the channel's last frame (written as a `StoredFrame`,
+    /// without copying the parts first).
+    pub fn set_frame(
+        &self,
+        channel: &str,
+        schema: &str,
+        data: &str,
+        time_ms: u64,
+    ) -> Result<(), StoreError> {
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            schema: &'a str,
+            data: &'a str,
+            time_ms: u64,
+        }
+        let value = record::encode(&Borrowed {
+            schema,
+            data,
+            time_ms,
+        });
+        self.frames.insert(channel.as_bytes(), value)?;
         Ok(())
     }
 
@@ -64,8 +82,10 @@ mod tests {
         {
             let s = Store::open(&test_config(dir.path())).unwrap();
             assert_eq!(s.frame("stream/a/b").unwrap(), None);
-            s.set_frame("stream/a/b", &f).unwrap();
-            s.set_frame("stream/a/c", &f).unwrap();
+            s.set_frame("stream/a/b", &f.schema, &f.data, f.time_ms)
+                .unwrap();
+            s.set_frame("stream/a/c", &f.schema, &f.data, f.time_ms)
+                .unwrap();
             s.remove_frame("stream/a/c").unwrap();
             s.flush().unwrap();
         }
