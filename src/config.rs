@@ -28,6 +28,8 @@ pub struct Config {
     pub live: LiveConfig,
     pub log: LogConfig,
     pub push: PushConfig,
+    /// `[auth]`: API tokens, the JWT secret, per-channel rules.
+    pub auth: crate::auth::AuthConfig,
     /// History per channel pattern, first match wins. When absent, `default_history()`.
     pub history: Option<Vec<HistoryRule>>,
 }
@@ -82,6 +84,11 @@ pub struct ServerConfig {
     /// How long shutdown waits for connections to close before exiting anyway.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+    /// Most HTTP connections open at once that are not (yet) WebSockets: a flood of half-open
+    /// sockets beyond it is closed at accept instead of growing memory.
+    pub max_pending_connections: usize,
+    /// Largest request line plus headers, bytes (431 beyond).
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +97,8 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:3030".into(),
             header_read_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(4),
+            max_pending_connections: 256,
+            max_header_bytes: 64 * 1024,
         }
     }
 }
@@ -237,6 +246,11 @@ pub struct LiveConfig {
     /// A write to a client that takes longer than this drops the connection.
     #[serde(with = "duration")]
     pub write_timeout: Duration,
+    /// Commands one connection may send per second on average (error 111 beyond, then close
+    /// 3013 when it keeps on); 0 = unlimited.
+    pub client_command_rate: u32,
+    /// Commands one connection may send in a burst above the rate.
+    pub client_command_burst: u32,
 }
 
 impl Default for LiveConfig {
@@ -256,6 +270,8 @@ impl Default for LiveConfig {
             pong_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(15),
             write_timeout: Duration::from_secs(5),
+            client_command_rate: 100,
+            client_command_burst: 200,
         }
     }
 }
@@ -355,6 +371,7 @@ impl Config {
                 "live" => section_into(value, &mut config.live),
                 "log" => section_into(value, &mut config.log),
                 "push" => section_into(value, &mut config.push),
+                "auth" => section_into(value, &mut config.auth),
                 "history" => {
                     let mut rules = Vec::new();
                     let r = section_into(value, &mut rules);
@@ -362,7 +379,7 @@ impl Config {
                     r
                 }
                 other => Err(format!(
-                    "unknown section [{other}] (expected server, runtime, storage, live, log, push or [[history]])"
+                    "unknown section [{other}] (expected server, runtime, storage, live, log, push, auth or [[history]])"
                 )),
             };
             if let Err(e) = res {
@@ -424,6 +441,15 @@ impl Config {
         if self.live.connect_timeout.is_zero() || self.live.write_timeout.is_zero() {
             problems.push("[live] connect_timeout and write_timeout must be positive".into());
         }
+        if self.live.client_command_rate > 0 && self.live.client_command_burst == 0 {
+            problems.push("[live] client_command_burst must be at least 1".into());
+        }
+        if self.server.max_pending_connections == 0 {
+            problems.push("[server] max_pending_connections must be at least 1".into());
+        }
+        if !(8192..=1 << 20).contains(&self.server.max_header_bytes) {
+            problems.push("[server] max_header_bytes must be between 8192 and 1048576".into());
+        }
         if self.runtime.thread_stack_size < 64 * 1024 {
             problems.push("[runtime] thread_stack_size must be at least 65536".into());
         }
@@ -483,6 +509,7 @@ impl Config {
                 udp.precision
             ));
         }
+        self.auth.validate(problems);
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             problems.push(format!("[log] level = {:?}: {e}", self.log.level));
         }
@@ -546,7 +573,7 @@ fn apply_env(
 }
 
 /// serde helper for human durations: "25s", "500ms", "10m".
-mod duration {
+pub(crate) mod duration {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 

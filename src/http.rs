@@ -1,16 +1,18 @@
 //! HTTP routing: health, the WebSocket upgrade (origin check, connection limit) and JSON errors.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, ORIGIN};
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use tracing::{debug, warn};
 
+use crate::auth::{Denied, Identity};
 use crate::origin;
 use crate::protocol::Disconnect;
 use crate::server::Shared;
@@ -26,8 +28,22 @@ const PUSH_PREFIX: &str = "/api/live/push/";
 pub async fn handle(
     req: Request<Incoming>,
     shared: Arc<Shared>,
+    peer: IpAddr,
 ) -> Result<Response<Body>, Infallible> {
+    let who = shared
+        .settings
+        .auth
+        .identify(req.headers(), req.uri().query(), peer);
+    // Protected mode refuses other hosts everything; bad credentials are refused everywhere.
+    let who = match who {
+        Ok(w) => w,
+        Err(denied) => return Ok(refused(&denied, peer)),
+    };
     let path = req.uri().path();
+    if who.is_none() && !WS_PATHS.contains(&path) && path != "/api/health" {
+        // Only the Centrifuge endpoint can take credentials later, in the connect command.
+        return Ok(refused(&Denied::Missing, peer));
+    }
     let resp = match (req.method(), path) {
         (&Method::GET, "/api/health") => match shared.persist.health.degraded() {
             None => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
@@ -44,14 +60,16 @@ pub async fn handle(
             );
             r
         }
-        (_, p) if WS_PATHS.contains(&p) => websocket_upgrade(req, &shared),
+        (_, p) if WS_PATHS.contains(&p) => websocket_upgrade(req, &shared, who),
         (&Method::GET, "/api/live/list") => crate::push::http::list(shared).await,
-        (&Method::POST, "/api/live/publish") => crate::push::http::publish(req, shared).await,
+        (&Method::POST, "/api/live/publish") => {
+            crate::push::http::publish(req, shared, &expect(who)).await
+        }
         (m, p) if p.starts_with(PUSH_PREFIX) => {
             let stream_id = p[PUSH_PREFIX.len()..].to_owned();
             match *m {
-                Method::POST => crate::push::http::push(req, shared, &stream_id).await,
-                Method::GET => crate::push::ws::upgrade(req, &shared, &stream_id),
+                Method::POST => crate::push::http::push(req, shared, &stream_id, expect(who)).await,
+                Method::GET => crate::push::ws::upgrade(req, &shared, &stream_id, expect(who)),
                 _ => error(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "use POST, or GET for a WebSocket",
@@ -63,7 +81,32 @@ pub async fn handle(
     Ok(resp)
 }
 
-fn websocket_upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
+/// Every route but the Centrifuge endpoint and health was refused above without an identity.
+fn expect(who: Option<Identity>) -> Identity {
+    who.expect("identified before routing")
+}
+
+/// 401 for missing, invalid or expired credentials; 403 for a non-loopback peer in protected
+/// mode.
+fn refused(denied: &Denied, peer: IpAddr) -> Response<Body> {
+    debug!(%peer, reason = %denied, "request refused");
+    let status = match denied {
+        Denied::LoopbackOnly => StatusCode::FORBIDDEN,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    let mut r = error(status, &denied.to_string());
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
+}
+
+fn websocket_upgrade(
+    mut req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    identity: Option<Identity>,
+) -> Response<Body> {
     let settings = &shared.settings;
     if !settings.websocket_enabled {
         return error(
@@ -97,6 +140,7 @@ fn websocket_upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>) -> Respon
         persist: shared.persist.clone(),
         shutdown: shared.shutdown.clone(),
         refuse,
+        identity,
     };
     shared.tracker.spawn(async move {
         let _slot = slot;

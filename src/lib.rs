@@ -4,6 +4,7 @@
 //! state; the `hub` encodes each publication once and hands the same bytes to every
 //! subscriber's bounded `outbox`. See `design.md` in the shared folder for the whole picture.
 
+pub mod auth;
 pub mod channel;
 pub mod config;
 pub mod frame;
@@ -16,6 +17,7 @@ pub mod outbox;
 pub mod persist;
 pub mod protocol;
 pub mod push;
+pub mod ratelimit;
 pub mod routing;
 pub mod server;
 pub mod session;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use edgelive::auth::{jwt, Role};
 use edgelive::config::Config;
 use edgelive::hub::Hub;
 use edgelive::persist::Persist;
@@ -47,8 +48,32 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a config file: exit 0, or 78 listing every problem.
+    /// Validate a config file (and the token files it names): exit 0, or 78 listing every problem.
     CheckConfig { path: PathBuf },
+    /// Mint a connection JWT signed with the config's [auth] JWT secret, for a user of the device.
+    Token {
+        /// The user (`sub`): shown in presence and publications.
+        #[arg(long)]
+        sub: String,
+        /// Lifetime, e.g. 1h, 30m, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// viewer, publisher or admin.
+        #[arg(long, default_value = "viewer", value_parser = parse_role)]
+        role: Role,
+        /// JSON for `info` (the connection's conn_info).
+        #[arg(long)]
+        info: Option<String>,
+        /// A channel to subscribe the connection to at connect (repeatable).
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+    },
+    /// Print the SHA-256 of a token read from stdin, for `token_sha256` in [[auth.tokens]].
+    HashToken,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("{s:?} is not a role (viewer, publisher, admin)"))
 }
 
 fn main() -> ExitCode {
@@ -63,15 +88,30 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Some(Command::HashToken) = &cli.command {
+        let mut token = String::new();
+        if std::io::stdin().read_line(&mut token).is_err() || token.trim().is_empty() {
+            eprintln!("expected a token on stdin");
+            return ExitCode::from(exit::USAGE);
+        }
+        println!(
+            "{}",
+            edgelive::auth::sha256_hex(token.trim_end_matches(['\n', '\r']))
+        );
+        return ExitCode::SUCCESS;
+    }
     if let Some(Command::CheckConfig { path }) = &cli.command {
-        return match Config::load(Some(path), std::env::vars()) {
-            Ok(_) => {
+        let checked = Config::load(Some(path), std::env::vars())
+            .map_err(|e| e.problems)
+            .and_then(|c| Settings::from_config(&c).map(|_| ()));
+        return match checked {
+            Ok(()) => {
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("{}: {} problem(s):", path.display(), e.problems.len());
-                for p in &e.problems {
+            Err(problems) => {
+                eprintln!("{}: {} problem(s):", path.display(), problems.len());
+                for p in &problems {
                     eprintln!("  - {p}");
                 }
                 ExitCode::from(exit::CONFIG)
@@ -97,8 +137,27 @@ fn main() -> ExitCode {
     if let Some(dir) = cli.data_dir {
         config.storage.path = dir;
     }
+    let settings = match Settings::from_config(&config) {
+        Ok(s) => Arc::new(s),
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("config: {p}");
+            }
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    if let Some(Command::Token {
+        sub,
+        ttl,
+        role,
+        info,
+        channels,
+    }) = cli.command
+    {
+        return mint(&settings, sub, ttl, role, info, channels);
+    }
     init_logging(&config.log.level);
-    match run(config) {
+    match run(config, settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, e)) => {
             error!("{e:#}");
@@ -109,7 +168,44 @@ fn main() -> ExitCode {
 
 struct Failure(u8, anyhow::Error);
 
-fn run(config: Config) -> Result<(), Failure> {
+/// `edgelive token`: prints a signed connection JWT.
+fn mint(
+    settings: &Settings,
+    sub: String,
+    ttl: std::time::Duration,
+    role: Role,
+    info: Option<String>,
+    channels: Vec<String>,
+) -> ExitCode {
+    let Some(secret) = settings.auth.jwt_secret() else {
+        eprintln!("no JWT secret: set [auth] jwt_hmac_secret or jwt_hmac_secret_file (or EDGELIVE_AUTH_JWT_HMAC_SECRET_FILE)");
+        return ExitCode::from(exit::CONFIG);
+    };
+    let info = match info
+        .map(serde_json::value::RawValue::from_string)
+        .transpose()
+    {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("--info is not JSON: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let now = edgelive::auth::now().floor();
+    let claims = jwt::Claims {
+        sub,
+        iat: Some(now),
+        exp: Some(now + ttl.as_secs().max(1) as f64),
+        info,
+        channels,
+        role: Some(role),
+        ..Default::default()
+    };
+    println!("{}", jwt::sign(&claims, secret));
+    ExitCode::SUCCESS
+}
+
+fn run(config: Config, settings: Arc<Settings>) -> Result<(), Failure> {
     // Opened before the runtime exists: no async worker ever blocks on sled.
     let store = Store::open(&StoreConfig {
         path: config.storage.path.clone(),
@@ -127,7 +223,6 @@ fn run(config: Config) -> Result<(), Failure> {
     })?;
     info!(path = %store.path().display(), "storage open");
 
-    let settings = Arc::new(Settings::from_config(&config));
     let hub = Arc::new(Hub::new(settings.org_id));
     let (persist, threads) = Persist::start(store, hub.clone(), settings.clone())
         .context("cannot start the storage threads")

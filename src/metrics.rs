@@ -64,6 +64,12 @@ pub fn render(shared: &Shared) -> String {
         "Push bodies refused (parse errors, limits, storage).",
         push.errors.load(Ordering::Relaxed),
     );
+    metric(
+        "edgelive_http_connections_refused_total",
+        "counter",
+        "Sockets closed at accept because [server] max_pending_connections HTTP connections were open.",
+        shared.refused_connections.load(Ordering::Relaxed),
+    );
     let sizes = shared
         .persist
         .sizes

@@ -7,7 +7,7 @@
 //! writer task (one per connection) drains the queue, coalescing what it finds into one frame.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -32,6 +32,9 @@ pub struct Outbox {
     pub connected: AtomicBool,
     /// A ping went out and no pong came back yet.
     pub awaiting_pong: AtomicBool,
+    /// When the connection's credentials expire, ms since the epoch; 0 = never. The writer
+    /// closes the connection (3005) once this plus the grace has passed without a refresh.
+    expires_at_ms: AtomicU64,
     /// Subscriptions the storage thread refused after the session recorded them; the session
     /// forgets them before handling its next message.
     refused: Mutex<Vec<Arc<str>>>,
@@ -60,8 +63,21 @@ impl Outbox {
             limit,
             connected: AtomicBool::new(false),
             awaiting_pong: AtomicBool::new(false),
+            expires_at_ms: AtomicU64::new(0),
             refused: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Records when the credentials expire (seconds since the epoch), or that they never do.
+    /// The session queues a reply right after, which wakes the writer to re-arm its timer.
+    pub fn set_expiry(&self, at: Option<f64>) {
+        let ms = at.map_or(0, |s| (s * 1000.0).max(1.0) as u64);
+        self.expires_at_ms.store(ms, Ordering::Release);
+    }
+
+    /// When the credentials expire, ms since the epoch.
+    pub fn expiry_ms(&self) -> Option<u64> {
+        Some(self.expires_at_ms.load(Ordering::Acquire)).filter(|&ms| ms > 0)
     }
 
     /// Queues one message. Never blocks beyond a short mutex section.

@@ -9,6 +9,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -31,6 +32,8 @@ pub struct Shared {
     /// Every task the server spawns, so shutdown can wait for them.
     pub tracker: TaskTracker,
     pub push_stats: PushStats,
+    /// Sockets closed at accept because `max_pending_connections` HTTP connections were open.
+    pub refused_connections: AtomicU64,
 }
 
 /// Push API counters for `/metrics` (HTTP requests, WebSocket messages and UDP datagrams).
@@ -87,6 +90,7 @@ impl Shared {
             shutdown,
             tracker: TaskTracker::new(),
             push_stats: PushStats::default(),
+            refused_connections: AtomicU64::new(0),
         })
     }
 
@@ -106,6 +110,9 @@ impl Shared {
 /// Accepts connections until shutdown, then waits (bounded) for every connection to close.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let shutdown = shared.shutdown.clone();
+    // HTTP connections that have not become WebSockets (or finished): a flood of half-open
+    // sockets is closed at accept beyond this, so it costs a socket each, never a task.
+    let pending = Arc::new(Semaphore::new(shared.settings.max_pending_connections));
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -119,10 +126,17 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 }
             },
         };
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            if shared.refused_connections.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
+                warn!(%peer, max = shared.settings.max_pending_connections, "too many pending HTTP connections; closing new ones at accept");
+            }
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         shared
             .tracker
-            .spawn(serve_http(stream, peer, shared.clone()));
+            .spawn(serve_http(stream, peer, shared.clone(), permit));
     }
     drop(listener);
     shared.tracker.close();
@@ -138,12 +152,21 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     info!("stopped");
 }
 
-async fn serve_http(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one HTTP connection; `_permit` is its pending-connection slot, released when hyper
+/// hands an upgraded socket over or the connection ends.
+async fn serve_http(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+) {
     let svc_shared = shared.clone();
-    let service = service_fn(move |req| crate::http::handle(req, svc_shared.clone()));
+    let ip = peer.ip();
+    let service = service_fn(move |req| crate::http::handle(req, svc_shared.clone(), ip));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.settings.header_read_timeout)
+        .max_buf_size(shared.settings.max_header_bytes)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);

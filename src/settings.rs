@@ -2,8 +2,10 @@
 //! `Option`s to re-interpret), shared read-only by every connection.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::Auth;
 use crate::config::{Config, Durability};
 use crate::routing::Router;
 
@@ -42,6 +44,18 @@ pub struct Settings {
     pub frame_idle_ttl: Duration,
     /// The UDP push listener, when on.
     pub udp: Option<UdpSettings>,
+    /// Credentials, roles and channel rules.
+    pub auth: Arc<Auth>,
+    /// Commands a connection may send per second on average (0 = unlimited)...
+    pub command_rate: u32,
+    /// ...and in one burst.
+    pub command_burst: u32,
+    /// Most HTTP connections open at once that have not become WebSockets.
+    pub max_pending_connections: usize,
+    /// Largest request head (request line and headers), bytes.
+    pub max_header_bytes: usize,
+    /// How long a connection whose credentials expired may stay without a refresh (3005 after).
+    pub expired_close_delay: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -51,10 +65,12 @@ pub struct UdpSettings {
 }
 
 impl Settings {
-    /// `config` must have passed validation.
-    pub fn from_config(config: &Config) -> Settings {
+    /// `config` must have passed validation. Reads the token and secret files `[auth]` names;
+    /// the problems are theirs.
+    pub fn from_config(config: &Config) -> Result<Settings, Vec<String>> {
         let live = &config.live;
-        Settings {
+        let auth = Arc::new(Auth::from_config(&config.auth)?);
+        Ok(Settings {
             listen: config
                 .server
                 .listen
@@ -87,7 +103,13 @@ impl Settings {
             push_body_timeout: config.push.body_timeout,
             frame_idle_ttl: config.push.frame_idle_ttl,
             udp: udp(&config.push.udp),
-        }
+            auth,
+            command_rate: live.client_command_rate,
+            command_burst: live.client_command_burst,
+            max_pending_connections: config.server.max_pending_connections,
+            max_header_bytes: config.server.max_header_bytes,
+            expired_close_delay: config.auth.expired_close_delay,
+        })
     }
 }
 

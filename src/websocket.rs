@@ -44,6 +44,8 @@ pub struct Conn {
     pub shutdown: CancellationToken,
     /// Close at once with this code (the connection limit), without reading anything.
     pub refuse: Option<Disconnect>,
+    /// Who the upgrade request authenticated, if anyone.
+    pub identity: Option<crate::auth::Identity>,
 }
 
 pub async fn run<S>(ws: WebSocket<S>, conn: Conn)
@@ -66,6 +68,7 @@ where
         conn.hub.clone(),
         conn.settings.clone(),
         conn.persist.clone(),
+        conn.identity,
     );
     {
         let reader = read_loop(
@@ -234,6 +237,7 @@ async fn write_loop<S: AsyncWrite + Unpin>(
     shutdown: &CancellationToken,
 ) {
     let stale_at = Instant::now() + settings.connect_timeout;
+    let grace_ms = settings.expired_close_delay.as_millis() as u64;
     let mut next_ping: Option<Instant> = None;
     let mut pong_due: Option<Instant> = None;
     let mut queue: VecDeque<Bytes> = VecDeque::new();
@@ -243,10 +247,20 @@ async fn write_loop<S: AsyncWrite + Unpin>(
         if connected && next_ping.is_none() {
             next_ping = settings.ping_interval.map(|p| Instant::now() + p);
         }
-        let deadline = [(!connected).then_some(stale_at), next_ping, pong_due]
-            .into_iter()
-            .flatten()
-            .min();
+        // Credentials that expired and were not refreshed within the grace close the connection.
+        let expire_at = outbox.expiry_ms().map(|ms| {
+            let left = (ms + grace_ms).saturating_sub(now_ms());
+            Instant::now() + Duration::from_millis(left)
+        });
+        let deadline = [
+            (!connected).then_some(stale_at),
+            next_ping,
+            pong_due,
+            expire_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => outbox.close(Disconnect::SHUTDOWN),
@@ -255,6 +269,9 @@ async fn write_loop<S: AsyncWrite + Unpin>(
                 let now = Instant::now();
                 if !outbox.is_connected() && now >= stale_at {
                     outbox.close(Disconnect::STALE);
+                }
+                if outbox.expiry_ms().is_some_and(|ms| now_ms() >= ms + grace_ms) {
+                    outbox.close(Disconnect::EXPIRED);
                 }
                 if pong_due.is_some_and(|t| now >= t) {
                     pong_due = None;
@@ -299,6 +316,12 @@ async fn write_loop<S: AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Writes every queued message, several per frame joined by `\n`.

@@ -80,7 +80,7 @@ pub enum Request {
         key: Arc<str>,
         kind: ChannelKind,
         sub: Subscriber,
-        id: u32,
+        answer: crate::protocol::reply::SubscribeAnswer,
         recover: Option<Position>,
     },
     /// Leaving a channel; also sent by a session that ends, so never refused.

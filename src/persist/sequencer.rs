@@ -214,9 +214,9 @@ impl Sequencer {
                 key,
                 kind,
                 sub,
-                id,
+                answer,
                 recover,
-            } => self.subscribe(key, kind, sub, id, recover),
+            } => self.subscribe(key, kind, sub, answer, recover),
             Request::Unsubscribe {
                 key,
                 kind,
@@ -322,7 +322,7 @@ impl Sequencer {
         key: Arc<str>,
         kind: ChannelKind,
         sub: Subscriber,
-        id: u32,
+        answer: reply::SubscribeAnswer,
         recover: Option<Position>,
     ) {
         if sub.outbox.is_closing() {
@@ -334,19 +334,15 @@ impl Sequencer {
             .flatten()
             .and_then(|s| RawValue::from_string(s).ok());
         let msg = match kind.history {
-            None => reply::reply(
-                id,
-                "subscribe",
-                &reply::SubscribeResult {
-                    data: initial.as_deref(),
-                    ..Default::default()
-                },
-            ),
-            Some(policy) => match self.subscribe_result(&key, policy, id, recover, initial) {
+            None => answer.result(&reply::SubscribeResult {
+                data: initial.as_deref(),
+                ..Default::default()
+            }),
+            Some(policy) => match self.subscribe_result(&key, policy, &answer, recover, initial) {
                 Ok(m) => m,
                 Err(code) => {
                     sub.outbox.refuse_subscription(key);
-                    let _ = sub.outbox.push(reply::error(id, code, None));
+                    let _ = sub.outbox.push(answer.error(code));
                     return;
                 }
             },
@@ -378,7 +374,7 @@ impl Sequencer {
         &mut self,
         key: &Arc<str>,
         policy: HistoryPolicy,
-        id: u32,
+        answer: &reply::SubscribeAnswer,
         recover: Option<Position>,
         initial: Option<Box<RawValue>>,
     ) -> Result<bytes::Bytes, ErrorCode> {
@@ -420,7 +416,7 @@ impl Sequencer {
                 }
             }
         }
-        Ok(reply::reply(id, "subscribe", &res))
+        Ok(answer.result(&res))
     }
 
     /// A managed-stream frame: recorded as the last frame, then published like any publication

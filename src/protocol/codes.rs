@@ -68,12 +68,16 @@ macro_rules! disconnects {
 disconnects! {
     SHUTDOWN = 3001, "shutdown";
     INTERNAL = 3004, "internal server error";
+    EXPIRED = 3005, "connection expired";
     SLOW = 3008, "slow";
     WRITE_ERROR = 3009, "write error";
     NO_PONG = 3012, "no pong";
+    TOO_MANY_REQUESTS = 3013, "too many requests";
+    INVALID_TOKEN = 3500, "invalid token";
     BAD_REQUEST = 3501, "bad request";
     STALE = 3502, "stale";
     CONNECTION_LIMIT = 3504, "connection limit";
+    PERMISSION_DENIED = 3507, "permission denied";
     // WebSocket-level closes (RFC 6455).
     GOING_AWAY = 1001, "going away";
     PROTOCOL_ERROR = 1002, "protocol error";

@@ -71,6 +71,20 @@ pub struct ConnectRequest<'a> {
     pub name: String,
     #[serde(default)]
     pub version: String,
+    /// Positions of server-side subscriptions the client wants to recover.
+    #[serde(default)]
+    pub subs: std::collections::HashMap<String, ServerSubRecovery>,
+}
+
+/// A server-side subscription's position in a reconnecting client's connect command.
+#[derive(Debug, Default, Deserialize)]
+pub struct ServerSubRecovery {
+    #[serde(default)]
+    pub recover: bool,
+    #[serde(default)]
+    pub offset: u64,
+    #[serde(default)]
+    pub epoch: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

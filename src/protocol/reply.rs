@@ -45,6 +45,47 @@ pub struct ConnectResult<'a> {
     pub ping: u32,
     #[serde(skip_serializing_if = "is_false")]
     pub pong: bool,
+    /// The connection's credentials expire; the client refreshes within `ttl` seconds.
+    #[serde(skip_serializing_if = "is_false")]
+    pub expires: bool,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub ttl: u32,
+}
+
+/// The refresh command's result; `client` is included because centrifuge-js copies it.
+#[derive(Serialize)]
+pub struct RefreshResult<'a> {
+    pub client: &'a str,
+    pub version: &'a str,
+    #[serde(skip_serializing_if = "is_false")]
+    pub expires: bool,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub ttl: u32,
+}
+
+/// Where a subscribe result goes: the reply to a subscribe command, or a `subscribe` push for
+/// a server-side subscription (a JWT's `channels`), named as the token names it.
+#[derive(Debug, Clone)]
+pub enum SubscribeAnswer {
+    Reply(u32),
+    Push(std::sync::Arc<str>),
+}
+
+impl SubscribeAnswer {
+    pub fn result(&self, res: &SubscribeResult<'_>) -> Bytes {
+        match self {
+            SubscribeAnswer::Reply(id) => reply(*id, "subscribe", res),
+            SubscribeAnswer::Push(channel) => push(channel, PushKind::Subscribe(res)),
+        }
+    }
+
+    /// A refused server-side subscription is reported as an unsubscribe push with the error.
+    pub fn error(&self, code: ErrorCode) -> Bytes {
+        match self {
+            SubscribeAnswer::Reply(id) => error(*id, code, None),
+            SubscribeAnswer::Push(channel) => unsubscribe(channel, 2000, code.message()),
+        }
+    }
 }
 
 /// A publication read back from history (recovery, the history command).
@@ -165,6 +206,8 @@ enum PushKind<'a> {
     Leave { info: &'a ClientInfo },
     #[serde(rename = "unsubscribe")]
     Unsubscribe { code: u32, reason: &'a str },
+    #[serde(rename = "subscribe")]
+    Subscribe(&'a SubscribeResult<'a>),
 }
 
 #[derive(Serialize)]
@@ -229,6 +272,8 @@ mod tests {
             version: "0.1.0",
             ping: 25,
             pong: true,
+            expires: false,
+            ttl: 0,
         };
         assert_eq!(
             &reply(1, "connect", &c)[..],

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::PushError;
+use crate::auth::{Action, Identity};
 use crate::channel::Channel;
 use crate::http::{error, json, Body};
 use crate::persist::{Ack, Request as StoreRequest};
@@ -119,6 +120,7 @@ pub fn push_error(e: &PushError) -> Response<Body> {
         PushError::TooLarge(_) | PushError::TooManyFrames(_) => StatusCode::PAYLOAD_TOO_LARGE,
         PushError::Busy | PushError::Storage => StatusCode::SERVICE_UNAVAILABLE,
         PushError::StreamLimit => StatusCode::INSUFFICIENT_STORAGE,
+        PushError::Forbidden { .. } => StatusCode::FORBIDDEN,
         _ => StatusCode::BAD_REQUEST,
     };
     let mut body = serde_json::json!({ "message": e.to_string() });
@@ -135,8 +137,13 @@ pub fn push_error(e: &PushError) -> Response<Body> {
 }
 
 /// `POST /api/live/push/:streamId`: 200 with no body once every frame is published and durable.
-pub async fn push(req: Request<Incoming>, shared: Arc<Shared>, stream_id: &str) -> Response<Body> {
-    let result = push_body(req, &shared, stream_id).await;
+pub async fn push(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    stream_id: &str,
+    who: Identity,
+) -> Response<Body> {
+    let result = push_body(req, &shared, stream_id, &who).await;
     shared.push_stats.record(&result);
     match result {
         Ok(_) => Response::new(Body::default()),
@@ -148,6 +155,7 @@ async fn push_body(
     req: Request<Incoming>,
     shared: &Shared,
     stream_id: &str,
+    who: &Identity,
 ) -> Result<usize, Response<Body>> {
     let refuse = |e: PushError| {
         debug!(stream = stream_id, error = %e, "push refused");
@@ -156,7 +164,9 @@ async fn push_body(
     let target = super::target(stream_id, req.uri().query()).map_err(refuse)?;
     let settings = &shared.settings;
     let body = read_body(req, settings.push_max_body, settings.push_body_timeout).await?;
-    super::ingest(shared, body, &target).await.map_err(refuse)
+    super::ingest(shared, body, &target, who)
+        .await
+        .map_err(refuse)
 }
 
 #[derive(Deserialize)]
@@ -167,7 +177,11 @@ struct PublishBody<'a> {
 }
 
 /// `POST /api/live/publish`: the same rules as a client's publish command; `{}` on success.
-pub async fn publish(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
+pub async fn publish(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    who: &Identity,
+) -> Response<Body> {
     let settings = shared.settings.clone();
     let body = match read_body(req, settings.push_max_body, settings.push_body_timeout).await {
         Ok(b) => b,
@@ -197,6 +211,12 @@ pub async fn publish(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Bo
         Ok(k) => k,
         Err(code) => return code_response(code),
     };
+    if let Err(needed) = settings.auth.check(who, Action::Publish, channel.key()) {
+        return push_error(&PushError::Forbidden {
+            channel: channel.key().to_string(),
+            needed,
+        });
+    }
     if !kind.is_stateful() {
         shared.hub.broadcast(channel.key(), |name| {
             reply::publication(

@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 pub use convert::Layout;
 pub use lineproto::{ParseError, Precision};
 
+use crate::auth::{Action, Identity, Role};
 use crate::channel::{Channel, ChannelError};
 use crate::frame::FrameJson;
 use crate::persist::{Ack, Persist, Request};
@@ -64,6 +65,8 @@ pub enum PushError {
     StreamLimit,
     #[error("storage error; see /api/health")]
     Storage,
+    #[error("permission denied: publish on {channel} needs the {} role", .needed.name())]
+    Forbidden { channel: String, needed: Role },
 }
 
 /// Most frames one request may produce (each is one storage request).
@@ -163,8 +166,24 @@ async fn parse(body: Bytes, target: &Target) -> Result<Vec<(Arc<str>, FrameJson)
 
 /// A whole body from HTTP or the push WebSocket: parsed, converted, published and durable.
 /// Returns how many frames it made.
-pub async fn ingest(shared: &Shared, body: Bytes, target: &Target) -> Result<usize, PushError> {
+/// `who` must be allowed to publish on every channel the body makes, or nothing is published.
+pub async fn ingest(
+    shared: &Shared,
+    body: Bytes,
+    target: &Target,
+    who: &Identity,
+) -> Result<usize, PushError> {
     let frames = parse(body, target).await?;
+    for (channel, _) in &frames {
+        shared
+            .settings
+            .auth
+            .check(who, Action::Publish, channel)
+            .map_err(|needed| PushError::Forbidden {
+                channel: channel.to_string(),
+                needed,
+            })?;
+    }
     publish(&shared.persist, &shared.settings.router, frames).await
 }
 

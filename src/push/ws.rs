@@ -22,6 +22,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::debug;
 
 use super::{PushError, Target};
+use crate::auth::{Identity, Role};
 use crate::http::{error, Body};
 use crate::server::Shared;
 use crate::websocket::{close_for_error, Reassembly};
@@ -38,11 +39,23 @@ pub fn upgrade(
     mut req: Request<Incoming>,
     shared: &Arc<Shared>,
     stream_id: &str,
+    who: Identity,
 ) -> Response<Body> {
     let target = match super::target(stream_id, req.uri().query()) {
         Ok(t) => t,
         Err(e) => return super::http::push_error(&e),
     };
+    // A role that can never publish gets its answer before the upgrade; rules are checked
+    // per message, for the channels each one makes.
+    if who.role < Role::Publisher {
+        return error(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "permission denied: push needs the publisher role, {:?} is a viewer",
+                who.user
+            ),
+        );
+    }
     let slot = shared.connection_slot();
     if shared
         .settings
@@ -59,7 +72,7 @@ pub fn upgrade(
     shared.tracker.spawn(async move {
         let _slot = slot;
         match fut.await {
-            Ok(ws) => run(ws, shared2, target).await,
+            Ok(ws) => run(ws, shared2, target, who).await,
             Err(e) => debug!(error = %e, "push upgrade did not complete"),
         }
     });
@@ -70,6 +83,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     ws: WebSocket<S>,
     shared: Arc<Shared>,
     target: Target,
+    who: Identity,
 ) {
     let (mut rd, mut wr) = ws.split(tokio::io::split);
     rd.set_auto_close(false);
@@ -80,7 +94,15 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     // Milliseconds since `started` of the last frame from the client.
     let last_seen = AtomicU64::new(0);
     let (tx, mut rx) = mpsc::channel::<Out>(4);
-    let reader = read_loop(&mut rd, &shared, &target, tx, &last_seen, started, limit);
+    let reader = read_loop(
+        &mut rd,
+        &shared,
+        (&target, &who),
+        tx,
+        &last_seen,
+        started,
+        limit,
+    );
     let writer = write_loop(&mut wr, &mut rx, &shared, &last_seen, started);
     tokio::pin!(reader, writer);
     tokio::select! {
@@ -95,7 +117,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 async fn read_loop<S: AsyncRead + Unpin>(
     rd: &mut WebSocketRead<ReadHalf<S>>,
     shared: &Shared,
-    target: &Target,
+    (target, who): (&Target, &Identity),
     tx: mpsc::Sender<Out>,
     last_seen: &AtomicU64,
     started: Instant,
@@ -135,7 +157,7 @@ async fn read_loop<S: AsyncRead + Unpin>(
                 }
             },
         };
-        let result = super::ingest(shared, message, target).await;
+        let result = super::ingest(shared, message, target, who).await;
         shared.push_stats.record(&result);
         match result {
             Ok(_) => {}
@@ -144,6 +166,7 @@ async fn read_loop<S: AsyncRead + Unpin>(
                     PushError::Busy => 1013,
                     PushError::Storage | PushError::StreamLimit => 1011,
                     PushError::TooLarge(_) | PushError::TooManyFrames(_) => 1009,
+                    PushError::Forbidden { .. } => 1008,
                     _ => 1007,
                 };
                 debug!(stream = %target.stream_id, error = %e, "push message refused");

@@ -5,22 +5,25 @@
 //! awaits: it runs synchronously between two reads. `Err(Disconnect)` means "close the
 //! connection with this code"; dropping the session leaves every channel it was in.
 
+mod connect;
+
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tracing::debug;
 
+use crate::auth::{Action, Identity};
 use crate::channel::Channel;
 use crate::hub::{ClientId, Hub, Subscriber};
 use crate::outbox::Outbox;
 use crate::persist::{Ack, Persist, Position, Request};
-use crate::protocol::command::{
-    ChannelRequest, ConnectRequest, HistoryRequest, PublishRequest, SubscribeRequest,
-};
-use crate::protocol::reply::{self, ClientInfo, Publication};
+use crate::protocol::command::{ChannelRequest, HistoryRequest, PublishRequest, SubscribeRequest};
+use crate::protocol::reply::{self, ClientInfo, Publication, SubscribeAnswer};
 use crate::protocol::{split_frame, Command, Disconnect, ErrorCode, Method};
+use crate::ratelimit::{RateLimit, Verdict};
 use crate::routing::ChannelKind;
 use crate::settings::Settings;
 
@@ -42,11 +45,13 @@ impl From<ErrorCode> for Refused {
     }
 }
 
-/// Outcome of one command: a reply was queued, an error reply is due, or the connection closes.
+/// Outcome of one command: a reply was queued, an error reply is due, or the connection closes
+/// (after an error reply, for a connect without credentials).
 enum Outcome {
     Done,
     Refused(Refused),
     Close(Disconnect),
+    RefusedThenClose(Refused, Disconnect),
 }
 
 impl From<Result<(), Refused>> for Outcome {
@@ -69,10 +74,16 @@ pub struct Session {
     settings: Arc<Settings>,
     /// Stateful channels (history, presence) are handled by the storage thread.
     persist: Persist,
+    /// Who the HTTP upgrade authenticated (loopback in protected mode, a bearer token or
+    /// `auth_token`); a connect token takes precedence.
+    upgraded_as: Option<Identity>,
+    /// Set by a successful connect: the credentials in force.
+    who: Option<Identity>,
     /// Set by a successful connect.
     info: Option<Arc<ClientInfo>>,
     /// Keyed by canonical channel name: `1/a/b/c` and `a/b/c` are one subscription.
     subs: HashMap<Arc<str>, Subscription>,
+    limit: RateLimit,
 }
 
 impl Session {
@@ -82,15 +93,24 @@ impl Session {
         hub: Arc<Hub>,
         settings: Arc<Settings>,
         persist: Persist,
+        upgraded_as: Option<Identity>,
     ) -> Self {
+        let limit = RateLimit::new(
+            settings.command_rate,
+            settings.command_burst,
+            Instant::now(),
+        );
         Session {
             id,
             outbox,
             hub,
             settings,
             persist,
+            upgraded_as,
+            who: None,
             info: None,
             subs: HashMap::new(),
+            limit,
         }
     }
 
@@ -103,18 +123,36 @@ impl Session {
             debug!(client = self.id, error = %e, "bad frame");
             Disconnect::BAD_REQUEST
         })?;
+        let now = Instant::now();
         for (n, line) in lines {
             let cmd = Command::decode(line, n).map_err(|e| {
                 debug!(client = self.id, error = %e, "bad command");
                 Disconnect::BAD_REQUEST
             })?;
             let id = cmd.id;
+            match self.limit.take(now) {
+                Verdict::Allowed => {}
+                // A pong is still taken: refusing it would only end in a "no pong" close.
+                Verdict::Refused if id == 0 => {}
+                Verdict::Refused => {
+                    self.send(reply::error(id, ErrorCode::TooManyRequests, None));
+                    continue;
+                }
+                Verdict::Abusive => {
+                    debug!(client = self.id, "command rate exceeded persistently");
+                    return Err(Disconnect::TOO_MANY_REQUESTS);
+                }
+            }
             match self.handle(cmd) {
                 Outcome::Done => {}
                 Outcome::Refused(r) => {
                     self.send(reply::error(id, r.code, r.message.as_deref()));
                 }
                 Outcome::Close(d) => return Err(d),
+                Outcome::RefusedThenClose(r, d) => {
+                    self.send(reply::error(id, r.code, r.message.as_deref()));
+                    return Err(d);
+                }
             }
         }
         Ok(())
@@ -148,39 +186,12 @@ impl Session {
                 code: ErrorCode::MethodNotFound,
                 message: Some(format!("method not found: {:?}", trim(&req.method))),
             }),
-            // No tokens yet: nothing to refresh.
-            Method::Refresh(_) | Method::SubRefresh(_) => {
-                Outcome::Refused(ErrorCode::NotAvailable.into())
-            }
+            Method::Refresh(req) => self.refresh(id, req),
+            // Subscription tokens are not issued, so there is nothing to refresh.
+            Method::SubRefresh(_) => Outcome::Refused(ErrorCode::NotAvailable.into()),
             Method::Send => Outcome::Done,
             Method::Empty => Outcome::Refused(ErrorCode::MethodNotFound.into()),
         }
-    }
-
-    fn connect(&mut self, id: u32, _req: ConnectRequest<'_>) -> Outcome {
-        let info = Arc::new(ClientInfo {
-            user: String::new(),
-            client: new_client_id(),
-            conn_info: None,
-            chan_info: None,
-        });
-        let ping = self
-            .settings
-            .ping_interval
-            .map_or(0, |d| d.as_secs() as u32);
-        self.send(reply::reply(
-            id,
-            "connect",
-            &reply::ConnectResult {
-                client: &info.client,
-                version: VERSION,
-                ping,
-                pong: ping > 0,
-            },
-        ));
-        self.info = Some(info);
-        self.outbox.set_connected();
-        Outcome::Done
     }
 
     fn subscribe(&mut self, id: u32, req: SubscribeRequest<'_>) -> Outcome {
@@ -197,16 +208,30 @@ impl Session {
                 message: Some("tags filter is not supported".into()),
             });
         }
-        let (channel, kind) = match self.channel(&req.channel) {
-            Ok(v) => v,
-            Err(r) => return Outcome::Refused(r),
-        };
+        let recover = req.recover.then(|| Position {
+            offset: req.offset,
+            epoch: req.epoch.clone(),
+        });
+        self.join(&req.channel, SubscribeAnswer::Reply(id), recover)
+            .into()
+    }
+
+    /// Subscribes to `name`, answering with a reply (subscribe command) or a push (server-side
+    /// subscription).
+    fn join(
+        &mut self,
+        name: &str,
+        answer: SubscribeAnswer,
+        recover: Option<Position>,
+    ) -> Result<(), Refused> {
+        let (channel, kind) = self.channel(name)?;
+        self.permit(Action::Subscribe, &channel)?;
         let key = channel.key().clone();
         if self.subs.contains_key(&key) {
-            return Outcome::Refused(ErrorCode::AlreadySubscribed.into());
+            return Err(ErrorCode::AlreadySubscribed.into());
         }
         if self.subs.len() >= self.settings.client_channel_limit {
-            return Outcome::Refused(ErrorCode::LimitExceeded.into());
+            return Err(ErrorCode::LimitExceeded.into());
         }
         let info = self.info.clone().expect("connected");
         let sub = Subscriber {
@@ -216,30 +241,26 @@ impl Session {
             info: info.clone(),
         };
         if kind.is_stateful() {
-            let recover = req.recover.then(|| Position {
-                offset: req.offset,
-                epoch: req.epoch.clone(),
-            });
             let r = Request::Subscribe {
                 key: key.clone(),
                 kind,
                 sub,
-                id,
+                answer,
                 recover,
             };
             if self.persist.submit(r).is_err() {
-                return Outcome::Refused(ErrorCode::TooManyRequests.into());
+                return Err(ErrorCode::TooManyRequests.into());
             }
             self.subs.insert(key, Subscription { kind });
-            return Outcome::Done;
+            return Ok(());
         }
-        let ok = reply::reply(id, "subscribe", &reply::SubscribeResult::default());
+        let ok = answer.result(&reply::SubscribeResult::default());
         let outbox = &self.outbox;
         self.hub.subscribe(&key, sub, || {
             let _ = outbox.push(ok);
         });
         self.subs.insert(key, Subscription { kind });
-        Outcome::Done
+        Ok(())
     }
 
     fn unsubscribe(&mut self, id: u32, req: ChannelRequest<'_>) -> Outcome {
@@ -264,6 +285,7 @@ impl Session {
             message: Some("publish without data".into()),
         })?;
         let (channel, kind) = self.channel(&req.channel)?;
+        self.permit(Action::Publish, &channel)?;
         kind.publish?;
         if kind.is_stateful() {
             let r = Request::Publish {
@@ -299,6 +321,7 @@ impl Session {
 
     fn presence(&mut self, id: u32, req: ChannelRequest<'_>, stats: bool) -> Result<(), Refused> {
         let (channel, kind) = self.channel_for_read(&req.channel)?;
+        self.permit(Action::Subscribe, &channel)?;
         if !kind.presence {
             return Err(ErrorCode::NotAvailable.into());
         }
@@ -315,6 +338,7 @@ impl Session {
 
     fn history(&mut self, id: u32, req: HistoryRequest<'_>) -> Result<(), Refused> {
         let (channel, kind) = self.channel_for_read(&req.channel)?;
+        self.permit(Action::Subscribe, &channel)?;
         if kind.history.is_none() {
             return Err(ErrorCode::NotAvailable.into());
         }
@@ -343,6 +367,23 @@ impl Session {
         })?;
         let kind = self.settings.router.route(&channel)?;
         Ok((channel, kind))
+    }
+
+    /// The connection's role allows `action` on `channel` under the rules (else 103).
+    fn permit(&self, action: Action, channel: &Channel) -> Result<(), Refused> {
+        let who = self.who.as_ref().expect("commands run after connect");
+        self.settings
+            .auth
+            .check(who, action, channel.key())
+            .map_err(|needed| Refused {
+                code: ErrorCode::PermissionDenied,
+                message: Some(format!(
+                    "permission denied: {} on {} needs the {} role",
+                    action.name(),
+                    channel.key(),
+                    needed.name()
+                )),
+            })
     }
 
     fn channel_for_read(&self, name: &str) -> Result<(Channel, ChannelKind), Refused> {
@@ -395,22 +436,6 @@ impl Drop for Session {
     }
 }
 
-/// A random UUIDv4, as centrifuge uses for client ids.
-fn new_client_id() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h(0..4),
-        h(4..6),
-        h(6..8),
-        h(8..10),
-        h(10..16)
-    )
-}
-
 fn trim(s: &str) -> &str {
     match s.char_indices().nth(64) {
         Some((i, _)) => &s[..i],
@@ -419,175 +444,4 @@ fn trim(s: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-    use crate::persist::Threads;
-    use std::collections::VecDeque;
-    use std::time::{Duration, Instant};
-
-    /// A hub, a real store in a temp dir, and its storage threads.
-    struct World {
-        hub: Arc<Hub>,
-        settings: Arc<Settings>,
-        persist: Persist,
-        threads: Option<Threads>,
-        _dir: tempfile::TempDir,
-    }
-
-    impl World {
-        fn new() -> World {
-            let dir = tempfile::tempdir().unwrap();
-            let store =
-                edgelive_storage::Store::open(&edgelive_storage::test_config(dir.path())).unwrap();
-            let settings = Arc::new(Settings::from_config(&Config::default()));
-            let hub = Arc::new(Hub::new(1));
-            let (persist, threads) = Persist::start(store, hub.clone(), settings.clone()).unwrap();
-            World {
-                hub,
-                settings,
-                persist,
-                threads: Some(threads),
-                _dir: dir,
-            }
-        }
-
-        fn session(&self, id: ClientId) -> (Session, Arc<Outbox>) {
-            let outbox = Arc::new(Outbox::new(1 << 20));
-            let s = Session::new(
-                id,
-                outbox.clone(),
-                self.hub.clone(),
-                self.settings.clone(),
-                self.persist.clone(),
-            );
-            (s, outbox)
-        }
-    }
-
-    impl Drop for World {
-        fn drop(&mut self) {
-            if let Some(t) = self.threads.take() {
-                self.persist.clone().stop(t);
-            }
-        }
-    }
-
-    /// Waits (bounded) until `n` messages are queued, and takes them.
-    fn out(o: &Outbox, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut got = Vec::new();
-        let mut q = VecDeque::new();
-        while got.len() < n && Instant::now() < deadline {
-            o.drain(&mut q);
-            got.extend(q.drain(..).map(|b| String::from_utf8(b.to_vec()).unwrap()));
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        assert_eq!(got.len(), n, "{got:?}");
-        got
-    }
-
-    #[test]
-    fn connect_then_subscribe_then_publish_reaches_the_publisher() {
-        let w = World::new();
-        let (mut s, o) = w.session(1);
-        s.handle_message(b"{\"connect\":{\"name\":\"js\"},\"id\":1}\n{\"subscribe\":{\"channel\":\"grafana/broadcast/x\",\"flag\":1},\"id\":2}")
-            .unwrap();
-        let msgs = out(&o, 3);
-        assert!(
-            msgs[0].starts_with("{\"id\":1,\"connect\":{\"client\":\""),
-            "{msgs:?}"
-        );
-        assert!(
-            msgs[1].starts_with("{\"id\":2,\"subscribe\":{\"recoverable\":true,\"epoch\":\""),
-            "{msgs:?}"
-        );
-        assert!(msgs[2].contains("\"join\""));
-        s.handle_message(br#"{"id":3,"publish":{"channel":"grafana/broadcast/x","data":{"a":1}}}"#)
-            .unwrap();
-        let msgs = out(&o, 2);
-        assert!(msgs[0].starts_with(
-            r#"{"push":{"channel":"grafana/broadcast/x","pub":{"data":{"a":1},"info""#
-        ));
-        assert!(msgs[0].ends_with(r#""offset":1}}}"#), "{msgs:?}");
-        assert_eq!(msgs[1], r#"{"id":3,"publish":{}}"#);
-    }
-
-    #[test]
-    fn protocol_violations_close_with_3501() {
-        let w = World::new();
-        let (mut s, _) = w.session(1);
-        assert_eq!(
-            s.handle_message(br#"{"id":1,"subscribe":{"channel":"a/b/c"}}"#),
-            Err(Disconnect::BAD_REQUEST)
-        );
-        let (mut s, _) = w.session(2);
-        assert_eq!(s.handle_message(b"not json"), Err(Disconnect::BAD_REQUEST));
-        let (mut s, _) = w.session(3);
-        s.handle_message(br#"{"id":1,"connect":{}}"#).unwrap();
-        assert_eq!(
-            s.handle_message(br#"{"id":2,"connect":{}}"#),
-            Err(Disconnect::BAD_REQUEST)
-        );
-    }
-
-    #[test]
-    fn errors_are_replies_with_codes() {
-        let w = World::new();
-        let (mut s, o) = w.session(1);
-        s.handle_message(br#"{"id":1,"connect":{}}"#).unwrap();
-        out(&o, 1);
-        let cases: &[(&[u8], u32)] = &[
-            (br#"{"id":2,"subscribe":{"channel":"bad channel/x/y"}}"#, 107),
-            (br#"{"id":3,"subscribe":{"channel":"plugin/testdata/random-2s-stream"}}"#, 102),
-            (br#"{"id":4,"publish":{"channel":"stream/a/b","data":{}}}"#, 103),
-            (br#"{"id":5,"history":{"channel":"grafana/broadcast/x","since":{"offset":1,"epoch":"other"}}}"#, 112),
-            (br#"{"id":6,"rpc":{"method":"nope"}}"#, 104),
-            (br#"{"id":7,"presence":{"channel":"stream/a/b"}}"#, 108),
-            (br#"{"id":8,"subscribe":{"channel":"stream/a/b","type":1}}"#, 108),
-            (br#"{"id":9,"subscribe":{"channel":"stream/a/b","tf":{}}}"#, 107),
-            (br#"{"id":10,"refresh":{"token":"x"}}"#, 108),
-        ];
-        for (cmd, code) in cases {
-            s.handle_message(cmd).unwrap();
-            let m = out(&o, 1);
-            assert!(m[0].contains(&format!("\"code\":{code},")), "{m:?}");
-            assert!(m[0].contains("\"message\":\""), "{m:?}");
-        }
-    }
-
-    #[test]
-    fn dropping_a_session_leaves_its_channels() {
-        let w = World::new();
-        let (mut a, oa) = w.session(1);
-        let (mut b, ob) = w.session(2);
-        a.handle_message(br#"{"id":1,"connect":{}}"#).unwrap();
-        a.handle_message(br#"{"id":2,"subscribe":{"channel":"1/grafana/broadcast/x"}}"#)
-            .unwrap();
-        out(&oa, 3);
-        b.handle_message(br#"{"id":1,"connect":{}}"#).unwrap();
-        b.handle_message(br#"{"id":2,"subscribe":{"channel":"grafana/broadcast/x"}}"#)
-            .unwrap();
-        out(&ob, 3);
-        out(&oa, 1); // b's join
-        b.handle_message(br#"{"id":3,"presence_stats":{"channel":"grafana/broadcast/x"}}"#)
-            .unwrap();
-        assert_eq!(
-            out(&ob, 1)[0],
-            r#"{"id":3,"presence_stats":{"num_clients":2,"num_users":1}}"#
-        );
-        drop(a);
-        let m = out(&ob, 1);
-        assert!(
-            m[0].starts_with(r#"{"push":{"channel":"grafana/broadcast/x","leave""#),
-            "{m:?}"
-        );
-        b.handle_message(br#"{"id":4,"presence_stats":{"channel":"grafana/broadcast/x"}}"#)
-            .unwrap();
-        assert_eq!(
-            out(&ob, 1)[0],
-            r#"{"id":4,"presence_stats":{"num_clients":1,"num_users":1}}"#
-        );
-        assert_eq!(w.hub.num_subscribers("grafana/broadcast/x"), 1);
-    }
-}
+mod tests;
