@@ -270,8 +270,8 @@ impl Default for LiveConfig {
             pong_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(15),
             write_timeout: Duration::from_secs(5),
-            client_command_rate: 100,
-            client_command_burst: 200,
+            client_command_rate: 1000,
+            client_command_burst: 2000,
         }
     }
 }
