@@ -72,6 +72,30 @@ impl Daemon {
         )
     }
 
+    /// Like `start_with_config`, listening on `listen` (e.g. "0.0.0.0:0" to be reachable from a
+    /// non-loopback address).
+    pub fn start_with_config_on(listen: &str, toml: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let path = dir.path().join("edgelive.toml");
+        std::fs::write(&path, toml).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(
+            dir,
+            listen,
+            env,
+            vec!["--config".into(), path.to_string_lossy().into_owned()],
+            None,
+        )
+    }
+
+    /// The directory holding the daemon's config file and data dir.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Stops this daemon (SIGTERM, or SIGKILL when `kill`) and starts a new one on the same
     /// address and data directory.
     pub fn restart(mut self, kill: bool) -> Daemon {
@@ -308,6 +332,26 @@ impl Peer {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("ws connect");
+        Peer::from(ws)
+    }
+
+    /// Connects with extra request headers (e.g. Authorization).
+    pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Peer {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = url.into_client_request().unwrap();
+        for (k, v) in headers {
+            req.headers_mut().insert(
+                tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("ws connect");
+        Peer::from(ws)
+    }
+
+    fn from(ws: Ws) -> Peer {
         Peer {
             ws,
             pending: Default::default(),
