@@ -167,6 +167,7 @@ async fn serve_http(
         .timer(TokioTimer::new())
         .header_read_timeout(shared.settings.header_read_timeout)
         .max_buf_size(shared.settings.max_header_bytes)
+        .max_header_size(shared.settings.max_header_bytes)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);

@@ -70,7 +70,7 @@ where
         conn.persist.clone(),
         conn.identity,
     );
-    {
+    let peer_closed = {
         let reader = read_loop(
             conn.id,
             &mut rd,
@@ -81,30 +81,47 @@ where
         let writer = write_loop(&mut wr, &outbox, &conn.settings, &conn.shutdown);
         tokio::pin!(reader, writer);
         tokio::select! {
-            _ = &mut reader => {
-                // The peer closed or broke the stream; let the writer send what it owes.
+            peer_closed = &mut reader => {
+                // The peer closed or broke the stream, or broke the protocol; let the writer
+                // send what it owes.
                 outbox.close(Disconnect::echo(1000));
                 let _ = timeout(CLOSE_LINGER, &mut writer).await;
+                peer_closed
             }
             _ = &mut writer => {
-                // Our close frame is out; give the peer a moment to answer it so that unread
-                // input does not turn our FIN into a reset that could eat the close frame.
-                let _ = timeout(CLOSE_LINGER, &mut reader).await;
+                timeout(CLOSE_LINGER, &mut reader).await.unwrap_or(false)
             }
         }
+    };
+    if !peer_closed {
+        // Our close frame is out; read and drop what the peer still sends until its close or
+        // EOF (bounded), so unread input does not turn our FIN into a reset that could eat
+        // the close frame before the peer reads it.
+        let _ = timeout(CLOSE_LINGER, drain(&mut rd)).await;
     }
     debug!(client = conn.id, "connection closed");
     drop(session);
 }
 
-/// Reads whole messages and hands them to the session until the peer goes away or a close is due.
+/// Reads frames until the peer's close frame or the end of the stream, dropping them.
+async fn drain<S: AsyncRead + Unpin>(rd: &mut WebSocketRead<ReadHalf<S>>) {
+    let mut no_send = |_: Frame<'_>| async { Ok::<(), Infallible>(()) };
+    while let Ok(frame) = rd.read_frame(&mut no_send).await {
+        if frame.opcode == OpCode::Close {
+            return;
+        }
+    }
+}
+
+/// Reads whole messages and hands them to the session until the peer goes away or a close is
+/// due. Returns true when the peer sent a close frame or ended the stream.
 async fn read_loop<S: AsyncRead + Unpin>(
     id: ClientId,
     rd: &mut WebSocketRead<ReadHalf<S>>,
     session: &mut Session,
     outbox: &Outbox,
     limit: usize,
-) {
+) -> bool {
     // Auto-close and auto-pong are off, so fastwebsockets never asks us to send anything here.
     let mut no_send = |_: Frame<'_>| async { Ok::<(), Infallible>(()) };
     let mut assembly = Reassembly::new(limit);
@@ -112,23 +129,28 @@ async fn read_loop<S: AsyncRead + Unpin>(
         let frame = match rd.read_frame(&mut no_send).await {
             Ok(f) => f,
             Err(e) => {
-                if let Some(d) = close_for_error(&e) {
-                    outbox.close(d);
-                }
+                let broken = close_for_error(&e);
                 debug!(client = id, error = %e, "read ended");
-                return;
+                return match broken {
+                    Some(d) => {
+                        outbox.close(d);
+                        false
+                    }
+                    None => true,
+                };
             }
         };
+        if frame.opcode == OpCode::Close {
+            outbox.close(close_reply(&frame.payload));
+            return true;
+        }
         // A connection that is closing (refused over the limit, slow, shutting down) handles
         // nothing more: a batched connect+subscribe must not join channels on its way out.
         if outbox.is_closing() {
-            return;
+            return false;
         }
         let complete: Option<Result<(), Disconnect>> = match frame.opcode {
-            OpCode::Close => {
-                outbox.close(close_reply(&frame.payload));
-                return;
-            }
+            OpCode::Close => unreachable!("handled above"),
             OpCode::Ping => {
                 outbox.pong(Bytes::copy_from_slice(&frame.payload));
                 None
@@ -143,7 +165,7 @@ async fn read_loop<S: AsyncRead + Unpin>(
         if let Some(Err(d)) = complete {
             debug!(client = id, code = d.code, reason = %d.reason, "closing after the client's input");
             outbox.close(d);
-            return;
+            return false;
         }
     }
 }

@@ -332,7 +332,7 @@ impl Peer {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("ws connect");
-        Peer::from(ws)
+        Peer::from_stream(ws)
     }
 
     /// Connects with extra request headers (e.g. Authorization).
@@ -348,10 +348,11 @@ impl Peer {
         let (ws, _) = tokio_tungstenite::connect_async(req)
             .await
             .expect("ws connect");
-        Peer::from(ws)
+        Peer::from_stream(ws)
     }
 
-    fn from(ws: Ws) -> Peer {
+    /// Wraps an already connected WebSocket.
+    pub fn from_stream(ws: Ws) -> Peer {
         Peer {
             ws,
             pending: Default::default(),
