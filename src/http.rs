@@ -145,7 +145,7 @@ fn websocket_upgrade(
     shared.tracker.spawn(async move {
         let _slot = slot;
         match upgrade.await {
-            Ok(ws) => websocket::run(ws, conn).await,
+            Ok(ws) => websocket::run(websocket::mask_checked(ws), conn).await,
             Err(e) => debug!(error = %e, "upgrade did not complete"),
         }
     });

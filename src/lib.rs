@@ -11,6 +11,7 @@ pub mod frame;
 pub mod glob;
 pub mod http;
 pub mod hub;
+pub mod masking;
 pub mod metrics;
 pub mod origin;
 pub mod outbox;

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::hub::{ClientId, Hub};
+use crate::masking::MaskCheck;
 use crate::outbox::Outbox;
 use crate::persist::Persist;
 use crate::protocol::reply::PING;
@@ -239,9 +240,23 @@ fn close_reply(payload: &[u8]) -> Disconnect {
     }
 }
 
+/// The upgraded socket with client masking enforced (see `masking`).
+pub fn mask_checked<S>(ws: WebSocket<S>) -> WebSocket<MaskCheck<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    WebSocket::after_handshake(
+        MaskCheck::new(ws.into_inner()),
+        fastwebsockets::Role::Server,
+    )
+}
+
 /// The close code a read error deserves; `None` when the stream is simply gone.
 pub(crate) fn close_for_error(e: &WebSocketError) -> Option<Disconnect> {
     match e {
+        WebSocketError::IoError(io) if io.to_string() == crate::masking::UNMASKED => {
+            Some(Disconnect::PROTOCOL_ERROR)
+        }
         WebSocketError::FrameTooLarge => Some(Disconnect::MESSAGE_TOO_BIG),
         WebSocketError::InvalidUTF8 => Some(Disconnect::INVALID_PAYLOAD),
         WebSocketError::UnexpectedEOF

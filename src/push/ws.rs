@@ -72,7 +72,7 @@ pub fn upgrade(
     shared.tracker.spawn(async move {
         let _slot = slot;
         match fut.await {
-            Ok(ws) => run(ws, shared2, target, who).await,
+            Ok(ws) => run(crate::websocket::mask_checked(ws), shared2, target, who).await,
             Err(e) => debug!(error = %e, "push upgrade did not complete"),
         }
     });
