@@ -209,3 +209,47 @@ fn grafana_streaming_data_frame_decodes_pushed_frames_across_a_schema_change_and
         d.log_text()
     );
 }
+
+/// Connection JWTs and API tokens with both official clients: refresh through getToken /
+/// get_token, a server-side subscription, 109 then a fresh token, 3500 for a forged token, a
+/// viewer's publish refused.
+#[test]
+fn official_clients_authenticate_refresh_and_are_refused_as_they_should() {
+    ensure_node_packages();
+    let python = ensure_python_venv();
+    const SECRET: &str = "real-client-jwt-secret-0123456789";
+    const VIEWER: &str = "real-client-viewer-token-01";
+    const ADMIN: &str = "real-client-admin-token-01";
+    let d = Daemon::start_with_config(
+        &format!(
+            "[auth]\njwt_hmac_secret = \"{SECRET}\"\nexpired_close_delay = \"1s\"\n\
+             [[auth.tokens]]\nname = \"viewer\"\nrole = \"viewer\"\ntoken = \"{VIEWER}\"\n\
+             [[auth.tokens]]\nname = \"ops\"\nrole = \"admin\"\ntoken = \"{ADMIN}\"\n"
+        ),
+        &[],
+    );
+    for (program, script, what) in [
+        (PathBuf::from("node"), "js/auth.mjs", "centrifuge-js"),
+        (python, "py/auth.py", "centrifuge-python"),
+    ] {
+        let out = Command::new(program)
+            .arg(script)
+            .env("EDGELIVE_URL", d.ws_url())
+            .env("EDGELIVE_HTTP", d.http_url())
+            .env("EDGELIVE_JWT_SECRET", SECRET)
+            .env("EDGELIVE_VIEWER_TOKEN", VIEWER)
+            .env("EDGELIVE_ADMIN_TOKEN", ADMIN)
+            .current_dir(clients_dir())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        println!("{stdout}");
+        assert!(
+            out.status.success() && stdout.contains("ok auth"),
+            "{what} failed ({}):\n{stdout}\n{}\n--- daemon log ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            d.log_text()
+        );
+    }
+}
