@@ -265,8 +265,22 @@ async fn sigterm_closes_every_client_with_3001_and_exits_0() {
 fn check_config_exits_0_or_78_with_every_problem() {
     let bin = env!("CARGO_BIN_EXE_edgelive");
     let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/config/edgelive.toml");
+    // The packaged file requires credentials from $CREDENTIALS_DIRECTORY (systemd's
+    // LoadCredential=): without them it is refused, with them it passes.
     let out = Command::new(bin)
         .args(["check-config", packaged])
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("admin.token") && err.contains("jwt.key"), "{err}");
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("admin.token"), "an-admin-token-0123456789\n").unwrap();
+    std::fs::write(creds.path().join("jwt.key"), "a-jwt-key-0123456789abcdef").unwrap();
+    let out = Command::new(bin)
+        .args(["check-config", packaged])
+        .env("CREDENTIALS_DIRECTORY", creds.path())
         .output()
         .unwrap();
     assert_eq!(
