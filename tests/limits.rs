@@ -274,9 +274,16 @@ fn check_config_exits_0_or_78_with_every_problem() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("admin.token") && err.contains("jwt.key"), "{err}");
+    assert!(
+        err.contains("admin.token") && err.contains("jwt.key"),
+        "{err}"
+    );
     let creds = tempfile::tempdir().unwrap();
-    std::fs::write(creds.path().join("admin.token"), "an-admin-token-0123456789\n").unwrap();
+    std::fs::write(
+        creds.path().join("admin.token"),
+        "an-admin-token-0123456789\n",
+    )
+    .unwrap();
     std::fs::write(creds.path().join("jwt.key"), "a-jwt-key-0123456789abcdef").unwrap();
     let out = Command::new(bin)
         .args(["check-config", packaged])
