@@ -125,6 +125,29 @@ mod tests {
         assert!(path_glob("", ""));
     }
 
+    /// The obvious recursive definition, exponential but fine for short strings.
+    fn reference(p: &[u8], t: &[u8]) -> bool {
+        match p {
+            [] => t.is_empty(),
+            [b'*', b'*', rest @ ..] => (0..=t.len()).any(|i| reference(rest, &t[i..])),
+            [b'*', rest @ ..] => (0..=t.len())
+                .take_while(|&i| !t[..i].contains(&b'/'))
+                .any(|i| reference(rest, &t[i..])),
+            [b'?', rest @ ..] => t.first().is_some_and(|&c| c != b'/') && reference(rest, &t[1..]),
+            [c, rest @ ..] => t.first() == Some(c) && reference(rest, &t[1..]),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn path_glob_agrees_with_the_recursive_definition(
+            p in "[ab/*?]{0,8}",
+            t in "[ab/]{0,10}",
+        ) {
+            proptest::prop_assert_eq!(path_glob(&p, &t), reference(p.as_bytes(), t.as_bytes()));
+        }
+    }
+
     #[test]
     fn the_first_matching_rule_decides_and_defaults_apply_elsewhere() {
         let rules = vec![
