@@ -56,20 +56,7 @@ impl Daemon {
 
     /// Starts the daemon with a config file holding `toml` (written into its own temp dir).
     pub fn start_with_config(toml: &str, env: &[(&str, &str)]) -> Daemon {
-        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-        let path = dir.path().join("edgelive.toml");
-        std::fs::write(&path, toml).unwrap();
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Self::spawn(
-            dir,
-            "127.0.0.1:0",
-            env,
-            vec!["--config".into(), path.to_string_lossy().into_owned()],
-            None,
-        )
+        Self::start_with_config_on("127.0.0.1:0", toml, env)
     }
 
     /// Like `start_with_config`, listening on `listen` (e.g. "0.0.0.0:0" to be reachable from a
