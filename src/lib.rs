@@ -23,4 +23,5 @@ pub mod routing;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod streams;
 pub mod websocket;

@@ -1,0 +1,346 @@
+//! One producer per channel while someone watches (design §8, Grafana's RunStream manager).
+//!
+//! The first subscriber starts the channel's producer; later ones share it. After the last one
+//! leaves, the producer keeps running through `grace_checks` checks `check_every` apart (Grafana:
+//! 3 × 5 s), and a re-check under the lock, so a page reload does not restart it. A producer that
+//! fails is restarted after a backoff that doubles from `backoff_min` to `backoff_max`; one that
+//! ends cleanly is not, and `on_end` tells its subscribers to resubscribe.
+//!
+//! Nothing here awaits while holding the map's lock; each channel's supervisor is one task.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// A producer's run: `Ok` when it ended on its own (not restarted), `Err` when it failed.
+pub type Run = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Starts one run of a channel's producer; called again for each restart.
+pub type Start = Arc<dyn Fn(CancellationToken) -> Run + Send + Sync>;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    pub grace_checks: u32,
+    pub check_every: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            grace_checks: 3,
+            check_every: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Producer counters for `/metrics`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub started: u64,
+    pub restarted: u64,
+    pub stopped: u64,
+}
+
+struct Entry {
+    subscribers: usize,
+}
+
+#[derive(Default)]
+struct State {
+    channels: HashMap<Arc<str>, Entry>,
+    counts: Counts,
+}
+
+pub struct Lifecycle {
+    state: Mutex<State>,
+    timings: Timings,
+    /// Parent of every producer's token: shutdown stops them all.
+    shutdown: CancellationToken,
+}
+
+impl Lifecycle {
+    pub fn new(timings: Timings, shutdown: CancellationToken) -> Arc<Lifecycle> {
+        Arc::new(Lifecycle {
+            state: Mutex::new(State::default()),
+            timings,
+            shutdown,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A subscriber arrived on `key`: starts its producer unless one runs. `on_end` runs when the
+    /// producer ends cleanly (its subscribers should resubscribe). Must be called on a runtime.
+    pub fn acquire(
+        self: &Arc<Self>,
+        key: &Arc<str>,
+        start: Start,
+        on_end: impl FnOnce() + Send + 'static,
+    ) {
+        let mut st = self.lock();
+        if let Some(e) = st.channels.get_mut(key) {
+            e.subscribers += 1;
+            return;
+        }
+        let cancel = self.shutdown.child_token();
+        st.channels.insert(key.clone(), Entry { subscribers: 1 });
+        st.counts.started += 1;
+        drop(st);
+        tokio::spawn(self.clone().supervise(key.clone(), start, cancel, on_end));
+    }
+
+    /// A subscriber left `key`.
+    pub fn release(&self, key: &str) {
+        if let Some(e) = self.lock().channels.get_mut(key) {
+            e.subscribers = e.subscribers.saturating_sub(1);
+        }
+    }
+
+    /// Channels whose producer runs, sorted.
+    pub fn running(&self) -> Vec<Arc<str>> {
+        let mut v: Vec<Arc<str>> = self.lock().channels.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.lock().counts
+    }
+
+    fn subscribers(&self, key: &str) -> usize {
+        self.lock().channels.get(key).map_or(0, |e| e.subscribers)
+    }
+
+    /// Runs the producer, restarts it on failure, and stops it once nobody has watched for the
+    /// grace period.
+    async fn supervise(
+        self: Arc<Self>,
+        key: Arc<str>,
+        start: Start,
+        cancel: CancellationToken,
+        on_end: impl FnOnce(),
+    ) {
+        let t = self.timings;
+        let mut backoff = t.backoff_min;
+        let mut idle_checks = 0;
+        let mut next_check = tokio::time::Instant::now() + t.check_every;
+        let mut run: Option<Run> = Some(start(cancel.child_token()));
+        let mut restart_at: Option<tokio::time::Instant> = None;
+        loop {
+            let running = async {
+                match run.as_mut() {
+                    Some(r) => r.await,
+                    None => std::future::pending().await,
+                }
+            };
+            let restart = async {
+                match restart_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                result = running => {
+                    run = None;
+                    match result {
+                        Ok(()) => {
+                            debug!(channel = %key, "producer ended");
+                            self.remove(&key, &cancel);
+                            on_end();
+                            return;
+                        }
+                        Err(e) => {
+                            warn!(channel = %key, error = %e, retry_in = ?backoff, "producer failed");
+                            restart_at = Some(tokio::time::Instant::now() + backoff);
+                            backoff = (backoff * 2).min(t.backoff_max);
+                        }
+                    }
+                }
+                _ = restart => {
+                    restart_at = None;
+                    self.lock().counts.restarted += 1;
+                    run = Some(start(cancel.child_token()));
+                }
+                _ = tokio::time::sleep_until(next_check) => {
+                    next_check += t.check_every;
+                    if self.subscribers(&key) > 0 {
+                        idle_checks = 0;
+                        continue;
+                    }
+                    idle_checks += 1;
+                    if idle_checks >= t.grace_checks && self.stop_if_idle(&key, &cancel) {
+                        debug!(channel = %key, "producer stopped: nobody watches");
+                        return;
+                    }
+                }
+            }
+        }
+        // Shutdown.
+        self.remove(&key, &cancel);
+    }
+
+    /// The re-check: under the lock, removes the channel only if still nobody watches.
+    fn stop_if_idle(&self, key: &str, cancel: &CancellationToken) -> bool {
+        let mut st = self.lock();
+        if st.channels.get(key).is_some_and(|e| e.subscribers > 0) {
+            return false;
+        }
+        st.channels.remove(key);
+        st.counts.stopped += 1;
+        cancel.cancel();
+        true
+    }
+
+    fn remove(&self, key: &str, cancel: &CancellationToken) {
+        let mut st = self.lock();
+        if st.channels.remove(key).is_some() {
+            st.counts.stopped += 1;
+        }
+        cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::time::{advance, Instant};
+
+    /// A producer that runs until cancelled, counting its starts.
+    fn forever(starts: Arc<AtomicUsize>) -> Start {
+        Arc::new(move |cancel: CancellationToken| {
+            starts.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                cancel.cancelled().await;
+                Ok(())
+            })
+        })
+    }
+
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_producer_per_channel_kept_through_the_grace_period() {
+        let lc = Lifecycle::new(Timings::default(), CancellationToken::new());
+        let starts = Arc::new(AtomicUsize::new(0));
+        let key: Arc<str> = Arc::from("plugin/testdata/x");
+        lc.acquire(&key, forever(starts.clone()), || {});
+        lc.acquire(&key, forever(starts.clone()), || {});
+        settle().await;
+        assert_eq!(
+            starts.load(Ordering::SeqCst),
+            1,
+            "the second subscriber shares it"
+        );
+        lc.release(&key);
+        lc.release(&key);
+        // A reload: back within the grace period, the same producer goes on.
+        advance(Duration::from_secs(12)).await;
+        settle().await;
+        lc.acquire(&key, forever(starts.clone()), || {});
+        advance(Duration::from_secs(30)).await;
+        settle().await;
+        assert_eq!(lc.running(), vec![key.clone()]);
+        assert_eq!(starts.load(Ordering::SeqCst), 1);
+        // Gone for good: stopped after three idle checks 5 s apart.
+        lc.release(&key);
+        let left = Instant::now();
+        while !lc.running().is_empty() {
+            advance(Duration::from_secs(1)).await;
+            settle().await;
+        }
+        let after = left.elapsed();
+        assert!(
+            after >= Duration::from_secs(10) && after <= Duration::from_secs(16),
+            "{after:?}"
+        );
+        assert_eq!(lc.counts().stopped, 1);
+        // The next subscriber starts a new one.
+        lc.acquire(&key, forever(starts.clone()), || {});
+        settle().await;
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
+        assert_eq!(lc.counts().started, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_producer_is_restarted_with_doubling_backoff() {
+        let lc = Lifecycle::new(Timings::default(), CancellationToken::new());
+        let at = Arc::new(Mutex::new(Vec::new()));
+        let t0 = Instant::now();
+        let log = at.clone();
+        let start: Start = Arc::new(move |_| {
+            log.lock().unwrap().push(t0.elapsed());
+            Box::pin(async { Err("sensor unplugged".to_string()) })
+        });
+        let key: Arc<str> = Arc::from("plugin/x/y");
+        lc.acquire(&key, start, || {});
+        for _ in 0..200 {
+            advance(Duration::from_millis(100)).await;
+            settle().await;
+        }
+        let starts = at.lock().unwrap().clone();
+        let gaps: Vec<u128> = starts
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis())
+            .collect();
+        assert!(
+            gaps.starts_with(&[200, 400, 800, 1600, 3200, 5000]),
+            "{gaps:?}"
+        );
+        assert!(lc.counts().restarted >= 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_producer_that_ends_cleanly_is_not_restarted_and_says_so() {
+        let lc = Lifecycle::new(Timings::default(), CancellationToken::new());
+        let starts = Arc::new(AtomicUsize::new(0));
+        let s = starts.clone();
+        let start: Start = Arc::new(move |_| {
+            s.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        });
+        let ended = Arc::new(AtomicUsize::new(0));
+        let e = ended.clone();
+        let key: Arc<str> = Arc::from("plugin/x/done");
+        lc.acquire(&key, start, move || {
+            e.fetch_add(1, Ordering::SeqCst);
+        });
+        advance(Duration::from_secs(30)).await;
+        settle().await;
+        assert_eq!(starts.load(Ordering::SeqCst), 1);
+        assert_eq!(ended.load(Ordering::SeqCst), 1);
+        assert!(lc.running().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_stops_every_producer() {
+        let shutdown = CancellationToken::new();
+        let lc = Lifecycle::new(Timings::default(), shutdown.clone());
+        let starts = Arc::new(AtomicUsize::new(0));
+        for k in ["plugin/a/1", "plugin/a/2"] {
+            lc.acquire(&Arc::from(k), forever(starts.clone()), || {});
+        }
+        settle().await;
+        assert_eq!(lc.running().len(), 2);
+        shutdown.cancel();
+        settle().await;
+        assert!(lc.running().is_empty());
+        assert_eq!(lc.counts().stopped, 2);
+    }
+}
