@@ -30,6 +30,8 @@ pub struct Config {
     pub push: PushConfig,
     /// `[auth]`: API tokens, the JWT secret, per-channel rules.
     pub auth: crate::auth::AuthConfig,
+    /// `[streams]`: stream handlers' producer lifecycle.
+    pub streams: StreamsConfig,
     /// History per channel pattern, first match wins. When absent, `default_history()`.
     pub history: Option<Vec<HistoryRule>>,
 }
@@ -213,6 +215,33 @@ impl Default for UdpConfig {
     }
 }
 
+/// `[streams]`: when a stream handler's producer stops and how a failing one is restarted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsConfig {
+    /// Idle checks in a row (nobody subscribed) before a producer is stopped.
+    pub grace_checks: u32,
+    /// Time between two idle checks.
+    #[serde(with = "duration")]
+    pub check_every: Duration,
+    /// First restart delay of a failed producer; doubles up to `backoff_max`.
+    #[serde(with = "duration")]
+    pub backoff_min: Duration,
+    #[serde(with = "duration")]
+    pub backoff_max: Duration,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self {
+            grace_checks: 3,
+            check_every: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Grafana's `[live]` section, same names and meanings where Grafana has them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -372,6 +401,7 @@ impl Config {
                 "log" => section_into(value, &mut config.log),
                 "push" => section_into(value, &mut config.push),
                 "auth" => section_into(value, &mut config.auth),
+                "streams" => section_into(value, &mut config.streams),
                 "history" => {
                     let mut rules = Vec::new();
                     let r = section_into(value, &mut rules);
@@ -379,7 +409,7 @@ impl Config {
                     r
                 }
                 other => Err(format!(
-                    "unknown section [{other}] (expected server, runtime, storage, live, log, push, auth or [[history]])"
+                    "unknown section [{other}] (expected server, runtime, storage, live, log, push, auth, streams or [[history]])"
                 )),
             };
             if let Err(e) = res {
@@ -510,6 +540,15 @@ impl Config {
             ));
         }
         self.auth.validate(problems);
+        let st = &self.streams;
+        if st.grace_checks == 0 || st.check_every.is_zero() || st.backoff_min.is_zero() {
+            problems.push(
+                "[streams] grace_checks, check_every and backoff_min must be positive".into(),
+            );
+        }
+        if st.backoff_max < st.backoff_min {
+            problems.push("[streams] backoff_max must be at least backoff_min".into());
+        }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             problems.push(format!("[log] level = {:?}: {e}", self.log.level));
         }

@@ -141,6 +141,7 @@ fn websocket_upgrade(
         shutdown: shared.shutdown.clone(),
         refuse,
         identity,
+        streams: shared.streams.clone(),
     };
     shared.tracker.spawn(async move {
         let _slot = slot;

@@ -144,6 +144,24 @@ impl Hub {
         out
     }
 
+    /// Ends a channel: every subscriber gets the push `encode` makes (for the name as it wrote
+    /// it) and forgets the subscription, which its session drops before its next command.
+    /// Returns how many there were.
+    pub fn end_channel(&self, key: &str, encode: impl Fn(&str) -> Bytes) -> usize {
+        let subs = self.shard(key).channels.remove(key).unwrap_or_default();
+        let key_arc: Arc<str> = Arc::from(key);
+        for s in &subs {
+            s.outbox.refuse_subscription(key_arc.clone());
+            let msg = if s.prefixed {
+                encode(&format!("{}{key}", self.org_prefix))
+            } else {
+                encode(key)
+            };
+            let _ = s.outbox.push(msg);
+        }
+        subs.len()
+    }
+
     pub fn num_subscribers(&self, key: &str) -> usize {
         self.shard(key).channels.get(key).map_or(0, Vec::len)
     }

@@ -64,6 +64,32 @@ pub fn render(shared: &Shared) -> String {
         "Push bodies refused (parse errors, limits, storage).",
         push.errors.load(Ordering::Relaxed),
     );
+    let producers = shared.streams.lifecycle.counts();
+    metric(
+        "edgelive_stream_producers_running",
+        "gauge",
+        "Stream-handler producers running now (one per watched plugin/ds channel).",
+        shared.streams.lifecycle.running().len() as u64,
+    );
+    for (name, help, value) in [
+        (
+            "edgelive_stream_producers_started_total",
+            "Stream-handler producers started by a first subscriber.",
+            producers.started,
+        ),
+        (
+            "edgelive_stream_producers_restarted_total",
+            "Stream-handler producer restarts after a failure.",
+            producers.restarted,
+        ),
+        (
+            "edgelive_stream_producers_stopped_total",
+            "Stream-handler producers stopped (nobody watched, ended, or shutdown).",
+            producers.stopped,
+        ),
+    ] {
+        metric(name, "counter", help, value);
+    }
     metric(
         "edgelive_http_connections_refused_total",
         "counter",

@@ -30,6 +30,9 @@ pub struct ChannelKind {
     pub history: Option<HistoryPolicy>,
     /// A managed stream: fed by the push API, its last frame is the subscribe reply's data.
     pub managed: bool,
+    /// A stream handler's channel (`plugin/…`, `ds/…`): it authorizes subscribes and publishes
+    /// and a producer runs while someone watches.
+    pub handler: bool,
 }
 
 impl ChannelKind {
@@ -43,11 +46,13 @@ impl ChannelKind {
 #[derive(Debug, Clone, Default)]
 pub struct Router {
     history: Vec<HistoryRule>,
+    /// `scope/namespace` of every stream handler.
+    handlers: Vec<String>,
 }
 
 impl Router {
-    pub fn new(history: Vec<HistoryRule>) -> Router {
-        Router { history }
+    pub fn new(history: Vec<HistoryRule>, handlers: Vec<String>) -> Router {
+        Router { history, handlers }
     }
 
     /// Routes a channel; `Err` is the error a subscribe, publish or presence gets for it.
@@ -60,6 +65,7 @@ impl Router {
                 publish: Ok(()),
                 history: None,
                 managed: false,
+                handler: false,
             },
             // Managed streams are fed only by the push API.
             (Scope::Stream, _) => ChannelKind {
@@ -68,13 +74,37 @@ impl Router {
                 publish: Err(ErrorCode::PermissionDenied),
                 history: None,
                 managed: true,
+                handler: false,
             },
-            // Stream handlers (plugin/ds) arrive with their own issue; other grafana features
-            // and unknown scopes do not exist here.
+            // Stream handlers decide subscribes and publishes themselves.
+            (Scope::Plugin | Scope::Ds, ns) if self.has_handler(channel.scope(), ns) => {
+                ChannelKind {
+                    presence: false,
+                    join_leave: false,
+                    publish: Ok(()),
+                    history: None,
+                    managed: false,
+                    handler: true,
+                }
+            }
+            // Other grafana features, namespaces without a handler and unknown scopes do not
+            // exist here.
             _ => return Err(ErrorCode::UnknownChannel),
         };
         kind.history = self.history_for(channel.key());
         Ok(kind)
+    }
+
+    fn has_handler(&self, scope: Scope, namespace: &str) -> bool {
+        let scope = if scope == Scope::Plugin {
+            "plugin"
+        } else {
+            "ds"
+        };
+        self.handlers.iter().any(|h| {
+            h.split_once('/')
+                .is_some_and(|(s, n)| s == scope && n == namespace)
+        })
     }
 
     /// The first matching `[[history]]` rule, if it keeps anything.
@@ -108,7 +138,8 @@ mod tests {
     use crate::config::default_history;
 
     fn r(name: &str) -> Result<ChannelKind, ErrorCode> {
-        Router::new(default_history()).route(&Channel::parse(name, 1).unwrap())
+        Router::new(default_history(), crate::streams::namespaces())
+            .route(&Channel::parse(name, 1).unwrap())
     }
 
     #[test]
@@ -120,10 +151,9 @@ mod tests {
         let s = r("1/stream/s/m").unwrap();
         assert_eq!(s.publish, Err(ErrorCode::PermissionDenied));
         assert_eq!(s.history.unwrap().size, 1000);
-        assert_eq!(
-            r("plugin/testdata/random-2s-stream"),
-            Err(ErrorCode::UnknownChannel)
-        );
+        let t = r("plugin/testdata/random-2s-stream").unwrap();
+        assert!(t.handler && !t.is_stateful());
+        assert_eq!(r("plugin/other/x"), Err(ErrorCode::UnknownChannel));
         assert_eq!(r("ds/uid/x"), Err(ErrorCode::UnknownChannel));
         assert_eq!(r("grafana/dashboard/uid/x"), Err(ErrorCode::UnknownChannel));
         assert_eq!(r("watch/x/y"), Err(ErrorCode::UnknownChannel));
@@ -143,7 +173,7 @@ mod tests {
                 ttl: Duration::from_secs(1),
             },
         ];
-        let router = Router::new(rules);
+        let router = Router::new(rules, Vec::new());
         assert_eq!(router.history_for("stream/quiet/m"), None);
         assert_eq!(router.history_for("stream/loud/m").unwrap().size, 7);
         assert_eq!(router.pattern_of("stream/quiet/m"), Some("stream/quiet/*"));

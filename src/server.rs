@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use crate::hub::Hub;
 use crate::persist::Persist;
 use crate::settings::Settings;
+use crate::streams::Streams;
 
 /// State every request handler and connection shares.
 pub struct Shared {
@@ -32,6 +33,8 @@ pub struct Shared {
     /// Every task the server spawns, so shutdown can wait for them.
     pub tracker: TaskTracker,
     pub push_stats: PushStats,
+    /// Stream handlers and the producers running for their channels.
+    pub streams: Arc<Streams>,
     /// Sockets closed at accept because `max_pending_connections` HTTP connections were open.
     pub refused_connections: AtomicU64,
 }
@@ -81,7 +84,14 @@ impl Shared {
         persist: Persist,
         shutdown: CancellationToken,
     ) -> Arc<Shared> {
+        let streams = Streams::new(
+            hub.clone(),
+            persist.clone(),
+            settings.stream_timings,
+            shutdown.clone(),
+        );
         Arc::new(Shared {
+            streams,
             hub,
             persist,
             settings,

@@ -56,6 +56,8 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// How long a connection whose credentials expired may stay without a refresh (3005 after).
     pub expired_close_delay: Duration,
+    /// Stream handlers' producer lifecycle.
+    pub stream_timings: crate::streams::lifecycle::Timings,
 }
 
 #[derive(Debug, Clone)]
@@ -94,7 +96,7 @@ impl Settings {
             pong_timeout: live.pong_timeout,
             connect_timeout: live.connect_timeout,
             write_timeout: live.write_timeout,
-            router: Router::new(config.history_rules()),
+            router: Router::new(config.history_rules(), crate::streams::namespaces()),
             durability: config.storage.durability,
             max_read: config.storage.max_read,
             max_channels: config.storage.max_channels,
@@ -109,6 +111,12 @@ impl Settings {
             max_pending_connections: config.server.max_pending_connections,
             max_header_bytes: config.server.max_header_bytes,
             expired_close_delay: config.auth.expired_close_delay,
+            stream_timings: crate::streams::lifecycle::Timings {
+                grace_checks: config.streams.grace_checks,
+                check_every: config.streams.check_every,
+                backoff_min: config.streams.backoff_min,
+                backoff_max: config.streams.backoff_max,
+            },
         })
     }
 }

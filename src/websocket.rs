@@ -47,6 +47,7 @@ pub struct Conn {
     pub refuse: Option<Disconnect>,
     /// Who the upgrade request authenticated, if anyone.
     pub identity: Option<crate::auth::Identity>,
+    pub streams: Arc<crate::streams::Streams>,
 }
 
 pub async fn run<S>(ws: WebSocket<S>, conn: Conn)
@@ -69,6 +70,7 @@ where
         conn.hub.clone(),
         conn.settings.clone(),
         conn.persist.clone(),
+        conn.streams.clone(),
         conn.identity,
     );
     let peer_closed = {

@@ -158,7 +158,7 @@ async fn errors_carry_codes_and_messages_and_keep_the_connection() {
         (r#"{"id":3,"subscribe":{"channel":"stream/a[b/x"}}"#, 107),
         (r#"{"id":4,"subscribe":{"channel":"2/stream/a/x"}}"#, 107),
         (
-            r#"{"id":5,"subscribe":{"channel":"plugin/testdata/random-2s-stream"}}"#,
+            r#"{"id":5,"subscribe":{"channel":"plugin/testdata/no-such-stream"}}"#,
             102,
         ),
         (r#"{"id":6,"subscribe":{"channel":"ds/uid/x"}}"#, 102),

@@ -82,6 +82,8 @@ pub enum Request {
         sub: Subscriber,
         answer: crate::protocol::reply::SubscribeAnswer,
         recover: Option<Position>,
+        /// The subscribe reply's data when a stream handler gives it.
+        initial: Option<String>,
     },
     /// Leaving a channel; also sent by a session that ends, so never refused.
     Unsubscribe {

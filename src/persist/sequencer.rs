@@ -216,7 +216,8 @@ impl Sequencer {
                 sub,
                 answer,
                 recover,
-            } => self.subscribe(key, kind, sub, answer, recover),
+                initial,
+            } => self.subscribe(key, kind, sub, answer, recover, initial),
             Request::Unsubscribe {
                 key,
                 kind,
@@ -324,14 +325,17 @@ impl Sequencer {
         sub: Subscriber,
         answer: reply::SubscribeAnswer,
         recover: Option<Position>,
+        initial: Option<String>,
     ) {
         if sub.outbox.is_closing() {
             return;
         }
-        let initial = kind
-            .managed
-            .then(|| self.streams.initial_data(&key))
-            .flatten()
+        let initial = initial
+            .or_else(|| {
+                kind.managed
+                    .then(|| self.streams.initial_data(&key))
+                    .flatten()
+            })
             .and_then(|s| RawValue::from_string(s).ok());
         let msg = match kind.history {
             None => answer.result(&reply::SubscribeResult {

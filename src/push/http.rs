@@ -280,17 +280,49 @@ pub async fn list(shared: Arc<Shared>) -> Response<Body> {
     let Ok(items) = rx.await else {
         return push_error(&PushError::Storage);
     };
-    let mut out = String::from("{\"channels\":[");
-    for (i, l) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
+    // Managed streams, then stream-handler channels: those whose producer runs, and Grafana's
+    // four testdata channels, which Grafana always lists (with its advertised rates).
+    let mut entries: Vec<(String, String)> = items
+        .iter()
+        .map(|l| {
+            let mut e = String::from("{\"channel\":");
+            crate::frame::json_str(&mut e, &l.channel);
+            e.push_str(&format!(",\"minute_rate\":{},\"data\":", l.minute_rate));
+            e.push_str(&l.schema_only);
+            e.push('}');
+            (l.channel.clone(), e)
+        })
+        .collect();
+    let running = shared.streams.lifecycle.running();
+    let mut handled: Vec<(String, u32)> = crate::streams::testdata::LISTED
+        .iter()
+        .map(|(c, r)| (c.to_string(), *r))
+        .collect();
+    for r in &running {
+        if !handled.iter().any(|(c, _)| c == &**r) {
+            handled.push((r.to_string(), 0));
         }
-        out.push_str("{\"channel\":");
-        crate::frame::json_str(&mut out, &l.channel);
-        out.push_str(&format!(",\"minute_rate\":{},\"data\":", l.minute_rate));
-        out.push_str(&l.schema_only);
-        out.push('}');
     }
-    out.push_str("]}");
-    json(StatusCode::OK, out)
+    for (channel, rate) in handled {
+        let mut e = String::from("{\"channel\":");
+        crate::frame::json_str(&mut e, &channel);
+        let is_running = running.iter().any(|r| **r == *channel);
+        e.push_str(&format!(",\"minute_rate\":{rate},\"running\":{is_running}"));
+        let schema = Channel::parse_bare(&channel)
+            .ok()
+            .and_then(|c| Some((shared.streams.handler(&c)?, c)))
+            .and_then(|(h, c)| h.subscribe(c.path()).ok().flatten());
+        if let Some(s) = schema {
+            e.push_str(",\"data\":");
+            e.push_str(&s);
+        }
+        e.push('}');
+        entries.push((channel, e));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let body: Vec<String> = entries.into_iter().map(|(_, e)| e).collect();
+    json(
+        StatusCode::OK,
+        format!("{{\"channels\":[{}]}}", body.join(",")),
+    )
 }

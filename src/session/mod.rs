@@ -26,6 +26,8 @@ use crate::protocol::{split_frame, Command, Disconnect, ErrorCode, Method};
 use crate::ratelimit::{RateLimit, Verdict};
 use crate::routing::ChannelKind;
 use crate::settings::Settings;
+use crate::streams::{StreamHandler, Streams};
+use serde_json::value::RawValue;
 
 /// Version string sent in the connect reply.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -79,6 +81,8 @@ pub struct Session {
     upgraded_as: Option<Identity>,
     /// Set by a successful connect: the credentials in force.
     who: Option<Identity>,
+    /// Stream handlers and their producers (`plugin/…`, `ds/…`).
+    streams: Arc<Streams>,
     /// Set by a successful connect.
     info: Option<Arc<ClientInfo>>,
     /// Keyed by canonical channel name: `1/a/b/c` and `a/b/c` are one subscription.
@@ -93,6 +97,7 @@ impl Session {
         hub: Arc<Hub>,
         settings: Arc<Settings>,
         persist: Persist,
+        streams: Arc<Streams>,
         upgraded_as: Option<Identity>,
     ) -> Self {
         let limit = RateLimit::new(
@@ -106,6 +111,7 @@ impl Session {
             hub,
             settings,
             persist,
+            streams,
             upgraded_as,
             who: None,
             info: None,
@@ -233,6 +239,11 @@ impl Session {
         if self.subs.len() >= self.settings.client_channel_limit {
             return Err(ErrorCode::LimitExceeded.into());
         }
+        // A stream handler authorizes the subscribe and may give its initial data.
+        let initial = match kind.handler {
+            true => self.handler(&channel)?.subscribe(channel.path())?,
+            false => None,
+        };
         let info = self.info.clone().expect("connected");
         let sub = Subscriber {
             client: self.id,
@@ -247,20 +258,34 @@ impl Session {
                 sub,
                 answer,
                 recover,
+                initial,
             };
             if self.persist.submit(r).is_err() {
                 return Err(ErrorCode::TooManyRequests.into());
             }
-            self.subs.insert(key, Subscription { kind });
-            return Ok(());
+        } else {
+            let data = initial.and_then(|s| RawValue::from_string(s).ok());
+            let ok = answer.result(&reply::SubscribeResult {
+                data: data.as_deref(),
+                ..Default::default()
+            });
+            let outbox = &self.outbox;
+            self.hub.subscribe(&key, sub, || {
+                let _ = outbox.push(ok);
+            });
         }
-        let ok = answer.result(&reply::SubscribeResult::default());
-        let outbox = &self.outbox;
-        self.hub.subscribe(&key, sub, || {
-            let _ = outbox.push(ok);
-        });
+        if kind.handler {
+            self.streams.watch(&channel, kind.history);
+        }
         self.subs.insert(key, Subscription { kind });
         Ok(())
+    }
+
+    /// The stream handler of a channel routed to one.
+    fn handler(&self, channel: &Channel) -> Result<Arc<dyn StreamHandler>, Refused> {
+        self.streams
+            .handler(channel)
+            .ok_or_else(|| ErrorCode::UnknownChannel.into())
     }
 
     fn unsubscribe(&mut self, id: u32, req: ChannelRequest<'_>) -> Outcome {
@@ -287,6 +312,23 @@ impl Session {
         let (channel, kind) = self.channel(&req.channel)?;
         self.permit(Action::Publish, &channel)?;
         kind.publish?;
+        // A stream handler decides: refuse, accept silently, or publish what it returns.
+        let handled;
+        let data: &RawValue = if kind.handler {
+            match self.handler(&channel)?.publish(channel.path(), data)? {
+                None => {
+                    self.send(reply::reply(id, "publish", &reply::Empty {}));
+                    return Ok(());
+                }
+                Some(json) => {
+                    handled = RawValue::from_string(json)
+                        .map_err(|_| Refused::from(ErrorCode::Internal))?;
+                    &handled
+                }
+            }
+        } else {
+            data
+        };
         if kind.is_stateful() {
             let r = Request::Publish {
                 key: channel.key().clone(),

@@ -58,6 +58,12 @@ impl World {
             self.hub.clone(),
             self.settings.clone(),
             self.persist.clone(),
+            crate::streams::Streams::new(
+                self.hub.clone(),
+                self.persist.clone(),
+                Default::default(),
+                tokio_util::sync::CancellationToken::new(),
+            ),
             upgraded_as,
         );
         (s, outbox)
@@ -137,7 +143,7 @@ fn errors_are_replies_with_codes() {
     out(&o, 1);
     let cases: &[(&[u8], u32)] = &[
         (br#"{"id":2,"subscribe":{"channel":"bad channel/x/y"}}"#, 107),
-        (br#"{"id":3,"subscribe":{"channel":"plugin/testdata/random-2s-stream"}}"#, 102),
+        (br#"{"id":3,"subscribe":{"channel":"plugin/nope/random-2s-stream"}}"#, 102),
         (br#"{"id":4,"publish":{"channel":"stream/a/b","data":{}}}"#, 103),
         (br#"{"id":5,"history":{"channel":"grafana/broadcast/x","since":{"offset":1,"epoch":"other"}}}"#, 112),
         (br#"{"id":6,"rpc":{"method":"nope"}}"#, 104),

@@ -1,8 +1,10 @@
 //! One producer per channel while someone watches (design §8, Grafana's RunStream manager).
 //!
-//! The first subscriber starts the channel's producer; later ones share it. After the last one
-//! leaves, the producer keeps running through `grace_checks` checks `check_every` apart (Grafana:
-//! 3 × 5 s), and a re-check under the lock, so a page reload does not restart it. A producer that
+//! The first subscriber starts the channel's producer; later ones share it. Who watches is not
+//! counted here but asked of the hub (`Watchers`), as Grafana asks centrifuge, so no count can
+//! drift. After the last one leaves, the producer keeps running through `grace_checks` checks
+//! `check_every` apart (Grafana: 3 × 5 s), and a re-check under the lock, so a page reload
+//! does not restart it. A producer that
 //! fails is restarted after a backoff that doubles from `backoff_min` to `backoff_max`; one that
 //! ends cleanly is not, and `on_end` tells its subscribers to resubscribe.
 //!
@@ -22,6 +24,9 @@ pub type Run = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// Starts one run of a channel's producer; called again for each restart.
 pub type Start = Arc<dyn Fn(CancellationToken) -> Run + Send + Sync>;
+
+/// How many subscribers a channel has now.
+pub type Watchers = Arc<dyn Fn(&str) -> usize + Send + Sync>;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timings {
@@ -51,7 +56,9 @@ pub struct Counts {
 }
 
 struct Entry {
-    subscribers: usize,
+    /// A subscriber arrived since the last idle check (it may not be in the hub yet when its
+    /// subscribe goes through the storage thread).
+    touched: bool,
 }
 
 #[derive(Default)]
@@ -65,14 +72,20 @@ pub struct Lifecycle {
     timings: Timings,
     /// Parent of every producer's token: shutdown stops them all.
     shutdown: CancellationToken,
+    watchers: Watchers,
 }
 
 impl Lifecycle {
-    pub fn new(timings: Timings, shutdown: CancellationToken) -> Arc<Lifecycle> {
+    pub fn new(
+        timings: Timings,
+        shutdown: CancellationToken,
+        watchers: Watchers,
+    ) -> Arc<Lifecycle> {
         Arc::new(Lifecycle {
             state: Mutex::new(State::default()),
             timings,
             shutdown,
+            watchers,
         })
     }
 
@@ -82,7 +95,7 @@ impl Lifecycle {
 
     /// A subscriber arrived on `key`: starts its producer unless one runs. `on_end` runs when the
     /// producer ends cleanly (its subscribers should resubscribe). Must be called on a runtime.
-    pub fn acquire(
+    pub fn ensure(
         self: &Arc<Self>,
         key: &Arc<str>,
         start: Start,
@@ -90,21 +103,14 @@ impl Lifecycle {
     ) {
         let mut st = self.lock();
         if let Some(e) = st.channels.get_mut(key) {
-            e.subscribers += 1;
+            e.touched = true;
             return;
         }
         let cancel = self.shutdown.child_token();
-        st.channels.insert(key.clone(), Entry { subscribers: 1 });
+        st.channels.insert(key.clone(), Entry { touched: true });
         st.counts.started += 1;
         drop(st);
         tokio::spawn(self.clone().supervise(key.clone(), start, cancel, on_end));
-    }
-
-    /// A subscriber left `key`.
-    pub fn release(&self, key: &str) {
-        if let Some(e) = self.lock().channels.get_mut(key) {
-            e.subscribers = e.subscribers.saturating_sub(1);
-        }
     }
 
     /// Channels whose producer runs, sorted.
@@ -118,8 +124,14 @@ impl Lifecycle {
         self.lock().counts
     }
 
-    fn subscribers(&self, key: &str) -> usize {
-        self.lock().channels.get(key).map_or(0, |e| e.subscribers)
+    /// Whether anyone watches `key`, or arrived since the last check.
+    fn watched(&self, key: &str) -> bool {
+        let touched = self
+            .lock()
+            .channels
+            .get_mut(key)
+            .is_some_and(|e| std::mem::take(&mut e.touched));
+        touched || (self.watchers)(key) > 0
     }
 
     /// Runs the producer, restarts it on failure, and stops it once nobody has watched for the
@@ -175,7 +187,7 @@ impl Lifecycle {
                 }
                 _ = tokio::time::sleep_until(next_check) => {
                     next_check += t.check_every;
-                    if self.subscribers(&key) > 0 {
+                    if self.watched(&key) {
                         idle_checks = 0;
                         continue;
                     }
@@ -194,7 +206,7 @@ impl Lifecycle {
     /// The re-check: under the lock, removes the channel only if still nobody watches.
     fn stop_if_idle(&self, key: &str, cancel: &CancellationToken) -> bool {
         let mut st = self.lock();
-        if st.channels.get(key).is_some_and(|e| e.subscribers > 0) {
+        if st.channels.get(key).is_some_and(|e| e.touched) || (self.watchers)(key) > 0 {
             return false;
         }
         st.channels.remove(key);
@@ -218,6 +230,23 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::time::{advance, Instant};
 
+    /// Subscriber counts the tests set by hand.
+    #[derive(Default)]
+    struct Hub(Mutex<HashMap<String, usize>>);
+
+    impl Hub {
+        fn set(&self, key: &str, n: usize) {
+            self.0.lock().unwrap().insert(key.to_owned(), n);
+        }
+    }
+
+    fn lifecycle(shutdown: CancellationToken) -> (Arc<Lifecycle>, Arc<Hub>) {
+        let hub = Arc::new(Hub::default());
+        let h = hub.clone();
+        let watchers: Watchers = Arc::new(move |k| *h.0.lock().unwrap().get(k).unwrap_or(&0));
+        (Lifecycle::new(Timings::default(), shutdown, watchers), hub)
+    }
+
     /// A producer that runs until cancelled, counting its starts.
     fn forever(starts: Arc<AtomicUsize>) -> Start {
         Arc::new(move |cancel: CancellationToken| {
@@ -237,29 +266,30 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn one_producer_per_channel_kept_through_the_grace_period() {
-        let lc = Lifecycle::new(Timings::default(), CancellationToken::new());
+        let (lc, hub) = lifecycle(CancellationToken::new());
         let starts = Arc::new(AtomicUsize::new(0));
         let key: Arc<str> = Arc::from("plugin/testdata/x");
-        lc.acquire(&key, forever(starts.clone()), || {});
-        lc.acquire(&key, forever(starts.clone()), || {});
+        hub.set(&key, 2);
+        lc.ensure(&key, forever(starts.clone()), || {});
+        lc.ensure(&key, forever(starts.clone()), || {});
         settle().await;
         assert_eq!(
             starts.load(Ordering::SeqCst),
             1,
             "the second subscriber shares it"
         );
-        lc.release(&key);
-        lc.release(&key);
+        hub.set(&key, 0);
         // A reload: back within the grace period, the same producer goes on.
         advance(Duration::from_secs(12)).await;
         settle().await;
-        lc.acquire(&key, forever(starts.clone()), || {});
+        hub.set(&key, 1);
+        lc.ensure(&key, forever(starts.clone()), || {});
         advance(Duration::from_secs(30)).await;
         settle().await;
         assert_eq!(lc.running(), vec![key.clone()]);
         assert_eq!(starts.load(Ordering::SeqCst), 1);
         // Gone for good: stopped after three idle checks 5 s apart.
-        lc.release(&key);
+        hub.set(&key, 0);
         let left = Instant::now();
         while !lc.running().is_empty() {
             advance(Duration::from_secs(1)).await;
@@ -272,7 +302,8 @@ mod tests {
         );
         assert_eq!(lc.counts().stopped, 1);
         // The next subscriber starts a new one.
-        lc.acquire(&key, forever(starts.clone()), || {});
+        hub.set(&key, 1);
+        lc.ensure(&key, forever(starts.clone()), || {});
         settle().await;
         assert_eq!(starts.load(Ordering::SeqCst), 2);
         assert_eq!(lc.counts().started, 2);
@@ -280,7 +311,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failing_producer_is_restarted_with_doubling_backoff() {
-        let lc = Lifecycle::new(Timings::default(), CancellationToken::new());
+        let (lc, _hub) = lifecycle(CancellationToken::new());
         let at = Arc::new(Mutex::new(Vec::new()));
         let t0 = Instant::now();
         let log = at.clone();
@@ -289,7 +320,7 @@ mod tests {
             Box::pin(async { Err("sensor unplugged".to_string()) })
         });
         let key: Arc<str> = Arc::from("plugin/x/y");
-        lc.acquire(&key, start, || {});
+        lc.ensure(&key, start, || {});
         for _ in 0..200 {
             advance(Duration::from_millis(100)).await;
             settle().await;
@@ -308,7 +339,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_producer_that_ends_cleanly_is_not_restarted_and_says_so() {
-        let lc = Lifecycle::new(Timings::default(), CancellationToken::new());
+        let (lc, _hub) = lifecycle(CancellationToken::new());
         let starts = Arc::new(AtomicUsize::new(0));
         let s = starts.clone();
         let start: Start = Arc::new(move |_| {
@@ -318,7 +349,7 @@ mod tests {
         let ended = Arc::new(AtomicUsize::new(0));
         let e = ended.clone();
         let key: Arc<str> = Arc::from("plugin/x/done");
-        lc.acquire(&key, start, move || {
+        lc.ensure(&key, start, move || {
             e.fetch_add(1, Ordering::SeqCst);
         });
         advance(Duration::from_secs(30)).await;
@@ -331,10 +362,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_stops_every_producer() {
         let shutdown = CancellationToken::new();
-        let lc = Lifecycle::new(Timings::default(), shutdown.clone());
+        let (lc, _hub) = lifecycle(shutdown.clone());
         let starts = Arc::new(AtomicUsize::new(0));
         for k in ["plugin/a/1", "plugin/a/2"] {
-            lc.acquire(&Arc::from(k), forever(starts.clone()), || {});
+            lc.ensure(&Arc::from(k), forever(starts.clone()), || {});
         }
         settle().await;
         assert_eq!(lc.running().len(), 2);

@@ -1,4 +1,154 @@
-//! Stream handlers (design §8): producers for `plugin/…` and `ds/…` channels that run while
-//! someone watches.
+//! Stream handlers (design §8): producers for `plugin/<id>/<path>` and `ds/<uid>/<path>`
+//! channels that run while someone watches, with Grafana's three moments: authorize a
+//! subscribe (and give its initial data), run the producer, authorize or handle a publish.
+//!
+//! A producer publishes through `Sender`, the same path as client publishes: straight to the
+//! hub, or through the storage thread when the channel keeps history, so recovery applies.
 
 pub mod lifecycle;
+pub mod testdata;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::{Channel, Scope};
+use crate::hub::Hub;
+use crate::persist::{Ack, Persist, Request};
+use crate::protocol::reply::{self, Publication};
+use crate::protocol::ErrorCode;
+use crate::routing::HistoryPolicy;
+use lifecycle::{Lifecycle, Run, Timings};
+
+/// A handler for one namespace (`plugin/testdata`, a configured exec handler, …).
+pub trait StreamHandler: Send + Sync {
+    /// May a client subscribe to `path`? `Ok(Some(json))` is the subscribe reply's `data`
+    /// (for frames, the schema).
+    fn subscribe(&self, path: &str) -> Result<Option<String>, ErrorCode>;
+
+    /// One run of the producer of `path`, until `cancel` or its own end (`Ok`) or failure.
+    fn run(&self, path: &str, out: Sender, cancel: CancellationToken) -> Run;
+
+    /// A client publish: `Ok(Some(json))` is broadcast, `Ok(None)` is accepted without a
+    /// broadcast, `Err` refuses it.
+    fn publish(&self, path: &str, data: &RawValue) -> Result<Option<String>, ErrorCode>;
+}
+
+/// Where a producer's publications go.
+#[derive(Clone)]
+pub struct Sender {
+    key: Arc<str>,
+    hub: Arc<Hub>,
+    persist: Persist,
+    history: Option<HistoryPolicy>,
+}
+
+impl Sender {
+    /// Publishes one JSON document on the channel. Not valid JSON, or a full storage queue,
+    /// is an error the producer sees (a failing producer is restarted with backoff).
+    pub fn send(&self, json: String) -> Result<(), String> {
+        let data = RawValue::from_string(json).map_err(|e| format!("not JSON: {e}"))?;
+        match self.history {
+            None => {
+                self.hub.broadcast(&self.key, |name| {
+                    reply::publication(
+                        name,
+                        Publication {
+                            data: &data,
+                            info: None,
+                            offset: 0,
+                        },
+                    )
+                });
+                Ok(())
+            }
+            Some(policy) => self
+                .persist
+                .submit(Request::Publish {
+                    key: self.key.clone(),
+                    policy: Some(policy),
+                    data,
+                    info: None,
+                    ack: Ack::Discard,
+                })
+                .map_err(|_| "storage queue full".to_owned()),
+        }
+    }
+}
+
+/// The handlers by namespace, and the producers' lifecycle.
+pub struct Streams {
+    handlers: HashMap<String, Arc<dyn StreamHandler>>,
+    pub lifecycle: Arc<Lifecycle>,
+    hub: Arc<Hub>,
+    persist: Persist,
+}
+
+/// The namespaces with a handler, as `scope/namespace` (for routing).
+pub fn namespaces() -> Vec<String> {
+    vec!["plugin/testdata".to_owned()]
+}
+
+impl Streams {
+    pub fn new(
+        hub: Arc<Hub>,
+        persist: Persist,
+        timings: Timings,
+        shutdown: CancellationToken,
+    ) -> Arc<Streams> {
+        let mut handlers: HashMap<String, Arc<dyn StreamHandler>> = HashMap::new();
+        handlers.insert("plugin/testdata".into(), Arc::new(testdata::TestData));
+        let counted = hub.clone();
+        let watchers: lifecycle::Watchers = Arc::new(move |key| counted.num_subscribers(key));
+        Arc::new(Streams {
+            handlers,
+            lifecycle: Lifecycle::new(timings, shutdown, watchers),
+            hub,
+            persist,
+        })
+    }
+
+    /// The handler of a `plugin/…` or `ds/…` channel.
+    pub fn handler(&self, channel: &Channel) -> Option<Arc<dyn StreamHandler>> {
+        let scope = match channel.scope() {
+            Scope::Plugin => "plugin",
+            Scope::Ds => "ds",
+            _ => return None,
+        };
+        self.handlers
+            .get(&format!("{scope}/{}", channel.namespace()))
+            .cloned()
+    }
+
+    /// A subscriber arrived (call it after the hub has it, or after handing its subscribe to
+    /// the storage thread): runs the channel's producer unless it runs already. When the
+    /// producer ends on its own, its subscribers get an unsubscribe push with a code that makes
+    /// clients resubscribe.
+    pub fn watch(&self, channel: &Channel, history: Option<HistoryPolicy>) {
+        let Some(handler) = self.handler(channel) else {
+            return;
+        };
+        let key = channel.key().clone();
+        let path: Arc<str> = Arc::from(channel.path());
+        let sender = Sender {
+            key: key.clone(),
+            hub: self.hub.clone(),
+            persist: self.persist.clone(),
+            history,
+        };
+        let start: lifecycle::Start =
+            Arc::new(move |cancel| handler.run(&path, sender.clone(), cancel));
+        let hub = self.hub.clone();
+        let ended = key.clone();
+        self.lifecycle.ensure(&key, start, move || {
+            hub.end_channel(&ended, |name| {
+                reply::unsubscribe(name, STREAM_ENDED, "stream ended")
+            });
+        });
+    }
+}
+
+/// Unsubscribe code for a producer that ended: ≥ 2500, so clients resubscribe.
+pub const STREAM_ENDED: u32 = 2500;
