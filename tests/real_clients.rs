@@ -253,3 +253,26 @@ fn official_clients_authenticate_refresh_and_are_refused_as_they_should() {
         );
     }
 }
+
+/// centrifuge-js + Grafana's StreamingDataFrame on `random-20Hz-stream`: the schema from the
+/// subscribe reply, then about 20 appended rows per second.
+#[test]
+fn centrifuge_js_receives_about_20_frames_a_second_from_the_testdata_stream() {
+    ensure_node_packages();
+    let d = Daemon::start(&[]);
+    let out = Command::new("node")
+        .arg("js/testdata.mjs")
+        .env("EDGELIVE_URL", d.ws_url())
+        .current_dir(clients_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("ok testdata"),
+        "testdata.mjs failed ({}):\n{stdout}\n{}\n--- daemon log ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        d.log_text()
+    );
+}
