@@ -84,7 +84,7 @@ async function pubSubPresenceJoinLeave() {
 
   // Errors reach the caller with code and message.
   await assert.rejects(a.publish('stream/s/m', { x: 1 }), (e) => e.code === 103 && !!e.message);
-  const bad = a.newSubscription('plugin/testdata/random-2s-stream');
+  const bad = a.newSubscription('plugin/testdata/no-such-stream');
   const err = waitFor(bad, 'unsubscribed');
   bad.subscribe();
   assert.equal((await err).code, 102);
