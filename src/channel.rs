@@ -119,6 +119,11 @@ impl Channel {
         }
     }
 
+    /// `scope/namespace`, the part a stream handler is registered under.
+    pub fn scope_namespace(&self) -> &str {
+        &self.key[..self.path_start - 1]
+    }
+
     pub fn namespace(&self) -> &str {
         &self.key[self.ns_start..self.path_start - 1]
     }

@@ -495,8 +495,7 @@ impl Config {
             problems.push("[storage] max_read and max_channels must be at least 1".into());
         }
         for (i, rule) in self.history_rules().iter().enumerate() {
-            let channel_char = |c: char| c.is_ascii_alphanumeric() || "_-./=*?".contains(c);
-            if rule.pattern.is_empty() || !rule.pattern.chars().all(channel_char) {
+            if !crate::glob::can_match_a_channel(&rule.pattern) {
                 problems.push(format!(
                     "[[history]] #{}: pattern {:?} cannot match a channel name",
                     i + 1,

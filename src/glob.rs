@@ -24,6 +24,15 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     pattern[p..].iter().all(|&b| b == b'*')
 }
 
+/// Whether a config pattern (`[[history]]`, `[[auth.rules]]`) could match a channel name at
+/// all: not empty, and only channel characters and wildcards.
+pub fn can_match_a_channel(pattern: &str) -> bool {
+    !pattern.is_empty()
+        && pattern
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./=*?".contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::glob;

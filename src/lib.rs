@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod channel;
+pub mod clock;
 pub mod config;
 pub mod frame;
 pub mod glob;

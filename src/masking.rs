@@ -10,8 +10,17 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The message of the error an unmasked frame raises.
-pub const UNMASKED: &str = "unmasked client frame";
+/// The error (inside an `io::Error`) an unmasked frame raises.
+#[derive(Debug, thiserror::Error)]
+#[error("unmasked client frame")]
+pub struct Unmasked;
+
+impl Unmasked {
+    /// Whether a read error is this one.
+    pub fn caused(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<Unmasked>())
+    }
+}
 
 /// Where the byte stream is: inside a frame header (bytes so far), or inside a payload.
 #[derive(Debug)]
@@ -103,7 +112,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for MaskCheck<S> {
                 if this.scan(&buf.filled()[before..]) {
                     Poll::Ready(Ok(()))
                 } else {
-                    Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, UNMASKED)))
+                    Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, Unmasked)))
                 }
             }
             other => other,

@@ -69,7 +69,7 @@ pub fn render(shared: &Shared) -> String {
         "edgelive_stream_producers_running",
         "gauge",
         "Stream-handler producers running now (one per watched plugin/ds channel).",
-        shared.streams.lifecycle.running().len() as u64,
+        shared.streams.lifecycle.num_running() as u64,
     );
     for (name, help, value) in [
         (

@@ -77,7 +77,9 @@ impl Router {
                 handler: false,
             },
             // Stream handlers decide subscribes and publishes themselves.
-            (Scope::Plugin | Scope::Ds, ns) if self.has_handler(channel.scope(), ns) => {
+            (Scope::Plugin | Scope::Ds, _)
+                if self.handlers.iter().any(|h| h == channel.scope_namespace()) =>
+            {
                 ChannelKind {
                     presence: false,
                     join_leave: false,
@@ -93,18 +95,6 @@ impl Router {
         };
         kind.history = self.history_for(channel.key());
         Ok(kind)
-    }
-
-    fn has_handler(&self, scope: Scope, namespace: &str) -> bool {
-        let scope = if scope == Scope::Plugin {
-            "plugin"
-        } else {
-            "ds"
-        };
-        self.handlers.iter().any(|h| {
-            h.split_once('/')
-                .is_some_and(|(s, n)| s == scope && n == namespace)
-        })
     }
 
     /// The first matching `[[history]]` rule, if it keeps anything.

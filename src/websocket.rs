@@ -22,6 +22,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::clock::now_ms;
 use crate::hub::{ClientId, Hub};
 use crate::masking::MaskCheck;
 use crate::outbox::Outbox;
@@ -256,7 +257,7 @@ where
 /// The close code a read error deserves; `None` when the stream is simply gone.
 pub(crate) fn close_for_error(e: &WebSocketError) -> Option<Disconnect> {
     match e {
-        WebSocketError::IoError(io) if io.to_string() == crate::masking::UNMASKED => {
+        WebSocketError::IoError(io) if crate::masking::Unmasked::caused(io) => {
             Some(Disconnect::PROTOCOL_ERROR)
         }
         WebSocketError::FrameTooLarge => Some(Disconnect::MESSAGE_TOO_BIG),
@@ -355,12 +356,6 @@ async fn write_loop<S: AsyncWrite + Unpin>(
             }
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Writes every queued message, several per frame joined by `\n`.

@@ -111,8 +111,7 @@ impl AuthConfig {
         }
         for (i, r) in self.rules.iter().enumerate() {
             let n = i + 1;
-            let ok = |c: char| c.is_ascii_alphanumeric() || "_-./=*?".contains(c);
-            if r.pattern.is_empty() || !r.pattern.chars().all(ok) {
+            if !crate::glob::can_match_a_channel(&r.pattern) {
                 problems.push(format!(
                     "[[auth.rules]] #{n}: pattern {:?} cannot match a channel name",
                     r.pattern

@@ -240,9 +240,13 @@ impl Session {
             return Err(ErrorCode::LimitExceeded.into());
         }
         // A stream handler authorizes the subscribe and may give its initial data.
-        let initial = match kind.handler {
-            true => self.handler(&channel)?.subscribe(channel.path())?,
+        let handler = match kind.handler {
+            true => Some(self.handler(&channel)?),
             false => None,
+        };
+        let initial = match &handler {
+            Some(h) => h.subscribe(channel.path())?,
+            None => None,
         };
         let info = self.info.clone().expect("connected");
         let sub = Subscriber {
@@ -274,8 +278,8 @@ impl Session {
                 let _ = outbox.push(ok);
             });
         }
-        if kind.handler {
-            self.streams.watch(&channel, kind.history);
+        if let Some(h) = handler {
+            self.streams.watch(&channel, h, kind.history);
         }
         self.subs.insert(key, Subscription { kind });
         Ok(())

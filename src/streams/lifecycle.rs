@@ -25,6 +25,9 @@ pub type Run = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 /// Starts one run of a channel's producer; called again for each restart.
 pub type Start = Arc<dyn Fn(CancellationToken) -> Run + Send + Sync>;
 
+/// Runs once when a producer ends on its own.
+pub type OnEnd = Box<dyn FnOnce() + Send>;
+
 /// How many subscribers a channel has now.
 pub type Watchers = Arc<dyn Fn(&str) -> usize + Send + Sync>;
 
@@ -93,24 +96,26 @@ impl Lifecycle {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A subscriber arrived on `key`: starts its producer unless one runs. `on_end` runs when the
-    /// producer ends cleanly (its subscribers should resubscribe). Must be called on a runtime.
-    pub fn ensure(
-        self: &Arc<Self>,
-        key: &Arc<str>,
-        start: Start,
-        on_end: impl FnOnce() + Send + 'static,
-    ) {
+    /// A subscriber arrived on `key`: starts its producer unless one runs. `setup` is called
+    /// only to start one: how to run it, and what to do when it ends cleanly (its subscribers
+    /// should resubscribe). Must be called on a runtime.
+    pub fn ensure(self: &Arc<Self>, key: &Arc<str>, setup: impl FnOnce() -> (Start, OnEnd)) {
         let mut st = self.lock();
         if let Some(e) = st.channels.get_mut(key) {
             e.touched = true;
             return;
         }
+        let (start, on_end) = setup();
         let cancel = self.shutdown.child_token();
         st.channels.insert(key.clone(), Entry { touched: true });
         st.counts.started += 1;
         drop(st);
         tokio::spawn(self.clone().supervise(key.clone(), start, cancel, on_end));
+    }
+
+    /// How many producers run.
+    pub fn num_running(&self) -> usize {
+        self.lock().channels.len()
     }
 
     /// Channels whose producer runs, sorted.
@@ -141,7 +146,7 @@ impl Lifecycle {
         key: Arc<str>,
         start: Start,
         cancel: CancellationToken,
-        on_end: impl FnOnce(),
+        on_end: OnEnd,
     ) {
         let t = self.timings;
         let mut backoff = t.backoff_min;
@@ -270,8 +275,8 @@ mod tests {
         let starts = Arc::new(AtomicUsize::new(0));
         let key: Arc<str> = Arc::from("plugin/testdata/x");
         hub.set(&key, 2);
-        lc.ensure(&key, forever(starts.clone()), || {});
-        lc.ensure(&key, forever(starts.clone()), || {});
+        lc.ensure(&key, || (forever(starts.clone()), Box::new(|| {})));
+        lc.ensure(&key, || (forever(starts.clone()), Box::new(|| {})));
         settle().await;
         assert_eq!(
             starts.load(Ordering::SeqCst),
@@ -283,7 +288,7 @@ mod tests {
         advance(Duration::from_secs(12)).await;
         settle().await;
         hub.set(&key, 1);
-        lc.ensure(&key, forever(starts.clone()), || {});
+        lc.ensure(&key, || (forever(starts.clone()), Box::new(|| {})));
         advance(Duration::from_secs(30)).await;
         settle().await;
         assert_eq!(lc.running(), vec![key.clone()]);
@@ -303,7 +308,7 @@ mod tests {
         assert_eq!(lc.counts().stopped, 1);
         // The next subscriber starts a new one.
         hub.set(&key, 1);
-        lc.ensure(&key, forever(starts.clone()), || {});
+        lc.ensure(&key, || (forever(starts.clone()), Box::new(|| {})));
         settle().await;
         assert_eq!(starts.load(Ordering::SeqCst), 2);
         assert_eq!(lc.counts().started, 2);
@@ -320,7 +325,7 @@ mod tests {
             Box::pin(async { Err("sensor unplugged".to_string()) })
         });
         let key: Arc<str> = Arc::from("plugin/x/y");
-        lc.ensure(&key, start, || {});
+        lc.ensure(&key, || (start, Box::new(|| {})));
         for _ in 0..200 {
             advance(Duration::from_millis(100)).await;
             settle().await;
@@ -349,9 +354,10 @@ mod tests {
         let ended = Arc::new(AtomicUsize::new(0));
         let e = ended.clone();
         let key: Arc<str> = Arc::from("plugin/x/done");
-        lc.ensure(&key, start, move || {
+        let on_end: OnEnd = Box::new(move || {
             e.fetch_add(1, Ordering::SeqCst);
         });
+        lc.ensure(&key, || (start, on_end));
         advance(Duration::from_secs(30)).await;
         settle().await;
         assert_eq!(starts.load(Ordering::SeqCst), 1);
@@ -365,7 +371,7 @@ mod tests {
         let (lc, _hub) = lifecycle(shutdown.clone());
         let starts = Arc::new(AtomicUsize::new(0));
         for k in ["plugin/a/1", "plugin/a/2"] {
-            lc.ensure(&Arc::from(k), forever(starts.clone()), || {});
+            lc.ensure(&Arc::from(k), || (forever(starts.clone()), Box::new(|| {})));
         }
         settle().await;
         assert_eq!(lc.running().len(), 2);

@@ -86,9 +86,16 @@ pub struct Streams {
     persist: Persist,
 }
 
+/// The built-in handlers by `scope/namespace`: the one list routing and `Streams` share.
+fn builtin() -> HashMap<String, Arc<dyn StreamHandler>> {
+    let mut handlers: HashMap<String, Arc<dyn StreamHandler>> = HashMap::new();
+    handlers.insert("plugin/testdata".into(), Arc::new(testdata::TestData));
+    handlers
+}
+
 /// The namespaces with a handler, as `scope/namespace` (for routing).
 pub fn namespaces() -> Vec<String> {
-    vec!["plugin/testdata".to_owned()]
+    builtin().into_keys().collect()
 }
 
 impl Streams {
@@ -98,8 +105,7 @@ impl Streams {
         timings: Timings,
         shutdown: CancellationToken,
     ) -> Arc<Streams> {
-        let mut handlers: HashMap<String, Arc<dyn StreamHandler>> = HashMap::new();
-        handlers.insert("plugin/testdata".into(), Arc::new(testdata::TestData));
+        let handlers = builtin();
         let counted = hub.clone();
         let watchers: lifecycle::Watchers = Arc::new(move |key| counted.num_subscribers(key));
         Arc::new(Streams {
@@ -112,40 +118,40 @@ impl Streams {
 
     /// The handler of a `plugin/…` or `ds/…` channel.
     pub fn handler(&self, channel: &Channel) -> Option<Arc<dyn StreamHandler>> {
-        let scope = match channel.scope() {
-            Scope::Plugin => "plugin",
-            Scope::Ds => "ds",
-            _ => return None,
-        };
-        self.handlers
-            .get(&format!("{scope}/{}", channel.namespace()))
-            .cloned()
+        match channel.scope() {
+            Scope::Plugin | Scope::Ds => self.handlers.get(channel.scope_namespace()).cloned(),
+            _ => None,
+        }
     }
 
     /// A subscriber arrived (call it after the hub has it, or after handing its subscribe to
     /// the storage thread): runs the channel's producer unless it runs already. When the
     /// producer ends on its own, its subscribers get an unsubscribe push with a code that makes
     /// clients resubscribe.
-    pub fn watch(&self, channel: &Channel, history: Option<HistoryPolicy>) {
-        let Some(handler) = self.handler(channel) else {
-            return;
-        };
-        let key = channel.key().clone();
-        let path: Arc<str> = Arc::from(channel.path());
-        let sender = Sender {
-            key: key.clone(),
-            hub: self.hub.clone(),
-            persist: self.persist.clone(),
-            history,
-        };
-        let start: lifecycle::Start =
-            Arc::new(move |cancel| handler.run(&path, sender.clone(), cancel));
-        let hub = self.hub.clone();
-        let ended = key.clone();
-        self.lifecycle.ensure(&key, start, move || {
-            hub.end_channel(&ended, |name| {
-                reply::unsubscribe(name, STREAM_ENDED, "stream ended")
+    pub fn watch(
+        &self,
+        channel: &Channel,
+        handler: Arc<dyn StreamHandler>,
+        history: Option<HistoryPolicy>,
+    ) {
+        let key = channel.key();
+        self.lifecycle.ensure(key, || {
+            let path: Arc<str> = Arc::from(channel.path());
+            let sender = Sender {
+                key: key.clone(),
+                hub: self.hub.clone(),
+                persist: self.persist.clone(),
+                history,
+            };
+            let start: lifecycle::Start =
+                Arc::new(move |cancel| handler.run(&path, sender.clone(), cancel));
+            let (hub, ended) = (self.hub.clone(), key.clone());
+            let on_end: lifecycle::OnEnd = Box::new(move || {
+                hub.end_channel(&ended, |name| {
+                    reply::unsubscribe(name, STREAM_ENDED, "stream ended")
+                });
             });
+            (start, on_end)
         });
     }
 }
