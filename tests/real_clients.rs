@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -86,61 +87,63 @@ fn daemons() -> (Daemon, Daemon) {
     (main, limited)
 }
 
-fn run_client(mut cmd: Command, what: &str, main: &Daemon, limited: &Daemon) {
-    cmd.env("EDGELIVE_URL", main.ws_url())
-        .env("EDGELIVE_LIMITED_URL", limited.ws_url())
-        .current_dir(clients_dir());
-    let out = cmd
+/// Runs a client script from `tests/clients` with `env`; it must exit 0 and print `done`.
+/// `d` is the daemon whose log goes into the failure message.
+fn run_script(
+    program: impl AsRef<OsStr>,
+    script: &str,
+    env: &[(&str, String)],
+    done: &str,
+    d: &Daemon,
+) {
+    let out = Command::new(program)
+        .arg(script)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(clients_dir())
         .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+        .unwrap_or_else(|e| panic!("{script}: cannot start: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
     assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{stdout}\n{}\n--- daemon log ---\n{}",
+        out.status.success() && stdout.contains(done),
+        "{script} failed or did not print {done:?} ({}):\n{stdout}\n{}\n--- daemon log ---\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr),
-        main.log_text()
+        d.log_text()
     );
-    assert!(
-        stdout.contains("ok 3504"),
-        "{what} did not finish: {stdout}"
-    );
+}
+
+/// The core scripts get a daemon pinging every second and one limited to one connection.
+fn run_core(program: impl AsRef<OsStr>, script: &str) {
+    let (main, limited) = daemons();
+    let env = [
+        ("EDGELIVE_URL", main.ws_url()),
+        ("EDGELIVE_LIMITED_URL", limited.ws_url()),
+    ];
+    run_script(program, script, &env, "ok 3504", &main);
 }
 
 #[test]
 fn centrifuge_js_pub_sub_presence_join_leave_and_terminal_limit() {
     ensure_node_packages();
-    let (main, limited) = daemons();
-    let mut cmd = Command::new("node");
-    cmd.arg("js/core.mjs");
-    run_client(cmd, "centrifuge-js", &main, &limited);
+    run_core("node", "js/core.mjs");
 }
 
 #[test]
 fn centrifuge_python_pub_sub_presence_join_leave_and_terminal_limit() {
-    let python = ensure_python_venv();
-    let (main, limited) = daemons();
-    let mut cmd = Command::new(python);
-    cmd.arg("py/core.py");
-    run_client(cmd, "centrifuge-python", &main, &limited);
+    run_core(ensure_python_venv(), "py/core.py");
 }
 
 #[test]
 fn centrifuge_python_history_limit_since_reverse() {
     let python = ensure_python_venv();
     let d = Daemon::start(&[]);
-    let out = Command::new(python)
-        .arg("py/history.py")
-        .env("EDGELIVE_URL", d.ws_url())
-        .current_dir(clients_dir())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("ok history"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_script(
+        python,
+        "py/history.py",
+        &[("EDGELIVE_URL", d.ws_url())],
+        "ok history",
+        &d,
     );
 }
 
@@ -193,21 +196,11 @@ fn centrifuge_js_recovers_across_reconnect_restart_and_sigkill() {
 fn grafana_streaming_data_frame_decodes_pushed_frames_across_a_schema_change_and_a_late_join() {
     ensure_node_packages();
     let d = Daemon::start(&[]);
-    let out = Command::new("node")
-        .arg("js/frames.mjs")
-        .env("EDGELIVE_URL", d.ws_url())
-        .env("EDGELIVE_HTTP", d.http_url())
-        .current_dir(clients_dir())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("ok frames"),
-        "frames.mjs failed ({}):\n{stdout}\n{}\n--- daemon log ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        d.log_text()
-    );
+    let env = [
+        ("EDGELIVE_URL", d.ws_url()),
+        ("EDGELIVE_HTTP", d.http_url()),
+    ];
+    run_script("node", "js/frames.mjs", &env, "ok frames", &d);
 }
 
 /// Connection JWTs and API tokens with both official clients: refresh through getToken /
@@ -222,36 +215,21 @@ fn official_clients_authenticate_refresh_and_are_refused_as_they_should() {
     const ADMIN: &str = "real-client-admin-token-01";
     let d = Daemon::start_with_config(
         &format!(
-            "[auth]\njwt_hmac_secret = \"{SECRET}\"\nexpired_close_delay = \"1s\"\n\
+            "[auth]\njwt_hmac_secret = \"{SECRET}\"\nexpired_close_delay = \"2s\"\n\
              [[auth.tokens]]\nname = \"viewer\"\nrole = \"viewer\"\ntoken = \"{VIEWER}\"\n\
              [[auth.tokens]]\nname = \"ops\"\nrole = \"admin\"\ntoken = \"{ADMIN}\"\n"
         ),
         &[],
     );
-    for (program, script, what) in [
-        (PathBuf::from("node"), "js/auth.mjs", "centrifuge-js"),
-        (python, "py/auth.py", "centrifuge-python"),
-    ] {
-        let out = Command::new(program)
-            .arg(script)
-            .env("EDGELIVE_URL", d.ws_url())
-            .env("EDGELIVE_HTTP", d.http_url())
-            .env("EDGELIVE_JWT_SECRET", SECRET)
-            .env("EDGELIVE_VIEWER_TOKEN", VIEWER)
-            .env("EDGELIVE_ADMIN_TOKEN", ADMIN)
-            .current_dir(clients_dir())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        println!("{stdout}");
-        assert!(
-            out.status.success() && stdout.contains("ok auth"),
-            "{what} failed ({}):\n{stdout}\n{}\n--- daemon log ---\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            d.log_text()
-        );
-    }
+    let env = [
+        ("EDGELIVE_URL", d.ws_url()),
+        ("EDGELIVE_HTTP", d.http_url()),
+        ("EDGELIVE_JWT_SECRET", SECRET.to_owned()),
+        ("EDGELIVE_VIEWER_TOKEN", VIEWER.to_owned()),
+        ("EDGELIVE_ADMIN_TOKEN", ADMIN.to_owned()),
+    ];
+    run_script("node", "js/auth.mjs", &env, "ok auth", &d);
+    run_script(python, "py/auth.py", &env, "ok auth", &d);
 }
 
 /// centrifuge-js + Grafana's StreamingDataFrame on `random-20Hz-stream`: the schema from the
@@ -260,19 +238,11 @@ fn official_clients_authenticate_refresh_and_are_refused_as_they_should() {
 fn centrifuge_js_receives_about_20_frames_a_second_from_the_testdata_stream() {
     ensure_node_packages();
     let d = Daemon::start(&[]);
-    let out = Command::new("node")
-        .arg("js/testdata.mjs")
-        .env("EDGELIVE_URL", d.ws_url())
-        .current_dir(clients_dir())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success() && stdout.contains("ok testdata"),
-        "testdata.mjs failed ({}):\n{stdout}\n{}\n--- daemon log ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        d.log_text()
+    run_script(
+        "node",
+        "js/testdata.mjs",
+        &[("EDGELIVE_URL", d.ws_url())],
+        "ok testdata",
+        &d,
     );
 }

@@ -86,7 +86,7 @@ async fn testdata_streams_send_the_schema_then_data_only_frames() {
 
 #[tokio::test]
 async fn one_producer_per_channel_while_someone_watches_then_stopped_after_the_grace() {
-    let d = Daemon::start(&[("EDGELIVE_STREAMS_CHECK_EVERY", "300ms")]);
+    let d = Daemon::start(&[("EDGELIVE_STREAMS_CHECK_EVERY", "1s")]);
     let (mut a, _) = Peer::connected(&d.ws_url()).await;
     let (mut b, _) = Peer::connected(&d.ws_url()).await;
     common::subscribed(

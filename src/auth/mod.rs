@@ -84,7 +84,8 @@ pub struct Identity {
 }
 
 impl Identity {
-    fn anonymous() -> Identity {
+    /// A loopback client in protected mode: no user, every right.
+    pub fn anonymous() -> Identity {
         Identity {
             user: String::new(),
             role: Role::Admin,

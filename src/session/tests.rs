@@ -10,6 +10,7 @@ struct World {
     hub: Arc<Hub>,
     settings: Arc<Settings>,
     persist: Persist,
+    streams: Arc<crate::streams::Streams>,
     threads: Option<Threads>,
     _dir: tempfile::TempDir,
 }
@@ -26,10 +27,17 @@ impl World {
         let settings = Arc::new(Settings::from_config(&config).unwrap());
         let hub = Arc::new(Hub::new(1));
         let (persist, threads) = Persist::start(store, hub.clone(), settings.clone()).unwrap();
+        let streams = crate::streams::Streams::new(
+            hub.clone(),
+            persist.clone(),
+            Default::default(),
+            tokio_util::sync::CancellationToken::new(),
+        );
         World {
             hub,
             settings,
             persist,
+            streams,
             threads: Some(threads),
             _dir: dir,
         }
@@ -37,17 +45,7 @@ impl World {
 
     /// A session whose upgrade was anonymous loopback (protected mode).
     fn session(&self, id: ClientId) -> (Session, Arc<Outbox>) {
-        self.session_as(
-            id,
-            Some(Identity {
-                user: String::new(),
-                role: crate::auth::Role::Admin,
-                source: crate::auth::Source::Loopback,
-                info: None,
-                expires: None,
-                channels: Vec::new(),
-            }),
-        )
+        self.session_as(id, Some(Identity::anonymous()))
     }
 
     fn session_as(&self, id: ClientId, upgraded_as: Option<Identity>) -> (Session, Arc<Outbox>) {
@@ -58,12 +56,7 @@ impl World {
             self.hub.clone(),
             self.settings.clone(),
             self.persist.clone(),
-            crate::streams::Streams::new(
-                self.hub.clone(),
-                self.persist.clone(),
-                Default::default(),
-                tokio_util::sync::CancellationToken::new(),
-            ),
+            self.streams.clone(),
             upgraded_as,
         );
         (s, outbox)
@@ -215,7 +208,7 @@ fn secured() -> Config {
         pattern = "grafana/broadcast/secret-*"
         subscribe = "admin"
         [live]
-        client_command_rate = 5
+        client_command_rate = 1
         client_command_burst = 10
         "#,
         Vec::new(),
@@ -421,7 +414,8 @@ fn a_command_flood_gets_111_then_3013() {
     let w = World::with(secured());
     let (mut s, o) = w.session(1);
     s.handle_message(br#"{"id":1,"connect":{}}"#).unwrap();
-    // Burst 10: the connect and 9 pings pass, then 10 refusals (patience), then the close.
+    // Burst 10 at 1/s (a stall of under a second refills nothing): the connect and 9 pings
+    // pass, then 10 refusals (patience), then the close.
     let pings: Vec<String> = (2..=20)
         .map(|i| format!(r#"{{"id":{i},"ping":{{}}}}"#))
         .collect();

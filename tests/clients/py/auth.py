@@ -2,7 +2,7 @@
 the viewer role (subscribe yes, publish 103), and a short-lived JWT refreshed through get_token.
 
 Run by tests/real_clients.rs with EDGELIVE_URL, EDGELIVE_VIEWER_TOKEN and EDGELIVE_JWT_SECRET;
-the daemon closes unrefreshed connections 1 s after expiry. Exits non-zero on any failure.
+the daemon closes unrefreshed connections 2 s after expiry. Exits non-zero on any failure.
 """
 
 import asyncio
@@ -57,7 +57,7 @@ async def jwt_is_refreshed():
     c = Client(URL, get_token=get_token)
     await c.connect()
     await c.ready()
-    await asyncio.sleep(5)
+    await asyncio.sleep(7)
     assert c.state == ClientState.CONNECTED, c.state
     assert calls >= 3, calls
     await c.disconnect()
