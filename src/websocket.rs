@@ -108,7 +108,7 @@ where
 }
 
 /// Reads frames until the peer's close frame or the end of the stream, dropping them.
-async fn drain<S: AsyncRead + Unpin>(rd: &mut WebSocketRead<ReadHalf<S>>) {
+pub(crate) async fn drain<S: AsyncRead + Unpin>(rd: &mut WebSocketRead<ReadHalf<S>>) {
     let mut no_send = |_: Frame<'_>| async { Ok::<(), Infallible>(()) };
     while let Ok(frame) = rd.read_frame(&mut no_send).await {
         if frame.opcode == OpCode::Close {

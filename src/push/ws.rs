@@ -25,7 +25,7 @@ use super::{PushError, Target};
 use crate::auth::{Identity, Role};
 use crate::http::{error, Body};
 use crate::server::Shared;
-use crate::websocket::{close_for_error, Reassembly};
+use crate::websocket::{close_for_error, drain, Reassembly};
 
 /// What the writer sends: the reader's answers, and its own pings.
 enum Out {
@@ -94,22 +94,30 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     // Milliseconds since `started` of the last frame from the client.
     let last_seen = AtomicU64::new(0);
     let (tx, mut rx) = mpsc::channel::<Out>(4);
-    let reader = read_loop(
-        &mut rd,
-        &shared,
-        (&target, &who),
-        tx,
-        &last_seen,
-        started,
-        limit,
-    );
-    let writer = write_loop(&mut wr, &mut rx, &shared, &last_seen, started);
-    tokio::pin!(reader, writer);
-    tokio::select! {
-        _ = &mut reader => {
-            let _ = timeout(Duration::from_secs(1), &mut writer).await;
+    let peer_closed = {
+        let reader = read_loop(
+            &mut rd,
+            &shared,
+            (&target, &who),
+            tx,
+            &last_seen,
+            started,
+            limit,
+        );
+        let writer = write_loop(&mut wr, &mut rx, &shared, &last_seen, started);
+        tokio::pin!(reader, writer);
+        tokio::select! {
+            peer_closed = &mut reader => {
+                let _ = timeout(Duration::from_secs(1), &mut writer).await;
+                peer_closed
+            }
+            _ = &mut writer => false,
         }
-        _ = &mut writer => {}
+    };
+    if !peer_closed {
+        // As on the Centrifuge endpoint: drop the client's further input until its close or
+        // EOF, so our close frame is not lost to a reset.
+        let _ = timeout(Duration::from_secs(1), drain(&mut rd)).await;
     }
     debug!(stream = %target.stream_id, "push connection closed");
 }
@@ -122,7 +130,7 @@ async fn read_loop<S: AsyncRead + Unpin>(
     last_seen: &AtomicU64,
     started: Instant,
     limit: usize,
-) {
+) -> bool {
     let mut no_send = |_: Frame<'_>| async { Ok::<(), Infallible>(()) };
     let mut assembly = Reassembly::new(limit);
     let close = |code: u16, reason: &str| Out::Close(code, truncate(reason, 120).to_owned());
@@ -131,10 +139,11 @@ async fn read_loop<S: AsyncRead + Unpin>(
             Ok(f) => f,
             Err(e) => {
                 debug!(error = %e, "push read ended");
-                if let Some(d) = close_for_error(&e) {
-                    let _ = tx.send(close(d.code, &d.reason)).await;
-                }
-                return;
+                let Some(d) = close_for_error(&e) else {
+                    return true;
+                };
+                let _ = tx.send(close(d.code, &d.reason)).await;
+                return false;
             }
         };
         last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -146,14 +155,14 @@ async fn read_loop<S: AsyncRead + Unpin>(
             OpCode::Pong => continue,
             OpCode::Close => {
                 let _ = tx.send(close(1000, "")).await;
-                return;
+                return true;
             }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => match assembly.feed(&frame) {
                 Ok(Some(m)) => Bytes::from(m.into_owned()),
                 Ok(None) => continue,
                 Err(d) => {
                     let _ = tx.send(close(d.code, &d.reason)).await;
-                    return;
+                    return false;
                 }
             },
         };
@@ -171,7 +180,7 @@ async fn read_loop<S: AsyncRead + Unpin>(
                 };
                 debug!(stream = %target.stream_id, error = %e, "push message refused");
                 let _ = tx.send(close(code, &e.to_string())).await;
-                return;
+                return false;
             }
         }
     }
