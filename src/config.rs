@@ -229,6 +229,8 @@ pub struct StreamsConfig {
     pub backoff_min: Duration,
     #[serde(with = "duration")]
     pub backoff_max: Duration,
+    /// `[[streams.exec]]`: programs that produce channels.
+    pub exec: Vec<crate::streams::exec::ExecConfig>,
 }
 
 impl Default for StreamsConfig {
@@ -238,6 +240,7 @@ impl Default for StreamsConfig {
             check_every: Duration::from_secs(5),
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
+            exec: Vec::new(),
         }
     }
 }
@@ -547,6 +550,9 @@ impl Config {
         }
         if st.backoff_max < st.backoff_min {
             problems.push("[streams] backoff_max must be at least backoff_min".into());
+        }
+        for (i, exec) in st.exec.iter().enumerate() {
+            exec.validate(i + 1, problems);
         }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             problems.push(format!("[log] level = {:?}: {e}", self.log.level));

@@ -128,7 +128,7 @@ mod tests {
     use crate::config::default_history;
 
     fn r(name: &str) -> Result<ChannelKind, ErrorCode> {
-        Router::new(default_history(), crate::streams::namespaces())
+        Router::new(default_history(), crate::streams::namespaces(&[]))
             .route(&Channel::parse(name, 1).unwrap())
     }
 

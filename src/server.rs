@@ -88,6 +88,7 @@ impl Shared {
             hub.clone(),
             persist.clone(),
             settings.stream_timings,
+            &settings.exec,
             shutdown.clone(),
         );
         Arc::new(Shared {
@@ -157,6 +158,18 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         warn!(
             left = shared.tracker.len(),
             "shutdown timeout: closing remaining connections"
+        );
+    }
+    // Producers were cancelled with everything else; exec handlers' programs get their
+    // SIGTERM and stop_timeout (then SIGKILL), so this wait is bounded by the longest one.
+    let producers = shared.settings.producers_stop_timeout;
+    if tokio::time::timeout(producers, shared.streams.lifecycle.stopped())
+        .await
+        .is_err()
+    {
+        warn!(
+            left = shared.streams.lifecycle.num_running(),
+            "producers still stopping at exit"
         );
     }
     info!("stopped");

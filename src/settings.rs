@@ -58,6 +58,10 @@ pub struct Settings {
     pub expired_close_delay: Duration,
     /// Stream handlers' producer lifecycle.
     pub stream_timings: crate::streams::lifecycle::Timings,
+    /// `[[streams.exec]]` handlers.
+    pub exec: Vec<crate::streams::exec::Spec>,
+    /// How long shutdown waits for producers: the longest exec `stop_timeout`, and a second.
+    pub producers_stop_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +76,7 @@ impl Settings {
     pub fn from_config(config: &Config) -> Result<Settings, Vec<String>> {
         let live = &config.live;
         let auth = Arc::new(Auth::from_config(&config.auth)?);
+        let exec = exec_specs(&config.streams.exec)?;
         Ok(Settings {
             listen: config
                 .server
@@ -96,7 +101,7 @@ impl Settings {
             pong_timeout: live.pong_timeout,
             connect_timeout: live.connect_timeout,
             write_timeout: live.write_timeout,
-            router: Router::new(config.history_rules(), crate::streams::namespaces()),
+            router: Router::new(config.history_rules(), crate::streams::namespaces(&exec)),
             durability: config.storage.durability,
             max_read: config.storage.max_read,
             max_channels: config.storage.max_channels,
@@ -117,7 +122,40 @@ impl Settings {
                 backoff_min: config.streams.backoff_min,
                 backoff_max: config.streams.backoff_max,
             },
+            producers_stop_timeout: exec
+                .iter()
+                .map(|s| s.stop_timeout)
+                .max()
+                .unwrap_or_default()
+                + Duration::from_secs(1),
+            exec,
         })
+    }
+}
+
+/// The exec handlers, each program found (a typo shows at start, not as restarts).
+fn exec_specs(
+    configs: &[crate::streams::exec::ExecConfig],
+) -> Result<Vec<crate::streams::exec::Spec>, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut specs = Vec::new();
+    for (i, c) in configs.iter().enumerate() {
+        match c
+            .build()
+            .and_then(|s| crate::streams::exec::config::find_program(&s.command[0]).map(|()| s))
+        {
+            Ok(s) => specs.push(s),
+            Err(e) => problems.push(format!(
+                "[[streams.exec]] #{} ({:?}): {e}",
+                i + 1,
+                c.channel
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(specs)
+    } else {
+        Err(problems)
     }
 }
 

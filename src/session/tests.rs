@@ -31,6 +31,7 @@ impl World {
             hub.clone(),
             persist.clone(),
             Default::default(),
+            &[],
             tokio_util::sync::CancellationToken::new(),
         );
         World {

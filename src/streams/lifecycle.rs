@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 /// A producer's run: `Ok` when it ended on its own (not restarted), `Err` when it failed.
@@ -62,12 +63,16 @@ struct Entry {
     /// A subscriber arrived since the last idle check (it may not be in the hub yet when its
     /// subscribe goes through the storage thread).
     touched: bool,
+    /// Which supervisor owns it: a newer one may run the same channel while an older one's
+    /// producer is still winding down.
+    id: u64,
 }
 
 #[derive(Default)]
 struct State {
     channels: HashMap<Arc<str>, Entry>,
     counts: Counts,
+    next_id: u64,
 }
 
 pub struct Lifecycle {
@@ -76,6 +81,9 @@ pub struct Lifecycle {
     /// Parent of every producer's token: shutdown stops them all.
     shutdown: CancellationToken,
     watchers: Watchers,
+    /// Every supervisor, so shutdown can wait until each producer has stopped (an exec
+    /// handler's program has exited) before the daemon exits.
+    tasks: TaskTracker,
 }
 
 impl Lifecycle {
@@ -89,6 +97,7 @@ impl Lifecycle {
             timings,
             shutdown,
             watchers,
+            tasks: TaskTracker::new(),
         })
     }
 
@@ -107,10 +116,21 @@ impl Lifecycle {
         }
         let (start, on_end) = setup();
         let cancel = self.shutdown.child_token();
-        st.channels.insert(key.clone(), Entry { touched: true });
+        st.next_id += 1;
+        let id = st.next_id;
+        st.channels.insert(key.clone(), Entry { touched: true, id });
         st.counts.started += 1;
         drop(st);
-        tokio::spawn(self.clone().supervise(key.clone(), start, cancel, on_end));
+        self.tasks.spawn(
+            self.clone()
+                .supervise(key.clone(), id, start, cancel, on_end),
+        );
+    }
+
+    /// Waits until every producer has stopped; call after shutdown was signalled.
+    pub async fn stopped(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// How many producers run.
@@ -140,10 +160,12 @@ impl Lifecycle {
     }
 
     /// Runs the producer, restarts it on failure, and stops it once nobody has watched for the
-    /// grace period.
+    /// grace period. A stopped producer is cancelled and then awaited, so it can clean up
+    /// (an exec handler's program gets SIGTERM and time to exit).
     async fn supervise(
         self: Arc<Self>,
         key: Arc<str>,
+        id: u64,
         start: Start,
         cancel: CancellationToken,
         on_end: OnEnd,
@@ -174,7 +196,7 @@ impl Lifecycle {
                     match result {
                         Ok(()) => {
                             debug!(channel = %key, "producer ended");
-                            self.remove(&key, &cancel);
+                            self.remove(&key, id, &cancel);
                             on_end();
                             return;
                         }
@@ -199,13 +221,16 @@ impl Lifecycle {
                     idle_checks += 1;
                     if idle_checks >= t.grace_checks && self.stop_if_idle(&key, &cancel) {
                         debug!(channel = %key, "producer stopped: nobody watches");
-                        return;
+                        break;
                     }
                 }
             }
         }
-        // Shutdown.
-        self.remove(&key, &cancel);
+        // Stopped (idle or shutdown): the token is cancelled; let the run wind down.
+        self.remove(&key, id, &cancel);
+        if let Some(r) = run {
+            let _ = r.await;
+        }
     }
 
     /// The re-check: under the lock, removes the channel only if still nobody watches.
@@ -220,9 +245,10 @@ impl Lifecycle {
         true
     }
 
-    fn remove(&self, key: &str, cancel: &CancellationToken) {
+    fn remove(&self, key: &str, id: u64, cancel: &CancellationToken) {
         let mut st = self.lock();
-        if st.channels.remove(key).is_some() {
+        if st.channels.get(key).is_some_and(|e| e.id == id) {
+            st.channels.remove(key);
             st.counts.stopped += 1;
         }
         cancel.cancel();

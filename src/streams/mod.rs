@@ -5,6 +5,7 @@
 //! A producer publishes through `Sender`, the same path as client publishes: straight to the
 //! hub, or through the storage thread when the channel keeps history, so recovery applies.
 
+pub mod exec;
 pub mod lifecycle;
 pub mod testdata;
 
@@ -46,6 +47,11 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// The channel it publishes on.
+    pub fn channel(&self) -> &Arc<str> {
+        &self.key
+    }
+
     /// Publishes one JSON document on the channel. Not valid JSON, or a full storage queue,
     /// is an error the producer sees (a failing producer is restarted with backoff).
     pub fn send(&self, json: String) -> Result<(), String> {
@@ -86,16 +92,42 @@ pub struct Streams {
     persist: Persist,
 }
 
-/// The built-in handlers by `scope/namespace`: the one list routing and `Streams` share.
+/// The built-in handlers by `scope/namespace`.
 fn builtin() -> HashMap<String, Arc<dyn StreamHandler>> {
     let mut handlers: HashMap<String, Arc<dyn StreamHandler>> = HashMap::new();
     handlers.insert("plugin/testdata".into(), Arc::new(testdata::TestData));
     handlers
 }
 
+/// Every handler by `scope/namespace`, the built-in ones and the configured exec handlers:
+/// the one list routing and `Streams` share.
+fn handlers(exec: &[exec::Spec]) -> HashMap<String, Arc<dyn StreamHandler>> {
+    let mut handlers = builtin();
+    let mut by_namespace: Vec<(String, Vec<exec::Spec>)> = Vec::new();
+    for spec in exec {
+        match by_namespace
+            .iter_mut()
+            .find(|(ns, _)| *ns == spec.namespace)
+        {
+            Some((_, specs)) => specs.push(spec.clone()),
+            None => by_namespace.push((spec.namespace.clone(), vec![spec.clone()])),
+        }
+    }
+    for (ns, specs) in by_namespace {
+        handlers.insert(ns, Arc::new(exec::Exec::new(specs)));
+    }
+    handlers
+}
+
 /// The namespaces with a handler, as `scope/namespace` (for routing).
-pub fn namespaces() -> Vec<String> {
-    builtin().into_keys().collect()
+pub fn namespaces(exec: &[exec::Spec]) -> Vec<String> {
+    let mut v: Vec<String> = builtin().into_keys().collect();
+    for spec in exec {
+        if !v.contains(&spec.namespace) {
+            v.push(spec.namespace.clone());
+        }
+    }
+    v
 }
 
 impl Streams {
@@ -103,9 +135,10 @@ impl Streams {
         hub: Arc<Hub>,
         persist: Persist,
         timings: Timings,
+        exec: &[exec::Spec],
         shutdown: CancellationToken,
     ) -> Arc<Streams> {
-        let handlers = builtin();
+        let handlers = handlers(exec);
         let counted = hub.clone();
         let watchers: lifecycle::Watchers = Arc::new(move |key| counted.num_subscribers(key));
         Arc::new(Streams {

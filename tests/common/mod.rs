@@ -134,7 +134,10 @@ impl Daemon {
         cmd.args(["--listen", listen, "--data-dir"])
             .arg(dir.path().join("data"))
             .args(&args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or("info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
