@@ -162,7 +162,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
     // Producers were cancelled with everything else; exec handlers' programs get their
     // SIGTERM and stop_timeout (then SIGKILL), so this wait is bounded by the longest one.
-    let producers = shared.settings.producers_stop_timeout;
+    let producers = shared.settings.producers_stop_timeout();
     if tokio::time::timeout(producers, shared.streams.lifecycle.stopped())
         .await
         .is_err()

@@ -60,8 +60,18 @@ pub struct Settings {
     pub stream_timings: crate::streams::lifecycle::Timings,
     /// `[[streams.exec]]` handlers.
     pub exec: Vec<crate::streams::exec::Spec>,
+}
+
+impl Settings {
     /// How long shutdown waits for producers: the longest exec `stop_timeout`, and a second.
-    pub producers_stop_timeout: Duration,
+    pub fn producers_stop_timeout(&self) -> Duration {
+        self.exec
+            .iter()
+            .map(|s| s.stop_timeout)
+            .max()
+            .unwrap_or_default()
+            + Duration::from_secs(1)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -122,12 +132,6 @@ impl Settings {
                 backoff_min: config.streams.backoff_min,
                 backoff_max: config.streams.backoff_max,
             },
-            producers_stop_timeout: exec
-                .iter()
-                .map(|s| s.stop_timeout)
-                .max()
-                .unwrap_or_default()
-                + Duration::from_secs(1),
             exec,
         })
     }
@@ -140,16 +144,9 @@ fn exec_specs(
     let mut problems = Vec::new();
     let mut specs = Vec::new();
     for (i, c) in configs.iter().enumerate() {
-        match c
-            .build()
-            .and_then(|s| crate::streams::exec::config::find_program(&s.command[0]).map(|()| s))
-        {
+        match c.spec(i + 1, true) {
             Ok(s) => specs.push(s),
-            Err(e) => problems.push(format!(
-                "[[streams.exec]] #{} ({:?}): {e}",
-                i + 1,
-                c.channel
-            )),
+            Err(problem) => problems.push(problem),
         }
     }
     if problems.is_empty() {

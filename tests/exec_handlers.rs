@@ -6,10 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{call, http, Daemon, Peer};
+use common::{call, eventually, http, Daemon, Peer};
 use serde_json::{json, Value};
 
 /// The program. Behaviour by channel path:
@@ -69,16 +69,12 @@ stop_timeout = "1s"
     Setup { daemon, pids }
 }
 
-fn pid_file(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
-}
-
 /// Waits (bounded) for the program to write its pid file.
 fn pid(dir: &Path, name: &str) -> i32 {
     eventually(&format!("{name} to be written"), || {
-        std::fs::read_to_string(pid_file(dir, name)).is_ok_and(|s| s.trim().parse::<i32>().is_ok())
+        std::fs::read_to_string(dir.join(name)).is_ok_and(|s| s.trim().parse::<i32>().is_ok())
     });
-    std::fs::read_to_string(pid_file(dir, name))
+    std::fs::read_to_string(dir.join(name))
         .unwrap()
         .trim()
         .parse()
@@ -92,22 +88,6 @@ fn dead(pid: i32) -> bool {
             .next()
             .is_some_and(|r| r.trim_start().starts_with('Z'))
     })
-}
-
-fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn metric(d: &Daemon, name: &str) -> u64 {
-    let (_, text) = http(d.addr, "GET", "/metrics", &[], b"");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
 /// The next publication on `channel`, skipping other pushes.
@@ -170,7 +150,7 @@ async fn a_shell_script_produces_frames_while_watched_and_is_stopped_after_the_g
     };
     assert_eq!(echoed, json!({"set": 21}));
     assert_eq!(
-        metric(&d, "edgelive_stream_producers_started_total"),
+        d.metric("edgelive_stream_producers_started_total"),
         1,
         "shared"
     );
@@ -196,7 +176,7 @@ async fn a_shell_script_produces_frames_while_watched_and_is_stopped_after_the_g
     assert_eq!(r["error"]["code"], 102, "{r}");
 
     // Everyone leaves: after 3 idle checks 300 ms apart the program and its children go.
-    let sleeper_file = pid_file(pids.path(), "room-kitchen.sleeper");
+    let sleeper_file = pids.path().join("room-kitchen.sleeper");
     drop(a);
     drop(b);
     let left = Instant::now();
@@ -212,9 +192,9 @@ async fn a_shell_script_produces_frames_while_watched_and_is_stopped_after_the_g
         .unwrap();
     eventually("its child to stop", || dead(sleeper));
     eventually("the metrics to say so", || {
-        metric(&d, "edgelive_stream_producers_running") == 0
+        d.metric("edgelive_stream_producers_running") == 0
     });
-    assert_eq!(metric(&d, "edgelive_stream_producers_stopped_total"), 1);
+    assert_eq!(d.metric("edgelive_stream_producers_stopped_total"), 1);
     // Nobody watches, so nothing would read a publish.
     let (mut c, _) = Peer::connected(&d.ws_url()).await;
     let r = call(
@@ -253,7 +233,7 @@ async fn a_clean_exit_ends_the_stream_and_a_failing_program_is_restarted() {
         3,
     );
     eventually("restarts with backoff", || {
-        metric(&d, "edgelive_stream_producers_restarted_total") >= 2
+        d.metric("edgelive_stream_producers_restarted_total") >= 2
     });
     assert!(d.logged("sensor unplugged"), "stderr is logged");
     assert!(d.logged("exit status: 1"), "the failure is logged");

@@ -6,33 +6,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{call, http, Daemon, Peer};
+use common::{call, eventually, http, Daemon, Peer};
 use serde_json::{json, Value};
 
 const TWENTY_HZ: &str = "plugin/testdata/random-20Hz-stream";
-
-fn metric(d: &Daemon, name: &str) -> u64 {
-    let (_, text) = http(d.addr, "GET", "/metrics", &[], b"");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-}
 
 fn listed(d: &Daemon) -> Vec<Value> {
     let (status, body) = http(d.addr, "GET", "/api/live/list", &[], b"");
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     v["channels"].as_array().unwrap().clone()
-}
-
-/// Waits (bounded) for `cond`.
-fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[tokio::test]
@@ -110,8 +93,8 @@ async fn one_producer_per_channel_while_someone_watches_then_stopped_after_the_g
         format!("1/{TWENTY_HZ}"),
         "{first}"
     );
-    assert_eq!(metric(&d, "edgelive_stream_producers_started_total"), 1);
-    assert_eq!(metric(&d, "edgelive_stream_producers_running"), 1);
+    assert_eq!(d.metric("edgelive_stream_producers_started_total"), 1);
+    assert_eq!(d.metric("edgelive_stream_producers_running"), 1);
     let entry = listed(&d)
         .into_iter()
         .find(|c| c["channel"] == TWENTY_HZ)
@@ -127,18 +110,18 @@ async fn one_producer_per_channel_while_someone_watches_then_stopped_after_the_g
         4,
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(metric(&d, "edgelive_stream_producers_started_total"), 1);
+    assert_eq!(d.metric("edgelive_stream_producers_started_total"), 1);
     // Gone for good: stopped after 3 idle checks.
     call(&mut a, 5, "unsubscribe", json!({ "channel": TWENTY_HZ })).await;
     let left = Instant::now();
     eventually("the producer to stop", || {
-        metric(&d, "edgelive_stream_producers_running") == 0
+        d.metric("edgelive_stream_producers_running") == 0
     });
     println!(
         "stopped {:?} after the last subscriber left",
         left.elapsed()
     );
-    assert_eq!(metric(&d, "edgelive_stream_producers_stopped_total"), 1);
+    assert_eq!(d.metric("edgelive_stream_producers_stopped_total"), 1);
     let entry = listed(&d)
         .into_iter()
         .find(|c| c["channel"] == TWENTY_HZ)
@@ -149,5 +132,5 @@ async fn one_producer_per_channel_while_someone_watches_then_stopped_after_the_g
         &call(&mut a, 6, "subscribe", json!({ "channel": TWENTY_HZ })).await,
         6,
     );
-    assert_eq!(metric(&d, "edgelive_stream_producers_started_total"), 2);
+    assert_eq!(d.metric("edgelive_stream_producers_started_total"), 2);
 }

@@ -121,13 +121,7 @@ fn handlers(exec: &[exec::Spec]) -> HashMap<String, Arc<dyn StreamHandler>> {
 
 /// The namespaces with a handler, as `scope/namespace` (for routing).
 pub fn namespaces(exec: &[exec::Spec]) -> Vec<String> {
-    let mut v: Vec<String> = builtin().into_keys().collect();
-    for spec in exec {
-        if !v.contains(&spec.namespace) {
-            v.push(spec.namespace.clone());
-        }
-    }
-    v
+    handlers(exec).into_keys().collect()
 }
 
 impl Streams {

@@ -215,6 +215,15 @@ impl Daemon {
             .unwrap()
     }
 
+    /// The value of an unlabelled counter or gauge in `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let (_, text) = http(self.addr, "GET", "/metrics", &[], b"");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
@@ -232,6 +241,15 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// Waits (at most 15 s) for `cond`, polling every 50 ms.
+pub fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

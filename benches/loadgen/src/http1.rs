@@ -9,6 +9,18 @@ use tokio::net::TcpStream;
 
 use crate::adapter::Error;
 
+/// The server closed the connection before a whole response.
+#[derive(Debug)]
+struct Closed;
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection closed before a whole response")
+    }
+}
+
+impl std::error::Error for Closed {}
+
 pub struct Http {
     stream: TcpStream,
     addr: SocketAddr,
@@ -48,7 +60,7 @@ impl Http {
             }
             // Closed before answering (a keep-alive limit or timeout reached between two
             // requests): the request was not taken; send it again on a new connection.
-            Err(e) if self.buf.is_empty() && e.to_string().contains("closed") => {
+            Err(e) if self.buf.is_empty() && e.is::<Closed>() => {
                 self.reconnect().await?;
                 self.stream.write_all(&req).await?;
                 Ok(self.response().await?.0)
@@ -68,7 +80,7 @@ impl Http {
         let mut chunk = [0u8; 8192];
         let n = self.stream.read(&mut chunk).await?;
         if n == 0 {
-            return Err("connection closed".into());
+            return Err(Closed.into());
         }
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(())

@@ -92,61 +92,86 @@ async fn publish_at(
     Ok((sent, start.elapsed().as_secs_f64()))
 }
 
-/// One measured period: publish at `rate`, wait (bounded) for every delivery, report.
-#[allow(clippy::too_many_arguments)]
-async fn measure(
-    ctx: &Ctx,
-    pubs: &mut [Publisher],
-    subs: &[Arc<Deliveries>],
-    channels: &[String],
+/// Subscribers and publishers of the delivery scenarios, connected and warmed up.
+struct Setup<'a> {
+    ctx: &'a Ctx,
+    subs: Vec<Arc<Deliveries>>,
+    pubs: Vec<Publisher>,
+    /// Published to round-robin.
+    channels: Vec<String>,
+    /// Subscribers per channel: deliveries expected per message.
     fanout: u64,
-    rate: f64,
-    secs: f64,
     size: usize,
-) -> Result<Value, Error> {
-    for d in subs {
-        d.reset();
+}
+
+impl<'a> Setup<'a> {
+    /// One subscriber per entry of `subscribe_to`; then 0.3 s of publishing at `warm_rate` so
+    /// that connections, buffers and caches are in place before anything is measured.
+    async fn new(
+        ctx: &'a Ctx,
+        subscribe_to: &[String],
+        publish_to: Vec<String>,
+        size: usize,
+        warm_rate: f64,
+    ) -> Result<Setup<'a>, Error> {
+        let mut setup = Setup {
+            ctx,
+            subs: subscribe_all(ctx, subscribe_to).await?,
+            pubs: publishers(ctx).await?,
+            fanout: (subscribe_to.len() / publish_to.len()) as u64,
+            channels: publish_to,
+            size,
+        };
+        setup.measure(warm_rate, 0.3).await?;
+        Ok(setup)
     }
-    let (cpu0, gen0, t0) = (ctx.server.cpu_seconds(), own_cpu_seconds(), Instant::now());
-    let (sent, send_secs) = publish_at(pubs, rate, secs, channels, size).await?;
-    let expected = sent * fanout;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let delivered = loop {
-        let got: u64 = subs.iter().map(|d| d.count()).sum();
-        if got >= expected || Instant::now() > deadline {
-            break got;
+
+    /// One measured period: publish at `rate`, wait (bounded) for every delivery, report.
+    async fn measure(&mut self, rate: f64, secs: f64) -> Result<Value, Error> {
+        let (ctx, subs, pubs) = (self.ctx, &self.subs, &mut self.pubs);
+        for d in subs {
+            d.reset();
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    let wall = t0.elapsed().as_secs_f64();
-    let server_cpu = ctx.server.cpu_seconds() - cpu0;
-    let gen_cpu = own_cpu_seconds() - gen0;
-    // How long the last deliveries took after the publisher stopped: a server that only
-    // queues would deliver "everything" eventually.
-    let drain = wall - send_secs;
-    let (p50, p99, max) = Deliveries::percentiles(subs);
-    let errors: u64 = pubs.iter().map(|p| p.errors()).sum();
-    Ok(json!({
-        "rate": rate,
-        "sent_rate": sent as f64 / send_secs,
-        "sent": sent,
-        "expected": expected,
-        "delivered": delivered,
-        "delivered_share": delivered as f64 / expected.max(1) as f64,
-        "deliveries_per_s": delivered as f64 / wall,
-        "p50_us": p50,
-        "p99_us": p99,
-        "max_us": max,
-        "server_cpu_s": server_cpu,
-        "server_us_per_delivery": server_cpu * 1e6 / delivered.max(1) as f64,
-        "server_cpu_s_per_million": server_cpu * 1e6 / delivered.max(1) as f64,
-        "generator_cpu_s": gen_cpu,
-        "generator_cores": gen_cpu / wall,
-        "server_cores": server_cpu / wall,
-        "publish_errors": errors,
-        "wall_s": wall,
-        "drain_s": drain,
-    }))
+        let (cpu0, gen0, t0) = (ctx.server.cpu_seconds(), own_cpu_seconds(), Instant::now());
+        let (sent, send_secs) = publish_at(pubs, rate, secs, &self.channels, self.size).await?;
+        let expected = sent * self.fanout;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let delivered = loop {
+            let got: u64 = subs.iter().map(|d| d.count()).sum();
+            if got >= expected || Instant::now() > deadline {
+                break got;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let wall = t0.elapsed().as_secs_f64();
+        let server_cpu = ctx.server.cpu_seconds() - cpu0;
+        let gen_cpu = own_cpu_seconds() - gen0;
+        // How long the last deliveries took after the publisher stopped: a server that only
+        // queues would deliver "everything" eventually.
+        let drain = wall - send_secs;
+        let (p50, p99, max) = Deliveries::percentiles(subs);
+        let errors: u64 = pubs.iter().map(|p| p.errors()).sum();
+        Ok(json!({
+            "rate": rate,
+            "sent_rate": sent as f64 / send_secs,
+            "sent": sent,
+            "expected": expected,
+            "delivered": delivered,
+            "delivered_share": delivered as f64 / expected.max(1) as f64,
+            "deliveries_per_s": delivered as f64 / wall,
+            "p50_us": p50,
+            "p99_us": p99,
+            "max_us": max,
+            "server_cpu_s": server_cpu,
+            "server_us_per_delivery": server_cpu * 1e6 / delivered.max(1) as f64,
+            "generator_cpu_s": gen_cpu,
+            "generator_cores": gen_cpu / wall,
+            "server_cores": server_cpu / wall,
+            "publish_errors": errors,
+            "wall_s": wall,
+            "drain_s": drain,
+        }))
+    }
 }
 
 /// Idle footprint: RSS with 0, then with each count of idle subscribers on their own channels.
@@ -190,12 +215,9 @@ pub async fn fanout(
     secs: f64,
     size: usize,
 ) -> Result<Value, Error> {
-    let ch = vec![channel(ctx.adapter.kind, "fanout")];
-    let all = subscribe_all(ctx, &vec![ch[0].clone(); subs]).await?;
-    let mut pubs = publishers(ctx).await?;
-    // Warm-up: connections, buffers and caches in place before measuring.
-    measure(ctx, &mut pubs, &all, &ch, subs as u64, rate, 0.3, size).await?;
-    measure(ctx, &mut pubs, &all, &ch, subs as u64, rate, secs, size).await
+    let ch = channel(ctx.adapter.kind, "fanout");
+    let mut setup = Setup::new(ctx, &vec![ch.clone(); subs], vec![ch], size, rate).await?;
+    setup.measure(rate, secs).await
 }
 
 /// The highest rate (×√2 steps from `from`) at which every message reaches every subscriber
@@ -209,15 +231,13 @@ pub async fn capacity(
     secs: f64,
     size: usize,
 ) -> Result<Value, Error> {
-    let ch = vec![channel(ctx.adapter.kind, "capacity")];
-    let all = subscribe_all(ctx, &vec![ch[0].clone(); subs]).await?;
-    let mut pubs = publishers(ctx).await?;
-    measure(ctx, &mut pubs, &all, &ch, subs as u64, from, 0.3, size).await?;
+    let ch = channel(ctx.adapter.kind, "capacity");
+    let mut setup = Setup::new(ctx, &vec![ch.clone(); subs], vec![ch], size, from).await?;
     let mut best = Value::Null;
     let mut steps = Vec::new();
     let mut rate = from;
     while rate <= max {
-        let r = measure(ctx, &mut pubs, &all, &ch, subs as u64, rate, secs, size).await?;
+        let r = setup.measure(rate, secs).await?;
         let ok = r["delivered_share"].as_f64() == Some(1.0)
             && r["sent_rate"].as_f64().unwrap_or(0.0) >= 0.97 * rate
             && r["publish_errors"].as_u64() == Some(0)
@@ -243,10 +263,8 @@ pub async fn channels(
     let chans: Vec<String> = (0..subs)
         .map(|i| channel(ctx.adapter.kind, &format!("own{i}")))
         .collect();
-    let all = subscribe_all(ctx, &chans).await?;
-    let mut pubs = publishers(ctx).await?;
-    measure(ctx, &mut pubs, &all, &chans, 1, rate, 0.3, size).await?;
-    measure(ctx, &mut pubs, &all, &chans, 1, rate, secs, size).await
+    let mut setup = Setup::new(ctx, &chans, chans.clone(), size, rate).await?;
+    setup.measure(rate, secs).await
 }
 
 /// Line-protocol points per second, one subscriber per measurement: edgelive's push API with

@@ -76,9 +76,20 @@ pub struct Spec {
 impl ExecConfig {
     /// The problems of table number `n` (1-based), each naming it.
     pub fn validate(&self, n: usize, problems: &mut Vec<String>) {
-        if let Err(e) = self.build() {
-            problems.push(format!("[[streams.exec]] #{n} ({:?}): {e}", self.channel));
+        if let Err(problem) = self.spec(n, false) {
+            problems.push(problem);
         }
+    }
+
+    /// The spec of table number `n`, its program looked up too when `find` (at start, not
+    /// while only parsing); `Err` names the table.
+    pub fn spec(&self, n: usize, find: bool) -> Result<Spec, String> {
+        self.build()
+            .and_then(|s| match find {
+                true => find_program(&s.command[0]).map(|()| s),
+                false => Ok(s),
+            })
+            .map_err(|e| format!("[[streams.exec]] #{n} ({:?}): {e}", self.channel))
     }
 
     /// The runtime spec; `Err` says what is wrong.

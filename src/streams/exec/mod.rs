@@ -86,7 +86,7 @@ impl Inner {
     /// Copies of spec `i` running, `path` aside.
     fn copies(map: &HashMap<Arc<str>, Running>, i: usize, path: &str) -> usize {
         map.iter()
-            .filter(|(p, r)| r.spec == i && &***p != path)
+            .filter(|(p, r)| r.spec == i && p.as_ref() != path)
             .count()
     }
 }
