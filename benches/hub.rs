@@ -8,12 +8,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use edgelive::hub::{Hub, Subscriber};
+use edgelive::json::CompactJson;
 use edgelive::outbox::Outbox;
 use edgelive::protocol::reply::{self, ClientInfo, Publication};
-use serde_json::value::RawValue;
 
 fn fanout(c: &mut Criterion) {
-    let data = RawValue::from_string(format!(
+    let data = CompactJson::from_string(format!(
         r#"{{"sensor":"t1","value":21.5,"pad":"{}"}}"#,
         "x".repeat(150)
     ))

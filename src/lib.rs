@@ -12,6 +12,7 @@ pub mod frame;
 pub mod glob;
 pub mod http;
 pub mod hub;
+pub mod json;
 pub mod masking;
 pub mod metrics;
 pub mod origin;

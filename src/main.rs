@@ -182,7 +182,7 @@ fn mint(
         return ExitCode::from(exit::CONFIG);
     };
     let info = match info
-        .map(serde_json::value::RawValue::from_string)
+        .map(edgelive::json::CompactJson::from_string)
         .transpose()
     {
         Ok(i) => i,

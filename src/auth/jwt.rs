@@ -7,11 +7,11 @@
 //! Hand-written over `hmac` + `sha2` rather than `jsonwebtoken`: HS256 is a few lines, while
 //! jsonwebtoken's crypto backends pull RSA and elliptic-curve code a Pi never uses.
 
+use crate::json::CompactJson;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use sha2::Sha256;
 
 use super::Role;
@@ -52,9 +52,10 @@ pub struct Claims {
     pub nbf: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<f64>,
-    /// Any JSON; becomes `conn_info` in ClientInfo.
+    /// Any JSON; becomes `conn_info` in ClientInfo (compacted when read, since a token's
+    /// author may have pretty-printed it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub info: Option<Box<RawValue>>,
+    pub info: Option<CompactJson<'static>>,
     /// Server-side subscriptions made at connect.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,
@@ -141,7 +142,7 @@ mod tests {
         Claims {
             sub: "ann".into(),
             exp,
-            info: Some(RawValue::from_string(r#"{"room":"lab"}"#.into()).unwrap()),
+            info: Some(CompactJson::from_string(r#"{"room":"lab"}"#.into()).unwrap()),
             ..Default::default()
         }
     }

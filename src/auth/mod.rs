@@ -18,10 +18,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::json::CompactJson;
 use hyper::header::AUTHORIZATION;
 use hyper::HeaderMap;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 pub use config::AuthConfig;
@@ -66,6 +66,8 @@ pub enum Source {
     Loopback,
     ApiToken,
     Jwt,
+    /// A UDP push datagram from an allowed source (`[push.udp]`): UDP carries no credentials.
+    Datagram,
 }
 
 /// An authenticated client.
@@ -76,7 +78,7 @@ pub struct Identity {
     pub role: Role,
     pub source: Source,
     /// JWT `info`, sent as `conn_info`.
-    pub info: Option<Box<RawValue>>,
+    pub info: Option<CompactJson<'static>>,
     /// JWT `exp`, seconds since the epoch.
     pub expires: Option<f64>,
     /// JWT `channels`: server-side subscriptions.

@@ -1,6 +1,7 @@
-//! Encoding replies and pushes as compact JSON (no raw newline can appear: payloads are
-//! embedded raw JSON, which `RawValue` keeps exactly as the client sent it, and a client's
-//! frame never holds a raw newline inside a command because newlines separate commands).
+//! Encoding replies and pushes as compact JSON. No raw newline can appear: everything we
+//! write is serialized by serde_json, and every embedded payload (publication data,
+//! `conn_info`, presence entries, subscribe data) is a [`CompactJson`], which can only be made
+//! by validating and compacting (`crate::json`).
 //!
 //! Rules the clients depend on: the result object is always present on success, `error` is
 //! absent on success, `message` is always in errors, `user`/`client` always in ClientInfo,
@@ -9,7 +10,8 @@
 use bytes::Bytes;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use serde_json::value::RawValue;
+
+use crate::json::CompactJson;
 
 use super::ErrorCode;
 
@@ -22,9 +24,9 @@ pub struct ClientInfo {
     pub user: String,
     pub client: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub conn_info: Option<Box<RawValue>>,
+    pub conn_info: Option<CompactJson<'static>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub chan_info: Option<Box<RawValue>>,
+    pub chan_info: Option<CompactJson<'static>>,
 }
 
 fn is_zero_u32(v: &u32) -> bool {
@@ -91,7 +93,7 @@ impl SubscribeAnswer {
 /// A publication read back from history (recovery, the history command).
 #[derive(Debug, Serialize)]
 pub struct StoredPublication {
-    pub data: Box<RawValue>,
+    pub data: CompactJson<'static>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub info: Option<ClientInfo>,
     pub offset: u64,
@@ -112,7 +114,7 @@ pub struct SubscribeResult<'a> {
     #[serde(skip_serializing_if = "is_false")]
     pub positioned: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<&'a RawValue>,
+    pub data: Option<&'a CompactJson<'a>>,
     #[serde(skip_serializing_if = "is_false")]
     pub was_recovering: bool,
 }
@@ -127,14 +129,14 @@ pub struct HistoryResult<'a> {
 
 /// `{"presence":{"<client>":ClientInfo,...}}`, and `{"presence":{}}` when nobody is there.
 /// Entries are (client id, ClientInfo as stored JSON).
-pub struct PresenceResult<'a>(pub &'a [(String, Box<RawValue>)]);
+pub struct PresenceResult<'a>(pub &'a [(String, CompactJson<'static>)]);
 
 impl Serialize for PresenceResult<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        struct Entries<'a>(&'a [(String, Box<RawValue>)]);
+        struct Entries<'a>(&'a [(String, CompactJson<'static>)]);
         impl Serialize for Entries<'_> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_map(self.0.iter().map(|(c, i)| (c, &**i)))
+                s.collect_map(self.0.iter().map(|(c, i)| (c, i)))
             }
         }
         let mut m = s.serialize_map(Some(1))?;
@@ -212,7 +214,7 @@ enum PushKind<'a> {
 
 #[derive(Serialize)]
 pub struct Publication<'a> {
-    pub data: &'a RawValue,
+    pub data: &'a CompactJson<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub info: Option<&'a ClientInfo>,
     #[serde(skip_serializing_if = "is_zero_u64")]
@@ -308,7 +310,8 @@ mod tests {
 
     #[test]
     fn presence_is_keyed_by_client_and_empty_is_an_object() {
-        let raw = |c: &str| serde_json::value::to_raw_value(&info(c)).unwrap();
+        let raw =
+            |c: &str| CompactJson::from_string(serde_json::to_string(&info(c)).unwrap()).unwrap();
         let both = [("a".to_string(), raw("a")), ("b".to_string(), raw("b"))];
         let r = reply(3, "presence", &PresenceResult(&both));
         assert_eq!(
@@ -321,7 +324,7 @@ mod tests {
 
     #[test]
     fn pushes_embed_raw_payloads() {
-        let data = RawValue::from_string(r#"{"v":1}"#.into()).unwrap();
+        let data = CompactJson::from_string("{ \"v\": 1 }".into()).unwrap();
         let a = info("a");
         let p = publication(
             "grafana/broadcast/x",

@@ -18,6 +18,7 @@ use tracing::debug;
 use crate::auth::{Action, Identity};
 use crate::channel::Channel;
 use crate::hub::{ClientId, Hub, Subscriber};
+use crate::json::CompactJson;
 use crate::outbox::Outbox;
 use crate::persist::{Ack, Persist, Position, Request};
 use crate::protocol::command::{ChannelRequest, HistoryRequest, PublishRequest, SubscribeRequest};
@@ -27,7 +28,6 @@ use crate::ratelimit::{RateLimit, Verdict};
 use crate::routing::ChannelKind;
 use crate::settings::Settings;
 use crate::streams::{StreamHandler, Streams};
-use serde_json::value::RawValue;
 
 /// Version string sent in the connect reply.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -268,9 +268,9 @@ impl Session {
                 return Err(ErrorCode::TooManyRequests.into());
             }
         } else {
-            let data = initial.and_then(|s| RawValue::from_string(s).ok());
+            let data = initial.and_then(|s| CompactJson::from_string(s).ok());
             let ok = answer.result(&reply::SubscribeResult {
-                data: data.as_deref(),
+                data: data.as_ref(),
                 ..Default::default()
             });
             let outbox = &self.outbox;
@@ -317,27 +317,23 @@ impl Session {
         self.permit(Action::Publish, &channel)?;
         kind.publish?;
         // A stream handler decides: refuse, accept silently, or publish what it returns.
-        let handled;
-        let data: &RawValue = if kind.handler {
+        let data = if kind.handler {
             match self.handler(&channel)?.publish(channel.path(), data)? {
                 None => {
                     self.send(reply::reply(id, "publish", &reply::Empty {}));
                     return Ok(());
                 }
-                Some(json) => {
-                    handled = RawValue::from_string(json)
-                        .map_err(|_| Refused::from(ErrorCode::Internal))?;
-                    &handled
-                }
+                Some(json) => CompactJson::from_string(json)
+                    .map_err(|_| Refused::from(ErrorCode::Internal))?,
             }
         } else {
-            data
+            CompactJson::new(data)
         };
         if kind.is_stateful() {
             let r = Request::Publish {
                 key: channel.key().clone(),
                 policy: kind.history,
-                data: data.to_owned(),
+                data: data.into_owned(),
                 info: self.info.clone(),
                 ack: Ack::Reply {
                     outbox: self.outbox.clone(),
@@ -355,7 +351,7 @@ impl Session {
             reply::publication(
                 name,
                 Publication {
-                    data,
+                    data: &data,
                     info,
                     offset: 0,
                 },

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channel::{Channel, Scope};
 use crate::hub::Hub;
+use crate::json::CompactJson;
 use crate::persist::{Ack, Persist, Request};
 use crate::protocol::reply::{self, Publication};
 use crate::protocol::ErrorCode;
@@ -55,7 +56,7 @@ impl Sender {
     /// Publishes one JSON document on the channel. Not valid JSON, or a full storage queue,
     /// is an error the producer sees (a failing producer is restarted with backoff).
     pub fn send(&self, json: String) -> Result<(), String> {
-        let data = RawValue::from_string(json).map_err(|e| format!("not JSON: {e}"))?;
+        let data = CompactJson::from_string(json).map_err(|e| format!("not JSON: {e}"))?;
         match self.history {
             None => {
                 self.hub.broadcast(&self.key, |name| {

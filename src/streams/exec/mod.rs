@@ -385,28 +385,10 @@ impl Frames {
     }
 }
 
-/// A publish's data as one line for the program's stdin: JSON whitespace outside strings
-/// removed (strings cannot hold a raw newline), then `\n`.
+/// A publish's data as one line for the program's stdin: compact (strings cannot hold a raw
+/// newline), then `\n`.
 fn json_line(json: &str) -> String {
-    let mut out = String::with_capacity(json.len() + 1);
-    let (mut in_string, mut escaped) = (false, false);
-    for c in json.chars() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            out.push(c);
-        }
-    }
+    let mut out = crate::json::minify(json);
     out.push('\n');
     out
 }

@@ -1,0 +1,241 @@
+//! Compact JSON: the only form in which JSON that we did not write ourselves (a client's
+//! publication data, a JWT's `info`, a stream handler's output, a stored record) may enter an
+//! outgoing message.
+//!
+//! Outgoing messages are joined with `\n` into one WebSocket frame, and every client splits
+//! frames on `\n` (centrifuge-js, centrifuge-python, Grafana's front end), so one raw newline
+//! inside an embedded payload turns every message after it into broken JSON for every
+//! subscriber, and history would replay the breakage. The encoders in `protocol::reply` accept
+//! only [`CompactJson`], and its constructors are the only way to make one: each validates and
+//! removes insignificant whitespace, so the rule is kept in one place instead of in each caller.
+//!
+//! Written by hand (a string-aware scan, about 30 lines): serde_json has no minifier, and a
+//! round trip through `serde_json::Value` would reorder keys and round big numbers.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+/// Valid JSON text with no whitespace outside strings (JSON strings cannot hold a raw
+/// newline or tab, so none is anywhere in it). Borrowed when the input was already compact.
+#[derive(Clone)]
+pub struct CompactJson<'a>(Cow<'a, RawValue>);
+
+/// Compared by text (`RawValue` has no `PartialEq`); compact text is canonical up to key
+/// order and number spelling.
+impl PartialEq for CompactJson<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+impl Eq for CompactJson<'_> {}
+
+impl<'a> CompactJson<'a> {
+    /// `raw` as is when it is compact (no copy), else minified.
+    pub fn new(raw: &'a RawValue) -> CompactJson<'a> {
+        if is_compact(raw.get()) {
+            CompactJson(Cow::Borrowed(raw))
+        } else {
+            CompactJson(Cow::Owned(
+                RawValue::from_string(minify(raw.get())).expect("minified valid JSON is valid"),
+            ))
+        }
+    }
+
+    /// The JSON text, compact.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The text as a `RawValue` (for serde), compact.
+    pub fn as_raw(&self) -> &RawValue {
+        &self.0
+    }
+
+    /// A borrowed view of the same text.
+    pub fn borrow(&self) -> CompactJson<'_> {
+        CompactJson(Cow::Borrowed(&self.0))
+    }
+
+    pub fn into_owned(self) -> CompactJson<'static> {
+        CompactJson(Cow::Owned(self.0.into_owned()))
+    }
+}
+
+impl CompactJson<'static> {
+    /// Validates `json` and makes it compact (no copy when it already is).
+    pub fn from_string(json: String) -> Result<CompactJson<'static>, serde_json::Error> {
+        let json = if is_compact(&json) {
+            json
+        } else {
+            // Validate before minifying: minify assumes valid JSON.
+            drop(RawValue::from_string(json.clone())?);
+            minify(&json)
+        };
+        Ok(CompactJson(Cow::Owned(RawValue::from_string(json)?)))
+    }
+
+    /// Takes an owned `RawValue`, made compact.
+    pub fn from_raw(raw: Box<RawValue>) -> CompactJson<'static> {
+        if is_compact(raw.get()) {
+            CompactJson(Cow::Owned(raw))
+        } else {
+            CompactJson::new(&raw).into_owned()
+        }
+    }
+}
+
+impl fmt::Debug for CompactJson<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+impl fmt::Display for CompactJson<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+impl Serialize for CompactJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for CompactJson<'static> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(CompactJson::from_raw)
+    }
+}
+
+/// True when `json` has no JSON whitespace outside strings. Most payloads have no whitespace
+/// byte at all, which is checked first.
+pub fn is_compact(json: &str) -> bool {
+    let b = json.as_bytes();
+    if !b.iter().any(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) {
+        return true;
+    }
+    let (mut in_string, mut escaped) = (false, false);
+    for &c in b {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_string = false;
+            }
+        } else if c == b'"' {
+            in_string = true;
+        } else if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+            return false;
+        }
+    }
+    true
+}
+
+/// Valid JSON with the whitespace outside strings removed (the same value, compact).
+pub fn minify(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.into()).unwrap()
+    }
+
+    #[test]
+    fn pretty_json_becomes_compact_and_strings_keep_their_spaces() {
+        let pretty = "{\n  \"a\": 1,\r\n\t\"b\": [ \"x y\", \"q\\\" z\" ]\n}";
+        let r = raw(pretty);
+        let c = CompactJson::new(&r);
+        assert_eq!(c.get(), r#"{"a":1,"b":["x y","q\" z"]}"#);
+        assert_eq!(
+            CompactJson::from_string(pretty.into()).unwrap().get(),
+            c.get()
+        );
+    }
+
+    #[test]
+    fn compact_input_is_borrowed_not_copied() {
+        let r = raw(r#"{"a":"b c"}"#);
+        let c = CompactJson::new(&r);
+        assert!(matches!(c.0, Cow::Borrowed(_)));
+        assert!(std::ptr::eq(c.get(), r.get()));
+    }
+
+    #[test]
+    fn invalid_json_is_refused() {
+        assert!(CompactJson::from_string("{\"a\": }".into()).is_err());
+        assert!(CompactJson::from_string("".into()).is_err());
+        // A raw control character inside a string is not JSON.
+        assert!(CompactJson::from_string("\"a\nb\"".into()).is_err());
+    }
+
+    #[test]
+    fn deserializing_compacts() {
+        #[derive(Deserialize)]
+        struct C {
+            info: CompactJson<'static>,
+        }
+        let c: C = serde_json::from_str("{\"info\": { \"room\" :\n \"lab 1\" }}").unwrap();
+        assert_eq!(c.info.get(), r#"{"room":"lab 1"}"#);
+    }
+
+    proptest! {
+        /// Any JSON value, pretty-printed or compact, comes out as serde_json's own compact
+        /// form of the same value, with no whitespace outside strings.
+        #[test]
+        fn minify_equals_serde_jsons_compact_form(v in json_value()) {
+            let compact = serde_json::to_string(&v).unwrap();
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            let got = CompactJson::from_string(pretty).unwrap();
+            prop_assert_eq!(got.get(), compact.as_str());
+            prop_assert!(is_compact(got.get()));
+            prop_assert!(!got.get().contains('\n'));
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|i| Value::from(i)),
+            "[ -~\u{e9}\u{1F600}\\\\\"\t\n]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z \"]{0,4}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}
