@@ -176,6 +176,13 @@ pub struct PushConfig {
     /// A managed stream nobody pushed to for this long loses its kept last frame.
     #[serde(with = "duration")]
     pub frame_idle_ttl: Duration,
+    /// Most tags in one line (400 naming the line beyond).
+    pub max_tags_per_line: usize,
+    /// Most fields in one line (400 naming the line beyond).
+    pub max_fields_per_line: usize,
+    /// Most values the frames of one body may hold, padding nulls and wide-layout labels
+    /// included (400 naming the line that crosses it).
+    pub max_values_per_request: usize,
     pub udp: UdpConfig,
 }
 
@@ -185,6 +192,9 @@ impl Default for PushConfig {
             max_body_size: 16 << 20,
             body_timeout: Duration::from_secs(30),
             frame_idle_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_tags_per_line: 256,
+            max_fields_per_line: 1024,
+            max_values_per_request: 1_000_000,
             udp: UdpConfig::default(),
         }
     }
@@ -202,6 +212,15 @@ pub struct UdpConfig {
     pub frame_format: String,
     /// Timestamp unit: ns, us, ms or s.
     pub precision: String,
+    /// Source networks whose datagrams are taken (UDP carries no credentials; a source
+    /// address is all there is). In protected mode only loopback sources are taken whatever
+    /// this says.
+    pub allowed_sources: Vec<ipnet::IpNet>,
+    /// The role datagrams publish with, against `[[auth.rules]]`.
+    pub role: crate::auth::Role,
+    /// Most frames from UDP waiting for the storage thread; datagrams beyond are dropped, so a
+    /// flood cannot take the queue every client shares.
+    pub max_queued: usize,
 }
 
 impl Default for UdpConfig {
@@ -211,6 +230,12 @@ impl Default for UdpConfig {
             stream: "udp".into(),
             frame_format: "labels_column".into(),
             precision: "ns".into(),
+            allowed_sources: vec![
+                "127.0.0.0/8".parse().expect("valid"),
+                "::1/128".parse().expect("valid"),
+            ],
+            role: crate::auth::Role::Publisher,
+            max_queued: 256,
         }
     }
 }
@@ -516,6 +541,15 @@ impl Config {
         if push.body_timeout.is_zero() || push.frame_idle_ttl.is_zero() {
             problems.push("[push] body_timeout and frame_idle_ttl must be positive".into());
         }
+        if push.max_tags_per_line == 0
+            || push.max_fields_per_line == 0
+            || push.max_values_per_request == 0
+        {
+            problems.push(
+                "[push] max_tags_per_line, max_fields_per_line and max_values_per_request must be at least 1"
+                    .into(),
+            );
+        }
         let udp = &push.udp;
         if !udp.listen.is_empty() && udp.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(
@@ -534,6 +568,9 @@ impl Config {
                 "[push.udp] frame_format = {:?} must be labels_column or wide",
                 udp.frame_format
             ));
+        }
+        if udp.max_queued == 0 {
+            problems.push("[push.udp] max_queued must be at least 1".into());
         }
         if crate::push::Precision::parse(&udp.precision).is_none() {
             problems.push(format!(

@@ -41,6 +41,8 @@ pub struct Settings {
     /// Largest push body or push WebSocket message.
     pub push_max_body: usize,
     pub push_body_timeout: Duration,
+    /// What one push body may make.
+    pub push_limits: crate::push::convert::Limits,
     pub frame_idle_ttl: Duration,
     /// The UDP push listener, when on.
     pub udp: Option<UdpSettings>,
@@ -78,6 +80,10 @@ impl Settings {
 pub struct UdpSettings {
     pub listen: SocketAddr,
     pub target: crate::push::Target,
+    pub allowed_sources: Vec<ipnet::IpNet>,
+    /// Who a datagram publishes as, for `[[auth.rules]]`.
+    pub identity: crate::auth::Identity,
+    pub max_queued: usize,
 }
 
 impl Settings {
@@ -118,8 +124,9 @@ impl Settings {
             channel_idle_ttl: config.storage.channel_idle_ttl,
             push_max_body: config.push.max_body_size,
             push_body_timeout: config.push.body_timeout,
+            push_limits: push_limits(&config.push),
             frame_idle_ttl: config.push.frame_idle_ttl,
-            udp: udp(&config.push.udp),
+            udp: udp(&config.push),
             auth,
             command_rate: live.client_command_rate,
             command_burst: live.client_command_burst,
@@ -156,7 +163,8 @@ fn exec_specs(
     }
 }
 
-fn udp(c: &crate::config::UdpConfig) -> Option<UdpSettings> {
+fn udp(push: &crate::config::PushConfig) -> Option<UdpSettings> {
+    let c = &push.udp;
     if c.listen.is_empty() {
         return None;
     }
@@ -166,6 +174,27 @@ fn udp(c: &crate::config::UdpConfig) -> Option<UdpSettings> {
             stream_id: c.stream.clone(),
             layout: crate::push::Layout::parse(&c.frame_format).expect("validated"),
             precision: crate::push::Precision::parse(&c.precision).expect("validated"),
+            limits: push_limits(push),
         },
+        allowed_sources: c.allowed_sources.clone(),
+        identity: crate::auth::Identity {
+            user: "udp".into(),
+            role: c.role,
+            source: crate::auth::Source::Datagram,
+            info: None,
+            expires: None,
+            channels: Vec::new(),
+        },
+        max_queued: c.max_queued,
     })
+}
+
+fn push_limits(push: &crate::config::PushConfig) -> crate::push::convert::Limits {
+    crate::push::convert::Limits {
+        line: crate::push::lineproto::LineLimits {
+            max_tags: push.max_tags_per_line,
+            max_fields: push.max_fields_per_line,
+        },
+        max_values: push.max_values_per_request,
+    }
 }

@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use super::lineproto::{FieldValue, Line, ParseError, Parser, Precision};
+use super::lineproto::{ErrorKind, FieldValue, Line, LineLimits, ParseError, Parser, Precision};
 use crate::frame::{Field, Frame, Values};
 
 /// `?gf_live_frame_format=`
@@ -40,15 +40,45 @@ impl Layout {
     }
 }
 
-/// Parses a whole body and converts it; nothing is returned unless every line parses.
-/// `now_ns` is the time of points without a timestamp.
+/// Bounds on one body's conversion: per line (tags, fields) and for the whole output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub line: LineLimits,
+    /// Most values (cells, padding nulls and per-field labels included) the frames of one body
+    /// may hold: sparse fields pad every row of a `labels_column` frame, and `wide` repeats a
+    /// line's tags for each of its fields, so the output can outgrow the body by far.
+    pub max_values: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            line: LineLimits::default(),
+            max_values: 1_000_000,
+        }
+    }
+}
+
+/// Parses a whole body and converts it with the default [`Limits`]; nothing is returned
+/// unless every line parses. `now_ns` is the time of points without a timestamp.
 pub fn convert(
     body: &str,
     layout: Layout,
     precision: Precision,
     now_ns: i64,
 ) -> Result<Vec<Frame>, ParseError> {
-    let mut parser = Parser::new(body, precision);
+    convert_with(body, layout, precision, now_ns, Limits::default())
+}
+
+/// [`convert`] within `limits`; work and memory are linear in the body.
+pub fn convert_with(
+    body: &str,
+    layout: Layout,
+    precision: Precision,
+    now_ns: i64,
+    limits: Limits,
+) -> Result<Vec<Frame>, ParseError> {
+    let mut parser = Parser::with_limits(body, precision, limits.line);
     let mut line = Line::default();
     let mut labels = LabelsColumn::default();
     let mut wide = Wide::default();
@@ -56,9 +86,16 @@ pub fn convert(
         r?;
         normalize(&mut line);
         let ts = line.timestamp.unwrap_or(now_ns);
-        match layout {
-            Layout::LabelsColumn => labels.append(&line, ts),
-            Layout::Wide => wide.append(&line, ts),
+        let fits = match layout {
+            Layout::LabelsColumn => labels.append(&line, ts, limits.max_values),
+            Layout::Wide => wide.append(&line, ts, limits.max_values),
+        };
+        if fits.is_err() {
+            return Err(ParseError {
+                line: line.number,
+                column: 1,
+                kind: ErrorKind::TooManyValues(limits.max_values),
+            });
         }
     }
     Ok(match layout {
@@ -75,15 +112,12 @@ fn normalize(line: &mut Line<'_>) {
     dedup_keep_last(&mut line.fields, |f| &f.0);
 }
 
+/// After a stable sort, equal keys are adjacent in input order; keeps the last of each run.
+/// Linear: reversed, `dedup_by` keeps the first of each run, then back in order.
 fn dedup_keep_last<T>(v: &mut Vec<T>, key: impl Fn(&T) -> &Cow<'_, str>) {
-    let mut i = 0;
-    while i + 1 < v.len() {
-        if key(&v[i]) == key(&v[i + 1]) {
-            v.remove(i);
-        } else {
-            i += 1;
-        }
-    }
+    v.reverse();
+    v.dedup_by(|a, b| key(a) == key(b));
+    v.reverse();
 }
 
 /// A value as Grafana types it with float64 numbers on.
@@ -186,10 +220,15 @@ struct LabelsColumn {
     hints: Vec<Vec<usize>>,
     /// The frame of the previous line.
     last: Option<usize>,
+    /// Values the frames hold once padded: rows × columns, summed.
+    values: usize,
 }
 
 impl LabelsColumn {
-    fn append(&mut self, line: &Line<'_>, ts: i64) {
+    /// Appends a line, unless the frames would then hold more than `max` values (checked
+    /// before anything is allocated for them). A refused line may leave its frame part-built:
+    /// the whole body is refused then.
+    fn append(&mut self, line: &Line<'_>, ts: i64, max: usize) -> Result<(), TooMany> {
         let same = |i: usize| self.frames[i].name == line.measurement.as_ref();
         let known = match self.last.filter(|&i| same(i)) {
             Some(i) => Some(i),
@@ -217,6 +256,11 @@ impl LabelsColumn {
         let columns = &mut self.columns[fi];
         let hints = &mut self.hints[fi];
         let row = frame.rows();
+        // The new row has a value in every column, and each new column pads earlier rows.
+        self.values += frame.fields.len();
+        if self.values > max {
+            return Err(TooMany);
+        }
         if let Values::String(l) = &mut frame.fields[0].values {
             l.push(labels_string(&line.tags));
         }
@@ -232,6 +276,10 @@ impl LabelsColumn {
             let ci = match hinted.or_else(|| columns.get(key.as_ref()).copied()) {
                 Some(ci) => ci,
                 None => {
+                    self.values += row + 1;
+                    if self.values > max {
+                        return Err(TooMany);
+                    }
                     frame.fields.push(field(key, None, new_column(&t)));
                     columns.insert(key.to_string(), frame.fields.len() - 1);
                     frame.fields.len() - 1
@@ -245,6 +293,7 @@ impl LabelsColumn {
             col.pad_to(row);
             push(col, t, raw);
         }
+        Ok(())
     }
 
     fn finish(mut self) -> Vec<Frame> {
@@ -263,10 +312,18 @@ struct Wide {
     frames: Vec<Frame>,
     /// (measurement, time) → index in `frames`.
     by_key: HashMap<(String, i64), usize>,
+    /// Values the frames hold, each field's labels counted.
+    values: usize,
 }
 
 impl Wide {
-    fn append(&mut self, line: &Line<'_>, ts: i64) {
+    /// Appends a line, unless the frames would then hold more than `max` values (counted
+    /// first: the line's labels are copied for each of its fields).
+    fn append(&mut self, line: &Line<'_>, ts: i64, max: usize) -> Result<(), TooMany> {
+        self.values += line.fields.len() * (1 + line.tags.len());
+        if self.values > max {
+            return Err(TooMany);
+        }
         let key = (line.measurement.to_string(), ts);
         let fi = match self.by_key.get(&key) {
             Some(&i) => i,
@@ -291,8 +348,12 @@ impl Wide {
             push(&mut col, t, raw);
             frame.fields.push(field(key, Some(labels.clone()), col));
         }
+        Ok(())
     }
 }
+
+/// The frames would hold more values than allowed.
+struct TooMany;
 
 fn field(name: &str, labels: Option<Vec<(String, String)>>, values: Values) -> Field {
     Field {
@@ -356,6 +417,67 @@ mod tests {
         assert_eq!(f[0]["schema"]["fields"][2]["labels"], json!({"h": "b"}));
         assert_eq!(f[1]["schema"]["fields"][1]["labels"], json!({}));
         assert_eq!(f[2]["schema"]["name"], "n");
+    }
+
+    /// A line repeating one key n times: linear, not quadratic (40,000 repeats took 1.1 s).
+    #[test]
+    fn repeated_keys_cost_linear_time_and_keep_the_last() {
+        let n = 100_000;
+        let mut body = String::from("m ");
+        for i in 0..n {
+            body.push_str(&format!("x={i},"));
+        }
+        body.push_str("x=-1");
+        let limits = Limits {
+            line: LineLimits {
+                max_tags: 10,
+                max_fields: n + 1,
+            },
+            ..Limits::default()
+        };
+        let f = convert_with(
+            &body,
+            Layout::LabelsColumn,
+            Precision::Nanoseconds,
+            0,
+            limits,
+        )
+        .unwrap();
+        assert_eq!(f[0].fields.len(), 3);
+        let json: Value = serde_json::from_str(&f[0].to_json().full()).unwrap();
+        assert_eq!(json["data"]["values"][2], json!([-1]));
+    }
+
+    #[test]
+    fn lines_and_bodies_beyond_the_limits_are_refused_naming_the_line() {
+        let limits = Limits {
+            line: LineLimits {
+                max_tags: 2,
+                max_fields: 3,
+            },
+            max_values: 40,
+        };
+        let conv = |b: &str, l| convert_with(b, l, Precision::Nanoseconds, 0, limits);
+        let e = conv("m a=1\nm,a=1,b=2,c=3 x=1", Layout::LabelsColumn).unwrap_err();
+        assert_eq!(
+            (e.line, e.column, e.kind),
+            (2, 11, ErrorKind::TooManyTags(2))
+        );
+        let e = conv("m a=1,b=2,c=3,d=4", Layout::Wide).unwrap_err();
+        assert_eq!(
+            (e.line, e.column, e.kind.clone()),
+            (1, 15, ErrorKind::TooManyFields(3))
+        );
+        assert!(e.to_string().contains("max_fields_per_line"), "{e}");
+        // Sparse fields: every new column pads every earlier row.
+        let sparse: String = (0..20).map(|i| format!("m f{i}=1\n")).collect();
+        let e = conv(&sparse, Layout::LabelsColumn).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::TooManyValues(40));
+        assert!(e.line > 3 && e.line < 20, "{e}");
+        // Wide repeats the tags for every field.
+        let e = conv("m,a=1,b=2 x=1,y=2,z=3 1\n".repeat(5).as_str(), Layout::Wide).unwrap_err();
+        assert_eq!((e.line, e.kind), (5, ErrorKind::TooManyValues(40)));
+        assert!(conv("m,a=1,b=2 x=1,y=2,z=3 1\n".repeat(4).as_str(), Layout::Wide).is_ok());
     }
 
     #[test]

@@ -14,6 +14,8 @@ use hyper::header::{HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use crate::json::CompactJson;
 use tokio::sync::oneshot;
 use tracing::debug;
 
@@ -103,15 +105,35 @@ async fn read_body(
     if !gzip {
         return Ok(raw);
     }
-    let mut out = Vec::with_capacity(raw.len() * 4);
-    flate2::read::MultiGzDecoder::new(&raw[..])
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| BodyError::Encoding(format!("gzip: {e}")))?;
-    if out.len() > limit {
-        return Err(BodyError::TooLarge(limit));
+    // A few KiB of gzip can inflate to the whole limit: always off the event loop.
+    tokio::task::spawn_blocking(move || gunzip(&raw, limit))
+        .await
+        .unwrap_or_else(|_| Err(BodyError::Broken("gzip decoder failed".into())))
+}
+
+/// Inflates a gzip body (several members allowed) into at most `limit` bytes; memory never
+/// goes past the limit, whatever the compression ratio.
+fn gunzip(raw: &[u8], limit: usize) -> Result<Bytes, BodyError> {
+    let mut decoder = flate2::read::MultiGzDecoder::new(raw);
+    let mut out: Vec<u8> = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = match decoder.read(&mut chunk) {
+            Ok(0) => return Ok(Bytes::from(out)),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(BodyError::Encoding(format!("gzip: {e}"))),
+        };
+        if out.len() + n > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        if out.capacity() < out.len() + n {
+            // Grow by doubling, capped at the limit (`extend` alone could double past it).
+            let want = (out.capacity() * 2).max(out.len() + n).min(limit);
+            out.reserve_exact(want - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
     }
-    Ok(Bytes::from(out))
 }
 
 /// The response for a push that went wrong.
@@ -161,8 +183,9 @@ async fn push_body(
         debug!(stream = stream_id, error = %e, "push refused");
         push_error(&e)
     };
-    let target = super::target(stream_id, req.uri().query()).map_err(refuse)?;
     let settings = &shared.settings;
+    let target =
+        super::target(stream_id, req.uri().query(), settings.push_limits).map_err(refuse)?;
     let body = read_body(req, settings.push_max_body, settings.push_body_timeout).await?;
     super::ingest(shared, body, &target, who)
         .await
@@ -170,10 +193,9 @@ async fn push_body(
 }
 
 #[derive(Deserialize)]
-struct PublishBody<'a> {
+struct PublishBody {
     channel: String,
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
+    data: Option<Box<RawValue>>,
 }
 
 /// `POST /api/live/publish`: the same rules as a client's publish command; `{}` on success.
@@ -187,19 +209,26 @@ pub async fn publish(
         Ok(b) => b,
         Err(e) => return e.into(),
     };
-    let parsed: PublishBody<'_> = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => {
+    // Parsed (and compacted) off the event loop when large.
+    let parsed = super::sized_work(body.len(), move || {
+        serde_json::from_slice::<PublishBody>(&body)
+            .map(|p| (p.channel, p.data.map(CompactJson::from_raw)))
+    })
+    .await;
+    let parsed = match parsed {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 &format!("expected {{\"channel\": \"...\", \"data\": ...}}: {e}"),
             )
         }
+        None => return push_error(&PushError::Storage),
     };
-    let Some(data) = parsed.data else {
+    let Some(data) = parsed.1 else {
         return error(StatusCode::BAD_REQUEST, "publish without data");
     };
-    let channel = match Channel::parse(&parsed.channel, settings.org_id) {
+    let channel = match Channel::parse(&parsed.0, settings.org_id) {
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid channel: {e}")),
     };
@@ -217,12 +246,28 @@ pub async fn publish(
             needed,
         });
     }
+    // A stream handler decides a publish on its channels, as for a client's publish command.
+    let data = if kind.handler {
+        let Some(handler) = shared.streams.handler(&channel) else {
+            return code_response(ErrorCode::UnknownChannel);
+        };
+        match handler.publish(channel.path(), data.as_raw()) {
+            Ok(None) => return json(StatusCode::OK, "{}".into()),
+            Ok(Some(out)) => match CompactJson::from_string(out) {
+                Ok(d) => d,
+                Err(_) => return push_error(&PushError::Storage),
+            },
+            Err(code) => return code_response(code),
+        }
+    } else {
+        data
+    };
     if !kind.is_stateful() {
         shared.hub.broadcast(channel.key(), |name| {
             reply::publication(
                 name,
                 Publication {
-                    data,
+                    data: &data,
                     info: None,
                     offset: 0,
                 },
@@ -234,7 +279,7 @@ pub async fn publish(
     let r = StoreRequest::Publish {
         key: channel.key().clone(),
         policy: kind.history,
-        data: data.to_owned(),
+        data: data.into_owned(),
         info: None,
         ack: Ack::Channel(tx),
     };

@@ -92,6 +92,29 @@ pub enum ErrorKind {
     TimestampOutOfRange(i64),
     #[error("unexpected text after the timestamp")]
     TrailingText,
+    #[error("more than {0} tags in one line ([push] max_tags_per_line)")]
+    TooManyTags(usize),
+    #[error("more than {0} fields in one line ([push] max_fields_per_line)")]
+    TooManyFields(usize),
+    #[error("the frames of this request would hold more than {0} values (sparse fields, or many tags × fields in the wide layout; [push] max_values_per_request)")]
+    TooManyValues(usize),
+}
+
+/// What one line may carry: conversion is linear in the body, but a line's tags are copied
+/// into every field's labels in the wide layout, so their numbers are bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineLimits {
+    pub max_tags: usize,
+    pub max_fields: usize,
+}
+
+impl Default for LineLimits {
+    fn default() -> Self {
+        LineLimits {
+            max_tags: 256,
+            max_fields: 1024,
+        }
+    }
 }
 
 /// Where and what: `line 3, column 17: field "x": "1.2.3" is not a valid float`.
@@ -122,14 +145,21 @@ pub struct Parser<'a> {
     lines: std::str::Split<'a, char>,
     number: usize,
     precision: Precision,
+    limits: LineLimits,
 }
 
 impl<'a> Parser<'a> {
+    /// A parser with the default [`LineLimits`].
     pub fn new(body: &'a str, precision: Precision) -> Parser<'a> {
+        Parser::with_limits(body, precision, LineLimits::default())
+    }
+
+    pub fn with_limits(body: &'a str, precision: Precision, limits: LineLimits) -> Parser<'a> {
         Parser {
             lines: body.split('\n'),
             number: 0,
             precision,
+            limits,
         }
     }
 
@@ -149,11 +179,14 @@ impl<'a> Parser<'a> {
             line.timestamp = None;
             line.number = self.number;
             let mut cur = Cursor { s: trimmed, pos: 0 };
-            let r = parse_line(&mut cur, line, self.precision).map_err(|(at, kind)| ParseError {
-                line: self.number,
-                column: indent + at + 1,
-                kind,
-            });
+            let r =
+                parse_line(&mut cur, line, self.precision, self.limits).map_err(|(at, kind)| {
+                    ParseError {
+                        line: self.number,
+                        column: indent + at + 1,
+                        kind,
+                    }
+                });
             return Some(r);
         }
     }
@@ -229,7 +262,12 @@ fn unescape(raw: &str, escapable: &[u8]) -> String {
 const MEASUREMENT_ESC: &[u8] = b", ";
 const KEY_ESC: &[u8] = b",= ";
 
-fn parse_line<'a>(c: &mut Cursor<'a>, line: &mut Line<'a>, p: Precision) -> Result<(), Failure> {
+fn parse_line<'a>(
+    c: &mut Cursor<'a>,
+    line: &mut Line<'a>,
+    p: Precision,
+    limits: LineLimits,
+) -> Result<(), Failure> {
     line.measurement = c.token(b", \t", MEASUREMENT_ESC);
     if line.measurement.is_empty() {
         return Err((c.pos, ErrorKind::MissingMeasurement));
@@ -237,6 +275,9 @@ fn parse_line<'a>(c: &mut Cursor<'a>, line: &mut Line<'a>, p: Precision) -> Resu
     while c.peek() == Some(b',') {
         c.pos += 1;
         let at = c.pos;
+        if line.tags.len() == limits.max_tags {
+            return Err((at, ErrorKind::TooManyTags(limits.max_tags)));
+        }
         let key = c.token(b",= \t", KEY_ESC);
         if key.is_empty() {
             return Err((at, ErrorKind::EmptyTagKey));
@@ -256,6 +297,9 @@ fn parse_line<'a>(c: &mut Cursor<'a>, line: &mut Line<'a>, p: Precision) -> Resu
     }
     loop {
         let at = c.pos;
+        if line.fields.len() == limits.max_fields {
+            return Err((at, ErrorKind::TooManyFields(limits.max_fields)));
+        }
         let key = c.token(b",= \t", KEY_ESC);
         if key.is_empty() {
             return Err((at, ErrorKind::EmptyFieldKey));

@@ -36,6 +36,8 @@ pub struct Target {
     pub stream_id: String,
     pub layout: Layout,
     pub precision: Precision,
+    /// `[push]`'s bounds on what one body may make.
+    pub limits: convert::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,18 +69,25 @@ pub enum PushError {
     Storage,
     #[error("permission denied: publish on {channel} needs the {} role", .needed.name())]
     Forbidden { channel: String, needed: Role },
+    #[error("datagrams from {0} are not taken ([push.udp] allowed_sources; loopback only in protected mode)")]
+    SourceRefused(std::net::IpAddr),
 }
 
 /// Most frames one request may produce (each is one storage request).
 pub const MAX_FRAMES_PER_REQUEST: usize = 2048;
 
 /// A validated stream id and the options of the request's query.
-pub fn target(stream_id: &str, query: Option<&str>) -> Result<Target, PushError> {
+pub fn target(
+    stream_id: &str,
+    query: Option<&str>,
+    limits: convert::Limits,
+) -> Result<Target, PushError> {
     check_stream_id(stream_id)?;
     let mut t = Target {
         stream_id: stream_id.to_owned(),
         layout: Layout::default(),
         precision: Precision::default(),
+        limits,
     };
     for (k, v) in query_pairs(query.unwrap_or("")) {
         match k {
@@ -131,7 +140,7 @@ pub fn frames(
     now_ns: i64,
 ) -> Result<Vec<(Arc<str>, FrameJson)>, PushError> {
     let text = lineproto::utf8(body)?;
-    let frames = convert::convert(text, t.layout, t.precision, now_ns)?;
+    let frames = convert::convert_with(text, t.layout, t.precision, now_ns, t.limits)?;
     if frames.len() > MAX_FRAMES_PER_REQUEST {
         return Err(PushError::TooManyFrames(frames.len()));
     }
@@ -149,17 +158,27 @@ pub fn frames(
         .collect()
 }
 
-/// Bodies larger than this are parsed on the blocking pool, not on the event loop.
+/// Work on inputs larger than this (parsing, decompressing) runs on the blocking pool, not on
+/// the event loop.
 const INLINE_PARSE_BYTES: usize = 256 * 1024;
+
+/// Runs `work` on an input of `size` bytes: inline when small, else on the blocking pool so
+/// that the event loop keeps serving every other client. `None` if the work panicked.
+pub async fn sized_work<T: Send + 'static>(
+    size: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    if size <= INLINE_PARSE_BYTES {
+        return Some(work());
+    }
+    tokio::task::spawn_blocking(work).await.ok()
+}
 
 /// Parses a body, off the event loop when it is large.
 async fn parse(body: Bytes, target: &Target) -> Result<Vec<(Arc<str>, FrameJson)>, PushError> {
     let now = now_ns();
-    if body.len() <= INLINE_PARSE_BYTES {
-        return frames(&body, target, now);
-    }
     let target = target.clone();
-    tokio::task::spawn_blocking(move || frames(&body, &target, now))
+    sized_work(body.len(), move || frames(&body, &target, now))
         .await
         .unwrap_or(Err(PushError::Storage))
 }
@@ -211,13 +230,24 @@ pub async fn publish(
     Ok(n)
 }
 
-/// Hands the frames over without waiting (UDP has nobody to answer).
+/// Hands the frames over without waiting (UDP has nobody to answer); each frame takes one of
+/// `slots` until it is stored, and none is taken beyond `max`.
 pub fn publish_detached(
     persist: &Persist,
     router: &Router,
     frames: Vec<(Arc<str>, FrameJson)>,
+    slots: &Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
 ) -> Result<(), PushError> {
-    submit(persist, router, frames, || Ack::Discard)
+    use std::sync::atomic::Ordering;
+    let n = frames.len();
+    if slots.fetch_add(n, Ordering::AcqRel) + n > max {
+        slots.fetch_sub(n, Ordering::AcqRel);
+        return Err(PushError::Busy);
+    }
+    submit(persist, router, frames, || Ack::Release(slots.clone())).inspect_err(|_| {
+        slots.fetch_sub(n, Ordering::AcqRel);
+    })
 }
 
 /// One storage request per frame, queued all or none.
@@ -243,9 +273,13 @@ fn submit(
 mod tests {
     use super::*;
 
+    fn target_d(id: &str, q: Option<&str>) -> Result<Target, PushError> {
+        target(id, q, convert::Limits::default())
+    }
+
     #[test]
     fn targets_validate_stream_ids_and_options() {
-        let t = target(
+        let t = target_d(
             "telegraf",
             Some("gf_live_frame_format=WIDE&precision=ms&x=1"),
         )
@@ -255,26 +289,26 @@ mod tests {
             (Layout::Wide, Precision::Milliseconds)
         );
         assert!(matches!(
-            target("a b", None),
+            target_d("a b", None),
             Err(PushError::BadStream { .. })
         ));
         assert!(matches!(
-            target("a/b", None),
+            target_d("a/b", None),
             Err(PushError::BadStream { .. })
         ));
         assert!(matches!(
-            target("s", Some("gf_live_frame_format=prometheus")),
+            target_d("s", Some("gf_live_frame_format=prometheus")),
             Err(PushError::BadLayout(_))
         ));
         assert!(matches!(
-            target("s", Some("precision=h")),
+            target_d("s", Some("precision=h")),
             Err(PushError::BadPrecision(_))
         ));
     }
 
     #[test]
     fn a_measurement_that_cannot_form_a_channel_is_refused() {
-        let t = target("s", None).unwrap();
+        let t = target_d("s", None).unwrap();
         let e = frames(b"ok f=1\nbad:name f=1", &t, 0).unwrap_err();
         assert!(
             matches!(e, PushError::BadMeasurement { ref measurement, .. } if measurement == "bad:name"),

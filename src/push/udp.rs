@@ -1,12 +1,23 @@
 //! `[push.udp]`: each datagram is a line-protocol body for one configured stream. UDP has
-//! nobody to answer, so a datagram that does not parse, or arrives while storage is busy, is
-//! dropped and counted (`edgelive_push_errors_total`) and logged at debug level.
+//! nobody to answer, so a datagram that does not parse, comes from a source not allowed,
+//! makes a channel its role may not publish on, or arrives while UDP's share of the storage
+//! queue is full, is dropped and counted (`edgelive_push_errors_total`) and logged at debug
+//! level.
+//!
+//! Trust model: UDP carries no credentials, so a datagram is taken on its source address
+//! alone (`allowed_sources`, loopback by default and always loopback only in protected mode)
+//! and publishes with `role` under `[[auth.rules]]`. Source addresses can be forged on a
+//! shared network: open UDP to the LAN only where every host on it may publish.
 
+use std::net::IpAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
+use super::PushError;
+use crate::auth::Action;
 use crate::server::Shared;
 use crate::settings::UdpSettings;
 
@@ -16,6 +27,8 @@ const MAX_DATAGRAM: usize = 65_536;
 /// Receives until shutdown.
 pub async fn serve(socket: UdpSocket, udp: UdpSettings, shared: Arc<Shared>) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Frames from UDP not yet stored: UDP's own bound on the shared storage queue.
+    let slots = Arc::new(AtomicUsize::new(0));
     loop {
         let (n, peer) = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -27,13 +40,46 @@ pub async fn serve(socket: UdpSocket, udp: UdpSettings, shared: Arc<Shared>) {
                 }
             },
         };
-        let result = super::frames(&buf[..n], &udp.target, super::now_ns()).and_then(|frames| {
-            let n = frames.len();
-            super::publish_detached(&shared.persist, &shared.settings.router, frames).map(|()| n)
-        });
+        let result = take(&buf[..n], peer.ip(), &udp, &shared, &slots);
         shared.push_stats.record(&result);
         if let Err(e) = result {
             debug!(%peer, error = %e, "udp datagram dropped");
         }
     }
+}
+
+/// One datagram: source, parse, rules, bound, then published; how many frames it made.
+fn take(
+    datagram: &[u8],
+    source: IpAddr,
+    udp: &UdpSettings,
+    shared: &Shared,
+    slots: &Arc<AtomicUsize>,
+) -> Result<usize, PushError> {
+    let source = source.to_canonical();
+    let allowed = udp.allowed_sources.iter().any(|net| net.contains(&source))
+        && (source.is_loopback() || !shared.settings.auth.is_protected_mode());
+    if !allowed {
+        return Err(PushError::SourceRefused(source));
+    }
+    let frames = super::frames(datagram, &udp.target, super::now_ns())?;
+    for (channel, _) in &frames {
+        shared
+            .settings
+            .auth
+            .check(&udp.identity, Action::Publish, channel)
+            .map_err(|needed| PushError::Forbidden {
+                channel: channel.to_string(),
+                needed,
+            })?;
+    }
+    let n = frames.len();
+    super::publish_detached(
+        &shared.persist,
+        &shared.settings.router,
+        frames,
+        slots,
+        udp.max_queued,
+    )?;
+    Ok(n)
 }

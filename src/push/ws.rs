@@ -41,7 +41,7 @@ pub fn upgrade(
     stream_id: &str,
     who: Identity,
 ) -> Response<Body> {
-    let target = match super::target(stream_id, req.uri().query()) {
+    let target = match super::target(stream_id, req.uri().query(), shared.settings.push_limits) {
         Ok(t) => t,
         Err(e) => return super::http::push_error(&e),
     };
