@@ -288,9 +288,11 @@ async fn write_loop<S: AsyncWrite + Unpin>(
             next_ping = settings.ping_interval.map(|p| Instant::now() + p);
         }
         // Credentials that expired and were not refreshed within the grace close the connection.
-        let expire_at = outbox.expiry_ms().map(|ms| {
-            let left = (ms + grace_ms).saturating_sub(now_ms());
-            Instant::now() + Duration::from_millis(left)
+        // The expiry is a client's number (a JWT `exp` may be near i64::MAX for "never"):
+        // saturating, and a deadline past what `Instant` holds is no deadline.
+        let expire_at = outbox.expiry_ms().and_then(|ms| {
+            let left = ms.saturating_add(grace_ms).saturating_sub(now_ms());
+            Instant::now().checked_add(Duration::from_millis(left))
         });
         let deadline = [
             (!connected).then_some(stale_at),
@@ -310,7 +312,7 @@ async fn write_loop<S: AsyncWrite + Unpin>(
                 if !outbox.is_connected() && now >= stale_at {
                     outbox.close(Disconnect::STALE);
                 }
-                if outbox.expiry_ms().is_some_and(|ms| now_ms() >= ms + grace_ms) {
+                if outbox.expiry_ms().is_some_and(|ms| now_ms() >= ms.saturating_add(grace_ms)) {
                     outbox.close(Disconnect::EXPIRED);
                 }
                 if pong_due.is_some_and(|t| now >= t) {

@@ -15,12 +15,17 @@ use crate::protocol::ErrorCode;
 /// An acknowledgement and the offset it is for.
 pub(super) type Pending = (Ack, u64);
 
+/// Most acknowledgements waiting for a flush. During a disk stall the sequencer blocks on a
+/// full queue (so its own queue fills and clients get 111, and the watchdog sees the stall)
+/// instead of piling acknowledgements up without bound.
+pub(super) const MAX_PENDING: usize = 16 * 1024;
+
 pub(super) fn start(
     store: Arc<Store>,
     health: Arc<Health>,
     progress: Arc<Progress>,
-) -> std::io::Result<(mpsc::Sender<Pending>, JoinHandle<()>)> {
-    let (tx, rx) = mpsc::channel::<Pending>();
+) -> std::io::Result<(mpsc::SyncSender<Pending>, JoinHandle<()>)> {
+    let (tx, rx) = mpsc::sync_channel::<Pending>(MAX_PENDING);
     let handle = std::thread::Builder::new()
         .name("edgelive-flush".into())
         .spawn(move || {

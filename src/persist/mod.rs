@@ -21,10 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use crate::hub::{ClientId, Hub, Subscriber};
+use crate::json::CompactJson;
 use crate::outbox::Outbox;
 use crate::protocol::reply::{self, ClientInfo};
 use crate::protocol::ErrorCode;
@@ -53,8 +53,10 @@ pub enum Ack {
     Reply { outbox: Arc<Outbox>, id: u32 },
     /// An HTTP request waiting for the outcome: the offset, or the error.
     Channel(oneshot::Sender<Result<u64, ErrorCode>>),
-    /// Nobody waits (UDP push).
+    /// Nobody waits (a stream handler's publication).
     Discard,
+    /// Nobody waits; gives one slot back to its sender's own bound (UDP push).
+    Release(Arc<AtomicUsize>),
 }
 
 impl Ack {
@@ -71,6 +73,9 @@ impl Ack {
                 let _ = tx.send(result);
             }
             Ack::Discard => {}
+            Ack::Release(slots) => {
+                slots.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 }
@@ -95,7 +100,7 @@ pub enum Request {
     Publish {
         key: Arc<str>,
         policy: Option<HistoryPolicy>,
-        data: Box<RawValue>,
+        data: CompactJson<'static>,
         info: Option<Arc<ClientInfo>>,
         ack: Ack,
     },
@@ -124,6 +129,9 @@ pub enum Request {
         id: u32,
         stats: bool,
     },
+    /// Several requests queued as one, so that they are taken all or none (a push request's
+    /// frames); counted as their number.
+    Many(Vec<Request>),
     /// Runs retention now (tests and shutdown use it through `Persist::stop`).
     Stop,
 }
@@ -213,26 +221,32 @@ impl Persist {
 
     /// Queues a client's request, unless too many are waiting.
     pub fn submit(&self, req: Request) -> Result<(), Busy> {
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(Busy);
-        }
-        self.tx.send(req).map_err(|_| Busy)
+        self.submit_counted(req, 1)
     }
 
-    /// Queues several requests, all or none (a push request's frames).
+    /// Queues several requests, all or none (a push request's frames): one message, so a
+    /// sequencer that stops meanwhile cannot take half of them.
     pub fn submit_all(&self, reqs: Vec<Request>) -> Result<(), Busy> {
         let n = reqs.len();
+        self.submit_counted(Request::Many(reqs), n)
+    }
+
+    /// Counts `n` requests against the bound and sends `req`; a send that fails (the sequencer
+    /// has stopped) gives the slots back.
+    fn submit_counted(&self, req: Request, n: usize) -> Result<(), Busy> {
         if self.queued.fetch_add(n, Ordering::AcqRel) + n > MAX_QUEUED {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             return Err(Busy);
         }
-        for r in reqs {
-            if self.tx.send(r).is_err() {
-                return Err(Busy);
-            }
-        }
-        Ok(())
+        self.tx.send(req).map_err(|_| {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            Busy
+        })
+    }
+
+    /// Requests waiting for the sequencer (for tests of the bound).
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
     }
 
     /// Queues a request that must not be refused (leaving channels). Their number is bounded by
@@ -240,7 +254,9 @@ impl Persist {
     pub fn submit_always(&self, req: Request) {
         // Counted like the others so the sequencer's bookkeeping stays simple.
         self.queued.fetch_add(1, Ordering::AcqRel);
-        let _ = self.tx.send(req);
+        if self.tx.send(req).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// Stops the sequencer (which records every channel's exact top, so a clean restart

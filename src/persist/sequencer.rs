@@ -13,7 +13,6 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::value::RawValue;
 use tracing::{info, warn};
 
 use edgelive_storage::{
@@ -26,6 +25,7 @@ use super::watchdog::Progress;
 use super::{info_json, Ack, Health, Position, Request};
 use crate::config::Durability;
 use crate::hub::{Hub, Subscriber};
+use crate::json::CompactJson;
 use crate::protocol::reply::{self, ClientInfo, Publication, StoredPublication};
 use crate::protocol::ErrorCode;
 use crate::routing::{ChannelKind, HistoryPolicy};
@@ -59,27 +59,38 @@ pub struct Sequencer {
     store: Arc<Store>,
     hub: Arc<Hub>,
     settings: Arc<Settings>,
-    flush: mpsc::Sender<Pending>,
+    flush: mpsc::SyncSender<Pending>,
     health: Arc<Health>,
     sizes: Arc<Mutex<HistorySizes>>,
     queued: Arc<AtomicUsize>,
     channels: HashMap<Arc<str>, Chan>,
     /// Managed streams' last frames.
     streams: Streams,
+    /// Epochs handed to subscribers and history readers of channels that have no publication
+    /// yet. A read never creates durable state (a viewer could otherwise fill
+    /// `max_channels` with reads of random names until `channel_idle_ttl`); the first
+    /// publication creates the channel with the epoch its readers were already told. Bounded
+    /// by `max_channels`: when full, promises nobody is subscribed to are forgotten (their
+    /// holders just get `recovered: false` later).
+    promised: HashMap<Arc<str>, String>,
     /// Round-robin position of retention over `channels`.
     sweep_queue: Vec<Arc<str>>,
+    /// What retention stamps and ages are measured on (never steps with the wall clock).
+    clock: Timeline,
+    /// The last wall-clock step logged, so a step is logged once.
+    logged_step_ms: i64,
     /// Seen by the watchdog.
     progress: Arc<Progress>,
 }
 
-use crate::clock::now_ms;
+use crate::clock::{now_ms, Timeline};
 
 /// What the sequencer works with, handed over by `Persist::start`.
 pub struct Parts {
     pub store: Arc<Store>,
     pub hub: Arc<Hub>,
     pub settings: Arc<Settings>,
-    pub flush: mpsc::Sender<Pending>,
+    pub flush: mpsc::SyncSender<Pending>,
     pub health: Arc<Health>,
     pub sizes: Arc<Mutex<HistorySizes>>,
     pub queued: Arc<AtomicUsize>,
@@ -98,7 +109,10 @@ impl Sequencer {
             queued: p.queued,
             channels: HashMap::new(),
             streams: Streams::default(),
+            promised: HashMap::new(),
             sweep_queue: Vec::new(),
+            clock: Timeline::start(0),
+            logged_step_ms: 0,
             progress: p.progress,
         }
     }
@@ -115,6 +129,7 @@ impl Sequencer {
                 .health
                 .degrade(format!("cannot load managed stream frames: {e}")),
         }
+        self.start_clock();
         self.publish_sizes(true);
     }
 
@@ -123,6 +138,14 @@ impl Sequencer {
         loop {
             match rx.recv_timeout(SWEEP_EVERY) {
                 Ok(Request::Stop) => break,
+                Ok(Request::Many(reqs)) => {
+                    self.queued.fetch_sub(reqs.len(), Ordering::AcqRel);
+                    self.progress.busy();
+                    for req in reqs {
+                        self.handle(req);
+                    }
+                    self.progress.idle();
+                }
                 Ok(req) => {
                     self.queued.fetch_sub(1, Ordering::AcqRel);
                     self.progress.busy();
@@ -186,6 +209,39 @@ impl Sequencer {
         Ok(())
     }
 
+    /// Starts the retention timeline no earlier than the newest stored stamp, and says so when
+    /// the wall clock is behind it (a board without an RTC that booted in 1970).
+    fn start_clock(&mut self) {
+        let newest = self
+            .channels
+            .values()
+            .map(|c| c.meta.last_ms)
+            .max()
+            .unwrap_or(0)
+            .max(self.streams.newest_ms());
+        self.clock = Timeline::start(newest);
+        let wall = now_ms();
+        if newest > wall.saturating_add(crate::clock::STEP_TOLERANCE_MS) {
+            warn!(
+                behind_s = (newest - wall) / 1000,
+                "the wall clock is behind the newest stored history; history ages continue from the stored time"
+            );
+        }
+    }
+
+    /// Logs a step of the wall clock once: ages keep following the monotonic clock, so a step
+    /// neither expires history nor keeps it longer.
+    fn watch_clock(&mut self) {
+        let step = self.clock.wall_step_ms(now_ms());
+        if step != 0 && step.abs_diff(self.logged_step_ms) > crate::clock::STEP_TOLERANCE_MS {
+            warn!(
+                step_s = step / 1000,
+                "the wall clock was stepped; history retention keeps measuring ages on the monotonic clock until restart"
+            );
+        }
+        self.logged_step_ms = step;
+    }
+
     /// Records every channel's exact top so that a clean restart recovers exactly.
     fn stop_cleanly(&mut self) {
         let mut failed = None;
@@ -247,7 +303,7 @@ impl Sequencer {
                 ack,
             } => self.push(key, policy, frame, ack),
             Request::List { reply } => {
-                let _ = reply.send(self.streams.list(now_ms()));
+                let _ = reply.send(self.streams.list(self.clock.now_ms()));
             }
             Request::History {
                 key,
@@ -274,6 +330,11 @@ impl Sequencer {
                     .unwrap_or_else(|code| reply::error(id, code, None));
                 let _ = outbox.push(msg);
             }
+            Request::Many(reqs) => {
+                for req in reqs {
+                    self.handle(req);
+                }
+            }
             Request::Stop => {}
         }
     }
@@ -282,7 +343,25 @@ impl Sequencer {
         self.health.degrade(e.to_string());
     }
 
-    /// The channel's state, created (with a new epoch) on first use.
+    /// The epoch a reader of a channel without publications is told: the one already promised,
+    /// else a new one, remembered while there is room.
+    fn promise(&mut self, key: &Arc<str>) -> String {
+        if let Some(e) = self.promised.get(key) {
+            return e.clone();
+        }
+        let epoch = edgelive_storage::new_epoch();
+        if self.promised.len() >= self.settings.max_channels {
+            let hub = &self.hub;
+            self.promised.retain(|k, _| hub.num_subscribers(k) > 0);
+        }
+        if self.promised.len() < self.settings.max_channels {
+            self.promised.insert(key.clone(), epoch.clone());
+        }
+        epoch
+    }
+
+    /// A channel's state for a publication: created on the first one (with the epoch promised
+    /// to its readers), the only way durable channel state comes to be.
     fn channel(
         &mut self,
         key: &Arc<str>,
@@ -296,7 +375,14 @@ impl Sequencer {
                 );
                 return Err(ErrorCode::LimitExceeded);
             }
-            let meta = self.store.create_channel(key, now_ms()).map_err(|e| {
+            let epoch = self
+                .promised
+                .remove(key)
+                .unwrap_or_else(edgelive_storage::new_epoch);
+            let created = self
+                .store
+                .create_channel_with_epoch(key, epoch, self.clock.now_ms());
+            let meta = created.map_err(|e| {
                 self.fail(&e);
                 ErrorCode::Internal
             })?;
@@ -332,10 +418,10 @@ impl Sequencer {
                     .then(|| self.streams.initial_data(&key))
                     .flatten()
             })
-            .and_then(|s| RawValue::from_string(s).ok());
+            .and_then(|s| CompactJson::from_string(s).ok());
         let msg = match kind.history {
             None => answer.result(&reply::SubscribeResult {
-                data: initial.as_deref(),
+                data: initial.as_ref(),
                 ..Default::default()
             }),
             Some(policy) => match self.subscribe_result(&key, policy, &answer, recover, initial) {
@@ -376,17 +462,34 @@ impl Sequencer {
         policy: HistoryPolicy,
         answer: &reply::SubscribeAnswer,
         recover: Option<Position>,
-        initial: Option<Box<RawValue>>,
+        initial: Option<CompactJson<'static>>,
     ) -> Result<bytes::Bytes, ErrorCode> {
         let max_read = self.settings.max_read as u64;
         let store = self.store.clone();
-        let ch = self.channel(key, Some(policy))?;
+        if !self.channels.contains_key(key) {
+            // Nothing published yet: a position at 0 under the promised epoch, stored nowhere.
+            let epoch = self.promise(key);
+            let mut res = reply::SubscribeResult {
+                recoverable: true,
+                positioned: true,
+                epoch: &epoch,
+                data: initial.as_ref(),
+                ..Default::default()
+            };
+            if let Some(pos) = recover {
+                res.was_recovering = true;
+                res.recovered = pos.offset == 0 && (pos.epoch.is_empty() || pos.epoch == epoch);
+            }
+            return Ok(answer.result(&res));
+        }
+        let ch = self.channels.get_mut(key).expect("checked above");
+        ch.policy = Some(policy);
         let mut res = reply::SubscribeResult {
             recoverable: true,
             positioned: true,
             epoch: &ch.meta.epoch,
             offset: ch.meta.top,
-            data: initial.as_deref(),
+            data: initial.as_ref(),
             ..Default::default()
         };
         let recovered;
@@ -429,8 +532,11 @@ impl Sequencer {
         ack: Ack,
     ) {
         let max = self.settings.max_channels;
-        match self.streams.push(&self.store, &key, frame, now_ms(), max) {
-            Ok(Pushed::Publish(payload)) => match RawValue::from_string(payload) {
+        match self
+            .streams
+            .push(&self.store, &key, frame, self.clock.now_ms(), max)
+        {
+            Ok(Pushed::Publish(payload)) => match CompactJson::from_string(payload) {
                 Ok(data) if policy.is_some() => self.publish(key, policy, data, None, ack),
                 Ok(data) => {
                     // No history: the kept last frame is what must be durable before the ack.
@@ -454,7 +560,7 @@ impl Sequencer {
         &mut self,
         key: Arc<str>,
         policy: Option<HistoryPolicy>,
-        data: Box<RawValue>,
+        data: CompactJson<'static>,
         info: Option<Arc<ClientInfo>>,
         ack: Ack,
     ) {
@@ -474,7 +580,7 @@ impl Sequencer {
     }
 
     /// Hands a publication to the channel's subscribers (encoded once by the hub).
-    fn broadcast(&self, key: &str, data: &RawValue, info: Option<&ClientInfo>, offset: u64) {
+    fn broadcast(&self, key: &str, data: &CompactJson<'_>, info: Option<&ClientInfo>, offset: u64) {
         self.hub.broadcast(key, |name| {
             reply::publication(name, Publication { data, info, offset })
         });
@@ -497,7 +603,7 @@ impl Sequencer {
         &mut self,
         key: &Arc<str>,
         policy: HistoryPolicy,
-        data: &RawValue,
+        data: &CompactJson<'_>,
         info: Option<&ClientInfo>,
     ) -> Result<u64, ErrorCode> {
         let store = self.store.clone();
@@ -506,7 +612,7 @@ impl Sequencer {
             health.degrade(e.to_string());
             ErrorCode::Internal
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let ch = self.channel(key, Some(policy))?;
         let offset = ch.meta.top + 1;
         if offset > ch.meta.reserved {
@@ -570,7 +676,27 @@ impl Sequencer {
         }
         let max_read = self.settings.max_read;
         let store = self.store.clone();
-        let ch = self.channel(key, Some(policy))?;
+        if !self.channels.contains_key(key) {
+            // Nothing published yet: an empty history under the promised epoch.
+            let epoch = self.promise(key);
+            if since
+                .as_ref()
+                .is_some_and(|s| !s.epoch.is_empty() && s.epoch != epoch)
+            {
+                return Err(ErrorCode::UnrecoverablePosition);
+            }
+            return Ok(reply::reply(
+                id,
+                "history",
+                &reply::HistoryResult {
+                    publications: &[],
+                    epoch: &epoch,
+                    offset: 0,
+                },
+            ));
+        }
+        let ch = self.channels.get_mut(key).expect("checked above");
+        ch.policy = Some(policy);
         if let Some(s) = &since {
             if !s.epoch.is_empty() && s.epoch != ch.meta.epoch {
                 return Err(ErrorCode::UnrecoverablePosition);
@@ -590,7 +716,7 @@ impl Sequencer {
         } else {
             let from = since
                 .as_ref()
-                .map_or(ch.first, |s| s.offset + 1)
+                .map_or(ch.first, |s| s.offset.saturating_add(1))
                 .max(ch.first);
             store.read(ch.meta.id, from, top, n, false)
         }
@@ -635,9 +761,14 @@ impl Sequencer {
             };
             return Ok(reply::reply(id, "presence_stats", &r));
         }
-        let list: Vec<(String, Box<RawValue>)> = entries
+        let list: Vec<(String, CompactJson<'static>)> = entries
             .into_iter()
-            .filter_map(|(c, v)| Some((c, RawValue::from_string(String::from_utf8(v).ok()?).ok()?)))
+            .filter_map(|(c, v)| {
+                Some((
+                    c,
+                    CompactJson::from_string(String::from_utf8(v).ok()?).ok()?,
+                ))
+            })
             .collect();
         Ok(reply::reply(id, "presence", &reply::PresenceResult(&list)))
     }
@@ -645,13 +776,14 @@ impl Sequencer {
     /// Retention for a few channels per run: TTL trimming and forgetting idle channels.
     fn sweep(&mut self) {
         let idle_ms = self.settings.frame_idle_ttl.as_millis() as u64;
-        if let Err(e) = self.streams.evict_idle(&self.store, now_ms(), idle_ms) {
+        self.watch_clock();
+        let now = self.clock.now_ms();
+        if let Err(e) = self.streams.evict_idle(&self.store, now, idle_ms) {
             self.health.degrade(e.to_string());
         }
         if self.sweep_queue.is_empty() {
             self.sweep_queue = self.channels.keys().cloned().collect();
         }
-        let now = now_ms();
         let idle_ms = self.settings.channel_idle_ttl.as_millis() as u64;
         for _ in 0..SWEEP_CHANNELS {
             let Some(key) = self.sweep_queue.pop() else {
@@ -734,7 +866,9 @@ impl Sequencer {
 
 /// A stored publication as the protocol sends it.
 fn stored(offset: u64, p: Stored) -> Option<StoredPublication> {
-    let raw = |s: String| RawValue::from_string(s).ok();
+    // Compacted on the way out too: a record written before compaction was enforced may hold
+    // a raw newline.
+    let raw = |s: String| CompactJson::from_string(s).ok();
     Some(StoredPublication {
         data: raw(p.data)?,
         info: p.info.map(|i| ClientInfo {

@@ -98,6 +98,11 @@ impl Streams {
         Ok(self.streams.len())
     }
 
+    /// The newest frame's time, 0 without frames (the retention timeline's floor).
+    pub fn newest_ms(&self) -> u64 {
+        self.streams.values().map(|s| s.last_ms).max().unwrap_or(0)
+    }
+
     #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.streams.is_empty()

@@ -157,9 +157,20 @@ impl Store {
 
     /// Creates a channel's history with a fresh epoch.
     pub fn create_channel(&self, name: &str, now_ms: u64) -> Result<ChannelMeta, StoreError> {
+        self.create_channel_with_epoch(name, new_epoch(), now_ms)
+    }
+
+    /// Creates a channel's history with an epoch already handed to readers (see
+    /// [`new_epoch`]).
+    pub fn create_channel_with_epoch(
+        &self,
+        name: &str,
+        epoch: String,
+        now_ms: u64,
+    ) -> Result<ChannelMeta, StoreError> {
         let meta = ChannelMeta {
             id: self.db.generate_id()?,
-            epoch: new_epoch(),
+            epoch,
             top: 0,
             reserved: 0,
             last_ms: now_ms,
@@ -255,7 +266,7 @@ fn open_db(config: &StoreConfig) -> Result<sled::Db, StoreError> {
 }
 
 /// 8 random letters, like centrifuge's epochs.
-fn new_epoch() -> String {
+pub fn new_epoch() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
     (0..8)
