@@ -34,24 +34,23 @@ pub async fn handle(
         .settings
         .auth
         .identify(req.headers(), req.uri().query(), peer);
-    // Protected mode refuses other hosts everything; bad credentials are refused everywhere.
+    // Liveness answers everyone, in both modes and whatever credentials came along: a
+    // monitoring host or a load balancer on the LAN must not see the device as down. Only the
+    // reason of a degraded store, which may name paths, needs an identity.
+    if req.method() == Method::GET && req.uri().path() == "/api/health" {
+        return Ok(health(&shared, matches!(who, Ok(Some(_)))));
+    }
+    // Protected mode refuses other hosts everything else; bad credentials are refused everywhere.
     let who = match who {
         Ok(w) => w,
         Err(denied) => return Ok(refused(&denied, peer)),
     };
     let path = req.uri().path();
-    if who.is_none() && !WS_PATHS.contains(&path) && path != "/api/health" {
+    if who.is_none() && !WS_PATHS.contains(&path) {
         // Only the Centrifuge endpoint can take credentials later, in the connect command.
         return Ok(refused(&Denied::Missing, peer));
     }
     let resp = match (req.method(), path) {
-        (&Method::GET, "/api/health") => match shared.persist.health.degraded() {
-            None => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
-            Some(reason) => json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({ "status": "degraded", "reason": reason }).to_string(),
-            ),
-        },
         (&Method::GET, "/metrics") => {
             let mut r = Response::new(Body::new(Bytes::from(crate::metrics::render(&shared))));
             r.headers_mut().insert(
@@ -81,7 +80,22 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// Every route but the Centrifuge endpoint and health was refused above without an identity.
+/// `{"status":"ok"}`, or 503 degraded (with the reason for an identified client).
+fn health(shared: &Shared, identified: bool) -> Response<Body> {
+    match shared.persist.health.degraded() {
+        None => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+        Some(reason) if identified => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "status": "degraded", "reason": reason }).to_string(),
+        ),
+        Some(_) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"degraded"}"#.into(),
+        ),
+    }
+}
+
+/// Every route but the Centrifuge endpoint was refused above without an identity.
 fn expect(who: Option<Identity>) -> Identity {
     who.expect("identified before routing")
 }

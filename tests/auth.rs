@@ -87,7 +87,10 @@ async fn protected_mode_serves_loopback_and_refuses_other_hosts_with_403() {
     let d = Daemon::start_with_config_on("0.0.0.0:0", "", &[]);
     let lan = std::net::SocketAddr::from((lan_address(), d.addr.port()));
     let lo = std::net::SocketAddr::from(([127, 0, 0, 1], d.addr.port()));
-    for path in ["/api/health", "/metrics", "/api/live/list"] {
+    // Liveness answers a monitoring host on the LAN too (it reveals nothing); the rest not.
+    let (status, body) = http(lan, "GET", "/api/health", &[], b"");
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    for path in ["/metrics", "/api/live/list"] {
         let (status, body) = http(lan, "GET", path, &[], b"");
         assert_eq!(status, 403, "{path}: {body}");
         assert!(
@@ -113,6 +116,9 @@ fn http_endpoints_need_credentials_once_configured() {
     let (d, _tokens) = secured();
     let a = d.addr;
     assert_eq!(http(a, "GET", "/api/health", &[], b"").0, 200);
+    // Liveness whatever credentials a probe carries.
+    let (k, v) = bearer("a-stale-probe-token");
+    assert_eq!(http(a, "GET", "/api/health", &[(k, &v)], b"").0, 200);
     for (method, path, body) in [
         ("GET", "/metrics", &b""[..]),
         ("GET", "/api/live/list", b""),
@@ -232,7 +238,7 @@ async fn credentials_on_the_url_the_header_or_in_connect_authenticate_the_websoc
     let t = token(Claims {
         sub: "ann".into(),
         exp: Some(now() + 600.0),
-        info: Some(serde_json::value::RawValue::from_string(r#"{"desk":4}"#.into()).unwrap()),
+        info: Some(edgelive::json::CompactJson::from_string(r#"{"desk":4}"#.into()).unwrap()),
         ..Default::default()
     });
     let mut p = Peer::connect(&d.ws_url()).await;
