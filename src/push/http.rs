@@ -371,3 +371,34 @@ pub async fn list(shared: Arc<Shared>) -> Response<Body> {
         format!("{{\"channels\":[{}]}}", body.join(",")),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn gunzip_never_allocates_past_the_limit() {
+        let limit = 1 << 20;
+        // 1 MiB of zeros packs into about 1 KiB: the old 4 × compressed guess was far off,
+        // and growing by doubling could reach twice the limit.
+        let exact = gz(&vec![0u8; limit]);
+        let out = gunzip(&exact, limit).ok().unwrap();
+        assert_eq!(out.len(), limit);
+        // Bytes::from(Vec) keeps the allocation: its capacity is what the decoder took.
+        let v: Vec<u8> = out.into();
+        assert!(v.capacity() <= limit, "{}", v.capacity());
+        let bomb = gz(&vec![0u8; limit + 1]);
+        assert!(matches!(gunzip(&bomb, limit), Err(BodyError::TooLarge(l)) if l == limit));
+        let mut two = gz(b"a v=1\n");
+        two.extend(gz(b"b v=2\n"));
+        assert_eq!(&gunzip(&two, limit).ok().unwrap()[..], b"a v=1\nb v=2\n");
+        assert!(matches!(gunzip(b"not gzip", limit), Err(BodyError::Encoding(_))));
+    }
+}

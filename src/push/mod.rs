@@ -307,6 +307,37 @@ mod tests {
     }
 
     #[test]
+    fn a_detached_publisher_takes_at_most_its_own_share_of_the_queue() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            edgelive_storage::Store::open(&edgelive_storage::test_config(dir.path())).unwrap();
+        let config = crate::config::Config::default();
+        let settings = Arc::new(crate::settings::Settings::from_config(&config).unwrap());
+        let hub = Arc::new(crate::hub::Hub::new(1));
+        let (persist, threads) = Persist::start(store, hub, settings.clone()).unwrap();
+        let t = target_d("udp", None).unwrap();
+        let slots = Arc::new(AtomicUsize::new(0));
+        let body: String = (0..3).map(|i| format!("m{i} v=1\n")).collect();
+        let three = || frames(body.as_bytes(), &t, 0).unwrap();
+        // Three frames do not fit in a share of two: none is taken.
+        assert!(matches!(
+            publish_detached(&persist, &settings.router, three(), &slots, 2),
+            Err(PushError::Busy)
+        ));
+        assert_eq!(slots.load(Ordering::Acquire), 0);
+        publish_detached(&persist, &settings.router, three(), &slots, 3).unwrap();
+        // Each stored frame gives its slot back.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while slots.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(slots.load(Ordering::Acquire), 0);
+        assert_eq!(persist.queued(), 0);
+        persist.stop(threads);
+    }
+
+    #[test]
     fn a_measurement_that_cannot_form_a_channel_is_refused() {
         let t = target_d("s", None).unwrap();
         let e = frames(b"ok f=1\nbad:name f=1", &t, 0).unwrap_err();

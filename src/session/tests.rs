@@ -268,7 +268,7 @@ fn connect_tokens_decide_who_the_client_is() {
         Claims {
             sub: "ann".into(),
             exp: Some(now + 100.0),
-            info: Some(serde_json::value::RawValue::from_string(r#"{"desk":4}"#.into()).unwrap()),
+            info: Some(crate::json::CompactJson::from_string(r#"{"desk":4}"#.into()).unwrap()),
             ..Default::default()
         },
     );
@@ -436,4 +436,119 @@ fn a_command_flood_gets_111_then_3013() {
         s.handle_message(br#"{"id":99,"ping":{}}"#),
         Err(Disconnect::TOO_MANY_REQUESTS)
     );
+}
+
+/// Drains the outbox until a reply to `id` arrives (bounded); every message on the way must be
+/// compact JSON, as the clients' newline framing needs.
+fn until_reply(o: &Outbox, id: u32) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    let mut q = VecDeque::new();
+    let needle = format!("{{\"id\":{id},");
+    while Instant::now() < deadline {
+        o.drain(&mut q);
+        got.extend(q.drain(..).map(|b| String::from_utf8(b.to_vec()).unwrap()));
+        if got.iter().any(|m| m.starts_with(&needle)) {
+            for m in &got {
+                serde_json::from_str::<serde_json::Value>(m).expect("valid JSON");
+                assert!(crate::json::is_compact(m), "{m}");
+            }
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    panic!("no reply to {id}: {got:?}");
+}
+
+mod extremes {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn u64s() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            Just(0),
+            Just(1),
+            Just(u64::MAX),
+            Just(u64::MAX - 1),
+            Just(1 << 53),
+            any::<u64>()
+        ]
+    }
+    fn i64s() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            Just(i64::MIN),
+            Just(-1),
+            Just(0),
+            Just(i64::MAX),
+            any::<i64>()
+        ]
+    }
+    fn channels() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "grafana/broadcast/x",
+            "1/grafana/broadcast/x",
+            "stream/s/m",
+            "plugin/testdata/random-2s-stream",
+            "a/b/c",
+            "",
+        ])
+    }
+
+    /// Every numeric field of every command, at its extremes.
+    fn command() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (channels(), u64s(), any::<bool>(), u64s(), any::<u32>()).prop_map(
+                |(c, off, rec, flag, kind)| format!(
+                    r#"{{"subscribe":{{"channel":"{c}","recover":{rec},"offset":{off},"epoch":"e","flag":{flag},"type":{kind}}}}}"#
+                )
+            ),
+            (channels(), i64s()).prop_map(|(c, n)| format!(
+                r#"{{"publish":{{"channel":"{c}","data":{{"n":{n},"f":-1.7976931348623157e308}},"type":0}}}}"#
+            )),
+            (channels(), any::<u32>()).prop_map(|(c, kind)| format!(
+                r#"{{"publish":{{"channel":"{c}","data":[ 1, {{ "a" : "b c" }} ],"type":{kind}}}}}"#
+            )),
+            (channels(), any::<i32>(), u64s(), any::<bool>(), any::<bool>()).prop_map(
+                |(c, limit, off, rev, epoch)| format!(
+                    r#"{{"history":{{"channel":"{c}","limit":{limit},"since":{{"offset":{off},"epoch":"{}"}},"reverse":{rev}}}}}"#,
+                    if epoch { "" } else { "other" }
+                )
+            ),
+            channels().prop_map(|c| format!(r#"{{"unsubscribe":{{"channel":"{c}"}}}}"#)),
+            channels().prop_map(|c| format!(r#"{{"presence":{{"channel":"{c}"}}}}"#)),
+            channels().prop_map(|c| format!(r#"{{"presence_stats":{{"channel":"{c}"}}}}"#)),
+            Just(r#"{"refresh":{"token":"x"}}"#.to_owned()),
+            Just(r#"{"rpc":{"method":"m","data":{ }}}"#.to_owned()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// No sequence of commands with extreme numbers panics the session or the storage
+        /// thread, and every message out is compact JSON.
+        #[test]
+        fn extreme_numbers_in_any_command_order(cmds in prop::collection::vec(command(), 1..24)) {
+            let w = World::new();
+            let (mut s, o) = w.session(1);
+            s.handle_message(br#"{"id":1,"connect":{"subs":{"grafana/broadcast/x":{"recover":true,"offset":18446744073709551615,"epoch":"e"}}}}"#).unwrap();
+            let mut open = true;
+            for (i, c) in cmds.iter().enumerate() {
+                // `"id"` first, as the clients write it.
+                let msg = format!("{{\"id\":{},{}", i + 2, &c[1..]);
+                if s.handle_message(msg.as_bytes()).is_err() {
+                    open = false;
+                    break;
+                }
+            }
+            let (mut probe, po) = w.session(2);
+            let (s, o) = if open { (&mut s, &o) } else { (&mut probe, &po) };
+            if !open {
+                s.handle_message(br#"{"id":1,"connect":{}}"#).unwrap();
+            }
+            // The storage thread still answers.
+            s.handle_message(br#"{"id":4000000000,"history":{"channel":"grafana/broadcast/probe"}}"#).unwrap();
+            until_reply(o, 4_000_000_000);
+        }
+    }
 }
