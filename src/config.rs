@@ -619,23 +619,54 @@ fn section_into<T: serde::de::DeserializeOwned>(
     Ok(())
 }
 
+/// The sections an environment override can name, as `EDGELIVE_<SECTION>_<KEY>` spells them
+/// (one word each, so the first `_` after the section ends it). `[[history]]` is a list of
+/// tables and cannot be set this way, but its name is still ours: naming it is an error.
+const ENV_SECTIONS: &[&str] = &[
+    "server", "runtime", "storage", "live", "log", "push", "auth", "streams", "history",
+];
+
 /// Applies `EDGELIVE_<SECTION>_<KEY>=value`. The value is read as a TOML value when it parses as
-/// one (`-1`, `true`, `["a"]`), else as a string.
+/// one (`-1`, `true`, `["a"]`), else as a string. `KEY` is the rest of the name, lower-cased,
+/// underscores kept: `EDGELIVE_PUSH_MAX_BODY_SIZE` is `[push] max_body_size`, and
+/// `EDGELIVE_PUSH_UDP` sets the whole `[push.udp]` table from an inline table.
+///
+/// Only names whose first word after the prefix is a section are overrides; any other
+/// `EDGELIVE_*` variable (`EDGELIVE_HOME` in someone's shell, `EDGELIVE_CHANNEL` that the daemon
+/// itself gives exec handler programs, a test's setting) is not ours and is ignored, so it
+/// cannot stop the daemon. Within a known section every problem stays an error: a missing or
+/// unknown key is reported by the section's `deny_unknown_fields`.
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
     problems: &mut Vec<String>,
 ) {
-    let overrides: BTreeMap<String, String> = env
+    let overrides: BTreeMap<String, (&str, String)> = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .filter_map(|(name, raw)| {
+            let rest = name.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase();
+            let section = env_section(&rest)?;
+            Some((name, (section, raw)))
+        })
         .collect();
-    for (name, raw) in overrides {
-        let rest = name[ENV_PREFIX.len()..].to_ascii_lowercase();
-        let Some((section, key)) = rest.split_once('_') else {
-            problems.push(format!("{name}: expected {ENV_PREFIX}<SECTION>_<KEY>"));
+    for (name, (section, raw)) in overrides {
+        let key = name[ENV_PREFIX.len() + section.len()..]
+            .strip_prefix('_')
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if key.is_empty() {
+            problems.push(format!(
+                "{name}: expected {ENV_PREFIX}{}_<KEY>",
+                section.to_ascii_uppercase()
+            ));
             continue;
-        };
+        }
+        if section == "history" {
+            problems.push(format!(
+                "{name}: [[history]] rules cannot be set from the environment (write them in the config file)"
+            ));
+            continue;
+        }
         let value = format!("v = {raw}")
             .parse::<toml::Table>()
             .ok()
@@ -646,11 +677,20 @@ fn apply_env(
             .or_insert_with(|| toml::Value::Table(Default::default()));
         match entry {
             toml::Value::Table(t) => {
-                t.insert(key.to_owned(), value);
+                t.insert(key, value);
             }
             _ => problems.push(format!("{name}: [{section}] is not a section")),
         }
     }
+}
+
+/// The section a lower-cased override name (without the prefix) belongs to: `live` for
+/// `live_max_connections` and for a bare `live`; `None` for `home` or `livex_y`.
+fn env_section(rest: &str) -> Option<&'static str> {
+    ENV_SECTIONS.iter().copied().find(|s| {
+        rest.strip_prefix(s)
+            .is_some_and(|tail| tail.is_empty() || tail.starts_with('_'))
+    })
 }
 
 /// serde helper for human durations: "25s", "500ms", "10m".
@@ -823,6 +863,48 @@ mod tests {
             e.to_string().contains("durability") || e.to_string().contains("sometimes"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn other_edgelive_variables_are_not_overrides() {
+        // Someone's shell, a test harness and the daemon's own exec handler environment all
+        // use the prefix for things that are not config; none may stop the daemon.
+        let c = Config::from_toml(
+            "t",
+            "",
+            env(&[
+                ("EDGELIVE_HOME", "/x"),
+                ("EDGELIVE_CONFORMANCE_DIR", "/y"),
+                ("EDGELIVE_CHANNEL", "plugin/x/y"),
+                ("EDGELIVE_PATH", "y"),
+                ("EDGELIVE_URL", "ws://127.0.0.1:1/api/live/ws"),
+                // A section name followed by more letters is another word, not the section.
+                ("EDGELIVE_LIVELY_MODE", "1"),
+                ("EDGELIVE_LOGFILE", "/tmp/l"),
+                ("EDGELIVE_", "1"),
+                // The prefix is case-sensitive.
+                ("edgelive_live_max_connections", "x"),
+                ("EDGELIVE_PUSH_BODY_TIMEOUT", "3s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.push.body_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_known_section_with_a_bad_key_is_still_an_error() {
+        for (name, needle) in [
+            ("EDGELIVE_LIVE_NO_SUCH_KEY", "unknown field `no_such_key`"),
+            ("EDGELIVE_LIVE", "expected EDGELIVE_LIVE_<KEY>"),
+            ("EDGELIVE_STREAMS_", "expected EDGELIVE_STREAMS_<KEY>"),
+            ("EDGELIVE_HISTORY_LIMIT", "[[history]] rules cannot be set"),
+            // Keys keep their underscores: this is `[push] udp_listen`, not `[push.udp] listen`.
+            ("EDGELIVE_PUSH_UDP_LISTEN", "unknown field `udp_listen`"),
+        ] {
+            let r = Config::from_toml("t", "", env(&[(name, "1"), ("EDGELIVE_HOME", "/x")]));
+            let e = r.err().unwrap_or_else(|| panic!("{name} was accepted"));
+            assert!(e.to_string().contains(needle), "{name}: {e}");
+        }
     }
 
     #[test]

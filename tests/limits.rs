@@ -346,3 +346,40 @@ async fn environment_overrides_reach_the_protocol() {
     assert_eq!(err["id"], 3);
     assert_eq!(err["error"]["code"], 106);
 }
+
+#[test]
+fn unrelated_edgelive_variables_do_not_stop_the_daemon() {
+    // Someone's EDGELIVE_HOME, a test's setting and the names the daemon gives exec handler
+    // programs are not config sections: ignored, while a real override still applies.
+    let d = Daemon::start(&[
+        ("EDGELIVE_HOME", "/x"),
+        ("EDGELIVE_CONFORMANCE_DIR", "/y"),
+        ("EDGELIVE_CHANNEL", "plugin/a/b"),
+        ("EDGELIVE_LIVE_MAX_CONNECTIONS", "0"),
+    ]);
+    let (status, _) = http(d.addr, "GET", "/api/health", &[], b"");
+    assert_eq!(status, 200);
+    // max_connections = 0 turns the WebSocket endpoint off.
+    let (status, _) = http(d.addr, "GET", "/api/live/ws", &[], b"");
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn an_unknown_key_of_a_known_section_in_the_environment_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgelive"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("EDGELIVE_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("EDGELIVE_LIVE_NO_SUCH_KEY", "1")
+        .env("EDGELIVE_HOME", "/x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no_such_key"), "{err}");
+    assert!(!err.contains("[home]"), "{err}");
+}
