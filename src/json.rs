@@ -227,7 +227,7 @@ mod tests {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(|i| Value::from(i)),
+            any::<i64>().prop_map(Value::from),
             "[ -~\u{e9}\u{1F600}\\\\\"\t\n]{0,12}".prop_map(Value::String),
         ];
         leaf.prop_recursive(4, 32, 6, |inner| {

@@ -399,6 +399,9 @@ mod tests {
         let mut two = gz(b"a v=1\n");
         two.extend(gz(b"b v=2\n"));
         assert_eq!(&gunzip(&two, limit).ok().unwrap()[..], b"a v=1\nb v=2\n");
-        assert!(matches!(gunzip(b"not gzip", limit), Err(BodyError::Encoding(_))));
+        assert!(matches!(
+            gunzip(b"not gzip", limit),
+            Err(BodyError::Encoding(_))
+        ));
     }
 }
