@@ -40,7 +40,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryRule {
-    /// Glob over the channel name without org prefix; `*` matches any run of characters.
+    /// Path glob over the channel name without org prefix (`crate::glob`): `*` within one
+    /// `/`-separated segment, `**` across segments.
     pub pattern: String,
     /// Publications kept; 0 turns history off for these channels.
     pub size: u64,
@@ -53,12 +54,12 @@ pub struct HistoryRule {
 pub fn default_history() -> Vec<HistoryRule> {
     vec![
         HistoryRule {
-            pattern: "grafana/broadcast/*".into(),
+            pattern: "grafana/broadcast/**".into(),
             size: 100,
             ttl: Duration::from_secs(600),
         },
         HistoryRule {
-            pattern: "stream/*".into(),
+            pattern: "stream/**".into(),
             size: 1000,
             ttl: Duration::from_secs(3600),
         },
@@ -598,6 +599,32 @@ impl Config {
 }
 
 impl Config {
+    /// Channel patterns that are valid but likely not what was meant: a lone `*` that no
+    /// longer crosses `/`, or an auth rule that leaves the channels below it open (see
+    /// `glob::lone_star_warning`). `check-config` prints them and start-up logs them; they do
+    /// not refuse the config.
+    pub fn warnings(&self) -> Vec<String> {
+        use crate::glob::{lone_star_warning, PatternKind};
+        let history = self.history_rules().into_iter().map(|r| r.pattern);
+        let history = history.enumerate().map(|(i, p)| {
+            let w = format!("[[history]] #{}", i + 1);
+            (w, p, PatternKind::CrossedBefore)
+        });
+        let exec = self.streams.exec.iter().enumerate().map(|(i, e)| {
+            let w = format!("[[streams.exec]] #{}", i + 1);
+            (w, e.channel.clone(), PatternKind::CrossedBefore)
+        });
+        let auth = self.auth.rules.iter().enumerate().map(|(i, r)| {
+            let w = format!("[[auth.rules]] #{}", i + 1);
+            (w, r.pattern.clone(), PatternKind::AuthRule)
+        });
+        history
+            .chain(exec)
+            .chain(auth)
+            .filter_map(|(what, pattern, kind)| lone_star_warning(&what, &pattern, kind))
+            .collect()
+    }
+
     /// The history rules in force: the configured ones, or the defaults.
     pub fn history_rules(&self) -> Vec<HistoryRule> {
         self.history.clone().unwrap_or_else(default_history)

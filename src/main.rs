@@ -15,7 +15,7 @@ use edgelive::server::{self, Shared};
 use edgelive::settings::Settings;
 use edgelive_storage::{Store, StoreConfig, StoreError};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// sysexits.h codes, so systemd's RestartPreventExitStatus can tell a bad config from a crash.
 mod exit {
@@ -103,9 +103,12 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig { path }) = &cli.command {
         let checked = Config::load(Some(path), std::env::vars())
             .map_err(|e| e.problems)
-            .and_then(|c| Settings::from_config(&c).map(|_| ()));
+            .and_then(|c| Settings::from_config(&c).map(|_| c.warnings()));
         return match checked {
-            Ok(()) => {
+            Ok(warnings) => {
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS
             }
@@ -157,6 +160,9 @@ fn main() -> ExitCode {
         return mint(&settings, sub, ttl, role, info, channels);
     }
     init_logging(&config.log.level);
+    for w in config.warnings() {
+        warn!(warning = %w, "config");
+    }
     match run(config, settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, e)) => {

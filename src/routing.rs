@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::channel::{Channel, Scope};
 use crate::config::HistoryRule;
-use crate::glob::glob;
+use crate::glob::path_glob;
 use crate::protocol::ErrorCode;
 
 /// History settings of one channel.
@@ -101,7 +101,7 @@ impl Router {
     pub fn history_for(&self, key: &str) -> Option<HistoryPolicy> {
         self.history
             .iter()
-            .find(|r| glob(&r.pattern, key))
+            .find(|r| path_glob(&r.pattern, key))
             .filter(|r| r.size > 0)
             .map(|r| HistoryPolicy {
                 size: r.size,
@@ -113,7 +113,7 @@ impl Router {
     pub fn pattern_of(&self, key: &str) -> Option<&str> {
         self.history
             .iter()
-            .find(|r| glob(&r.pattern, key))
+            .find(|r| path_glob(&r.pattern, key))
             .map(|r| r.pattern.as_str())
     }
 
@@ -158,7 +158,7 @@ mod tests {
                 ttl: Duration::from_secs(1),
             },
             HistoryRule {
-                pattern: "stream/*".into(),
+                pattern: "stream/**".into(),
                 size: 7,
                 ttl: Duration::from_secs(1),
             },
@@ -171,5 +171,27 @@ mod tests {
             .route(&Channel::parse("stream/quiet/m", 1).unwrap())
             .unwrap();
         assert!(k.managed && k.history.is_none());
+    }
+
+    /// History patterns are path globs like every channel pattern: `*` stays within a
+    /// segment, `**` reaches below; the defaults keep history for deep channels too.
+    #[test]
+    fn history_patterns_are_path_globs() {
+        let rule = |pattern: &str, size| HistoryRule {
+            pattern: pattern.into(),
+            size,
+            ttl: Duration::from_secs(1),
+        };
+        let router = Router::new(vec![rule("stream/*", 3), rule("stream/**", 9)], Vec::new());
+        assert_eq!(router.history_for("stream/a").unwrap().size, 3);
+        assert_eq!(router.history_for("stream/a/b/c").unwrap().size, 9);
+        assert_eq!(router.pattern_of("stream/a/b"), Some("stream/**"));
+        let defaults = Router::new(default_history(), Vec::new());
+        assert_eq!(defaults.history_for("stream/a/b/c").unwrap().size, 1000);
+        assert_eq!(
+            defaults.history_for("grafana/broadcast/a/b").unwrap().size,
+            100
+        );
+        assert_eq!(defaults.history_for("streams/a/b"), None);
     }
 }

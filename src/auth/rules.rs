@@ -1,11 +1,13 @@
 //! Per-channel rules (`[[auth.rules]]`): patterns that raise the role needed to subscribe to
 //! (subscribe, presence, history) or publish on (client publish, HTTP publish, push) a channel.
 //!
-//! Patterns are path globs over the channel name without the org prefix: `*` matches within one
-//! `/`-separated segment, `**` across segments, `?` one character other than `/`. The first rule
-//! whose pattern matches decides; rules only narrow, never widen, the defaults.
+//! Patterns are path globs (`crate::glob`, the dialect of every channel pattern) over the channel
+//! name without the org prefix: `*` matches within one `/`-separated segment, `**` across
+//! segments, `?` one character other than `/`. The first rule whose pattern matches decides;
+//! rules only narrow, never widen, the defaults.
 
 use super::Role;
+use crate::glob::path_glob;
 
 /// What a client wants to do on a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,95 +59,32 @@ pub fn needed(rules: &[Rule], action: Action, channel: &str) -> Role {
         .map_or(action.default_role(), |r| r.needs(action))
 }
 
-/// True when `text` matches the path glob `pattern` as a whole.
-pub fn path_glob(pattern: &str, text: &str) -> bool {
-    #[derive(Clone, Copy)]
-    enum Tok {
-        Byte(u8),
-        One,
-        Star,
-        Globstar,
-    }
-    let p = pattern.as_bytes();
-    let mut toks = Vec::with_capacity(p.len());
-    let mut i = 0;
-    while i < p.len() {
-        toks.push(match p[i] {
-            b'*' if p.get(i + 1) == Some(&b'*') => {
-                i += 1;
-                Tok::Globstar
-            }
-            b'*' => Tok::Star,
-            b'?' => Tok::One,
-            b => Tok::Byte(b),
-        });
-        i += 1;
-    }
-    let t = text.as_bytes();
-    // ok[j]: the tokens so far match text[..j]. One row per token: O(pattern × text).
-    let mut ok = vec![false; t.len() + 1];
-    ok[0] = true;
-    for tok in toks {
-        let mut next = vec![false; t.len() + 1];
-        for j in 0..=t.len() {
-            next[j] = match tok {
-                Tok::Byte(b) => j > 0 && ok[j - 1] && t[j - 1] == b,
-                Tok::One => j > 0 && ok[j - 1] && t[j - 1] != b'/',
-                Tok::Star => ok[j] || (j > 0 && next[j - 1] && t[j - 1] != b'/'),
-                Tok::Globstar => ok[j] || (j > 0 && next[j - 1]),
-            };
-        }
-        ok = next;
-    }
-    ok[t.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `*` at the end of a rule covers one segment: the channels below keep the defaults
+    /// (check-config warns about it); `**` covers everything below.
     #[test]
-    fn path_globs_keep_star_within_a_segment() {
-        assert!(path_glob(
-            "stream/factory-*/**",
-            "stream/factory-7/press/temp"
-        ));
-        assert!(path_glob("stream/factory-*/*", "stream/factory-7/press"));
-        assert!(!path_glob(
-            "stream/factory-*/*",
-            "stream/factory-7/press/temp"
-        ));
-        assert!(!path_glob("stream/factory-*/**", "stream/office/press"));
-        assert!(!path_glob("stream/*", "stream/a/b"));
-        assert!(path_glob("stream/**", "stream/a/b"));
-        assert!(path_glob("**", "grafana/broadcast/x"));
-        assert!(path_glob("grafana/broadcast/x?", "grafana/broadcast/x1"));
-        assert!(!path_glob("grafana/broadcast/x?", "grafana/broadcast/x/"));
-        assert!(!path_glob("a", "ab"));
-        assert!(path_glob("", ""));
-    }
-
-    /// The obvious recursive definition, exponential but fine for short strings.
-    fn reference(p: &[u8], t: &[u8]) -> bool {
-        match p {
-            [] => t.is_empty(),
-            [b'*', b'*', rest @ ..] => (0..=t.len()).any(|i| reference(rest, &t[i..])),
-            [b'*', rest @ ..] => (0..=t.len())
-                .take_while(|&i| !t[..i].contains(&b'/'))
-                .any(|i| reference(rest, &t[i..])),
-            [b'?', rest @ ..] => t.first().is_some_and(|&c| c != b'/') && reference(rest, &t[1..]),
-            [c, rest @ ..] => t.first() == Some(c) && reference(rest, &t[1..]),
-        }
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn path_glob_agrees_with_the_recursive_definition(
-            p in "[ab/*?]{0,8}",
-            t in "[ab/]{0,10}",
-        ) {
-            proptest::prop_assert_eq!(path_glob(&p, &t), reference(p.as_bytes(), t.as_bytes()));
-        }
+    fn a_globstar_rule_protects_deeper_channels_and_a_star_rule_does_not() {
+        let rule = |pattern: &str| Rule {
+            pattern: pattern.into(),
+            subscribe: Role::Viewer,
+            publish: Role::Admin,
+        };
+        let deep = "grafana/broadcast/a/b";
+        let globstar = [rule("grafana/broadcast/**")];
+        assert_eq!(needed(&globstar, Action::Publish, deep), Role::Admin);
+        assert_eq!(
+            needed(&globstar, Action::Publish, "grafana/broadcast/a"),
+            Role::Admin
+        );
+        let star = [rule("grafana/broadcast/*")];
+        assert_eq!(
+            needed(&star, Action::Publish, "grafana/broadcast/a"),
+            Role::Admin
+        );
+        assert_eq!(needed(&star, Action::Publish, deep), Role::Publisher);
     }
 
     #[test]

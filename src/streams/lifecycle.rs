@@ -213,7 +213,10 @@ impl Lifecycle {
                     run = Some(start(cancel.child_token()));
                 }
                 _ = tokio::time::sleep_until(next_check) => {
-                    next_check += t.check_every;
+                    // From now, not from the missed deadline: after a stall (the device
+                    // suspended, the runtime starved) the checks it missed are skipped rather
+                    // than run back-to-back, which would end the grace period at once.
+                    next_check = tokio::time::Instant::now() + t.check_every;
                     if self.watched(&key) {
                         idle_checks = 0;
                         continue;
@@ -338,6 +341,38 @@ mod tests {
         settle().await;
         assert_eq!(starts.load(Ordering::SeqCst), 2);
         assert_eq!(lc.counts().started, 2);
+    }
+
+    /// A stall (the device suspended, the runtime starved) is not idle time anyone could have
+    /// come back in: the checks it missed are skipped, not fired back-to-back, so the whole
+    /// grace period still follows it.
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_does_not_use_up_the_grace_period() {
+        let (lc, hub) = lifecycle(CancellationToken::new());
+        let starts = Arc::new(AtomicUsize::new(0));
+        let key: Arc<str> = Arc::from("plugin/testdata/stall");
+        hub.set(&key, 1);
+        lc.ensure(&key, || (forever(starts.clone()), Box::new(|| {})));
+        settle().await;
+        hub.set(&key, 0);
+        // Four check periods pass at once: at most one check may run for them.
+        advance(Duration::from_secs(20)).await;
+        settle().await;
+        assert_eq!(lc.running(), vec![key.clone()], "stopped by missed checks");
+        // Two more checks (idle) still leave it running; the third stops it.
+        for _ in 0..2 {
+            advance(Duration::from_secs(5)).await;
+            settle().await;
+        }
+        assert_eq!(
+            lc.running(),
+            vec![key.clone()],
+            "stopped before three checks"
+        );
+        advance(Duration::from_secs(5)).await;
+        settle().await;
+        assert!(lc.running().is_empty());
+        assert_eq!(starts.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -197,6 +197,8 @@ impl Subscriber {
     /// Keeps an idle MQTT connection alive past its keep-alive (others answer server pings).
     pub async fn idle(mut self) {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        // After a stall, one ping rather than a burst of the missed ones.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 m = self.ws.next() => match m {

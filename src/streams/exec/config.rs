@@ -15,7 +15,8 @@ use crate::push::{Layout, Precision};
 #[serde(deny_unknown_fields)]
 pub struct ExecConfig {
     /// `plugin/<namespace>/<path pattern>` or `ds/<uid>/<path pattern>`: which channels the
-    /// program produces. The pattern is a glob over the path (`*` also matches `/`).
+    /// program produces. The pattern is a path glob over the path (`crate::glob`): `*`
+    /// within one `/`-separated segment, `**` across segments.
     pub channel: String,
     /// The program and its arguments; no shell is involved. The channel is in the program's
     /// environment as `EDGELIVE_CHANNEL` (and its path as `EDGELIVE_PATH`).
@@ -62,7 +63,7 @@ fn default_precision() -> String {
 pub struct Spec {
     /// `scope/namespace`, the handler it belongs to.
     pub namespace: String,
-    /// Glob over the channel's path.
+    /// Path glob over the channel's path.
     pub path_pattern: String,
     pub command: Vec<String>,
     pub publish: bool,

@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 
 use super::lifecycle::Run;
 use super::{Sender, StreamHandler};
-use crate::glob::glob;
+use crate::glob::path_glob;
 use crate::protocol::ErrorCode;
 pub use config::{ExecConfig, Spec};
 use process::{Line, Lines, Process, Throttle};
@@ -76,7 +76,9 @@ impl Exec {
 
 impl Inner {
     fn spec_for(&self, path: &str) -> Option<usize> {
-        self.specs.iter().position(|s| glob(&s.path_pattern, path))
+        self.specs
+            .iter()
+            .position(|s| path_glob(&s.path_pattern, path))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Running>> {

@@ -2,21 +2,51 @@
 //! bound on line length, and stopped with SIGTERM, then SIGKILL, to the whole group, so a
 //! shell script's children go with it. The child is always waited for (no zombies); a run
 //! dropped without a stop (the runtime going away) kills the group in `Drop`.
+//!
+//! The group is only ever signalled while its leader is unreaped. A group's id is its
+//! leader's pid; once the leader is reaped and the group is empty, the kernel may hand that
+//! id to an unrelated process, and `kill(-pgid)` would hit it. An exited but unreaped leader
+//! (a zombie) keeps its pid, and so the id, from being reused. So waiting is split: learn that
+//! the program exited without reaping it, kill what it left in its group, then reap.
 
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::task::JoinHandle;
 
 /// A running program and its process group.
 pub struct Process {
     child: Child,
     /// The group's id: the program's pid (it leads its own group).
     pgid: i32,
-    /// Waited for: nothing of ours is left to kill.
+    /// How we learn that the program exited without reaping it.
+    exit: ExitWatch,
+    /// Waited for: the group's id may belong to someone else now, so it is never signalled.
     reaped: bool,
+    /// Each signal sent to the group, with the leader's state (`/proc` letter, `-` when
+    /// gone) right after: the tests check that no signal went out after the leader was reaped.
+    #[cfg(test)]
+    signals: Vec<(i32, char)>,
+}
+
+/// Exit without reaping. tokio's `Child` reaps in `wait` (through its SIGCHLD or pidfd
+/// machinery), and nothing reaps a child whose `wait` is not polled, so until we call it the
+/// leader stays a zombie once it exits.
+enum ExitWatch {
+    /// A pidfd polls readable once its process has exited, zombie or not (Linux 5.3): no
+    /// thread, and a cancelled wait loses nothing.
+    Pidfd(AsyncFd<OwnedFd>),
+    /// Kernels without pidfds: a blocking thread in `waitid(WEXITED | WNOWAIT)`, kept across
+    /// cancelled waits so there is only ever one. It ends when the program exits, which
+    /// `Drop`'s SIGKILL ensures when the runtime goes away.
+    Thread(JoinHandle<io::Result<()>>),
+    /// The program has exited (it may be reaped too).
+    Exited,
 }
 
 /// The program's pipes, handed to whoever reads and writes them.
@@ -58,7 +88,10 @@ impl Process {
         let process = Process {
             child,
             pgid,
+            exit: ExitWatch::new(pgid),
             reaped: false,
+            #[cfg(test)]
+            signals: Vec::new(),
         };
         Ok((process, pipes))
     }
@@ -67,43 +100,120 @@ impl Process {
         self.pgid
     }
 
-    /// Waits for the program to exit, then kills what it left behind in its group.
+    /// Waits for the program to exit, kills what it left behind in its group (a script's
+    /// `sleep &`) while its exit keeps the group's id ours, then reaps it.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if !self.reaped {
+            self.exit.exited(self.pgid).await?;
+            self.signal(libc::SIGKILL);
+        }
         let status = self.child.wait().await?;
         self.reaped = true;
-        // Children it started and did not take along (a script's `sleep &`).
-        signal_group(self.pgid, libc::SIGKILL);
         Ok(status)
     }
 
     /// SIGTERM to the group; SIGKILL after `timeout`. Returns the exit status and whether
     /// SIGKILL was needed.
     pub async fn stop(&mut self, timeout: Duration) -> io::Result<(ExitStatus, bool)> {
-        signal_group(self.pgid, libc::SIGTERM);
+        self.signal(libc::SIGTERM);
         if let Ok(status) = tokio::time::timeout(timeout, self.wait()).await {
             return status.map(|s| (s, false));
         }
-        signal_group(self.pgid, libc::SIGKILL);
+        self.signal(libc::SIGKILL);
         self.wait().await.map(|s| (s, true))
+    }
+
+    /// Signals the group, unless its leader was reaped (then the id may be someone else's).
+    fn signal(&mut self, signal: i32) {
+        if self.reaped {
+            return;
+        }
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+        // ESRCH (the group is gone) cannot happen while the leader is unreaped; nothing to do
+        // about other errors.
+        unsafe {
+            libc::kill(-self.pgid, signal);
+        }
+        #[cfg(test)]
+        self.signals.push((signal, tests::state(self.pgid)));
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
-        if !self.reaped {
-            // Not waited for, so the pid cannot have been reused. tokio reaps the child
-            // (kill_on_drop); this takes the rest of the group along.
-            signal_group(self.pgid, libc::SIGKILL);
-        }
+        // Not reaped, so the id is still the group's. tokio reaps the child (kill_on_drop);
+        // this takes the rest of the group along.
+        self.signal(libc::SIGKILL);
     }
 }
 
-fn signal_group(pgid: i32, signal: i32) {
-    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
-    // ESRCH (the group is gone) is the expected outcome after a clean exit.
-    unsafe {
-        libc::kill(-pgid, signal);
+impl ExitWatch {
+    /// Must be called before `pid` (our child) is reaped, so the pid is still ours.
+    fn new(pid: i32) -> ExitWatch {
+        ExitWatch::pidfd(pid).unwrap_or_else(|| ExitWatch::thread(pid))
     }
+
+    fn pidfd(pid: i32) -> Option<ExitWatch> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+        // SAFETY: the descriptor was just opened and nothing else owns it; an OwnedFd keeps
+        // it open, unchanged, for as long as the AsyncFd owns it.
+        unsafe {
+            let fd = OwnedFd::from_raw_fd(fd);
+            AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+                .ok()
+                .map(ExitWatch::Pidfd)
+        }
+    }
+
+    fn thread(pid: i32) -> ExitWatch {
+        ExitWatch::Thread(tokio::task::spawn_blocking(move || loop {
+            match waitid_nowait(pid, 0) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r.map(|_| ()),
+            }
+        }))
+    }
+
+    /// Returns once `pid` has exited, leaving it unreaped. Cancel-safe.
+    async fn exited(&mut self, pid: i32) -> io::Result<()> {
+        match self {
+            ExitWatch::Exited => return Ok(()),
+            ExitWatch::Pidfd(fd) => loop {
+                let mut ready = fd.readable().await?;
+                // Readiness is a hint; the kernel's word is waitid's.
+                if waitid_nowait(pid, libc::WNOHANG)? {
+                    break;
+                }
+                ready.clear_ready();
+            },
+            ExitWatch::Thread(thread) => thread.await.map_err(io::Error::other)??,
+        }
+        *self = ExitWatch::Exited;
+        Ok(())
+    }
+}
+
+/// `waitid(P_PID, pid, WEXITED | WNOWAIT | flags)`: whether `pid` has exited, without reaping
+/// it (with `WNOHANG`, `false` when it still runs; without, it blocks until it exits).
+fn waitid_nowait(pid: i32, flags: i32) -> io::Result<bool> {
+    // SAFETY: waitid writes only into the siginfo we own; zeroed is a valid siginfo_t.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let id = libc::id_t::try_from(pid).map_err(io::Error::other)?;
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            id,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT | flags,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: waitid filled in a SIGCHLD siginfo, or left it zeroed (WNOHANG, still running).
+    Ok(unsafe { info.si_pid() } != 0)
 }
 
 /// One line of a program's output.
@@ -275,6 +385,56 @@ mod tests {
         })
     }
 
+    /// The leader's state letter in `/proc`, `-` when it is gone (reaped).
+    pub(super) fn state(pid: i32) -> char {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or('-', |s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.trim_start().chars().next())
+                .unwrap_or('-')
+        })
+    }
+
+    /// A leader that exits at once, leaving a sleeper in its group: the group is killed
+    /// while the leader is a zombie (its id still ours), never after it was reaped.
+    async fn leader_exits_and_leaves_a_child(watch: impl FnOnce(i32) -> ExitWatch) {
+        let cmd = ["sh", "-c", "sleep 600 & echo $!"].map(String::from);
+        let (mut p, pipes) = Process::spawn(&cmd, &[]).unwrap();
+        p.exit = watch(p.pgid);
+        let mut out = Lines::new(tokio::io::BufReader::new(pipes.stdout), 64);
+        let Some(Line::Text(child)) = out.next().await.unwrap() else {
+            panic!("no pid")
+        };
+        let child: i32 = child.parse().unwrap();
+        assert!(p.wait().await.unwrap().success());
+        assert_eq!(p.signals.len(), 1, "{:?}", p.signals);
+        assert_eq!(
+            p.signals[0],
+            (libc::SIGKILL, 'Z'),
+            "the group was signalled after its leader was reaped"
+        );
+        assert_eq!(state(p.pgid), '-', "the leader was not reaped");
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            dead(child)
+        });
+        assert!(gone, "the leader's child outlived it");
+        // Reaped: a stop now (or the drop) signals nothing; the id may be someone else's.
+        let (status, killed) = p.stop(Duration::from_secs(5)).await.unwrap();
+        assert!(status.success() && !killed);
+        assert_eq!(p.signals.len(), 1, "{:?}", p.signals);
+    }
+
+    #[tokio::test]
+    async fn the_group_is_killed_before_its_leader_is_reaped() {
+        leader_exits_and_leaves_a_child(|pid| ExitWatch::pidfd(pid).expect("a pidfd")).await;
+    }
+
+    #[tokio::test]
+    async fn without_pidfds_a_thread_waits_for_the_exit() {
+        leader_exits_and_leaves_a_child(ExitWatch::thread).await;
+    }
+
     #[tokio::test]
     async fn a_program_that_ignores_sigterm_gets_sigkill() {
         let cmd = [
@@ -288,6 +448,10 @@ mod tests {
         assert_eq!(out.next().await.unwrap(), Some(Line::Text("ready".into())));
         let (status, killed) = p.stop(Duration::from_millis(300)).await.unwrap();
         assert!(killed && !status.success());
+        // SIGTERM, SIGKILL, then the SIGKILL of the wait: each while the leader was unreaped.
+        let sent: Vec<i32> = p.signals.iter().map(|s| s.0).collect();
+        assert_eq!(sent, [libc::SIGTERM, libc::SIGKILL, libc::SIGKILL]);
+        assert!(p.signals.iter().all(|s| s.1 != '-'), "{:?}", p.signals);
     }
 
     #[test]
