@@ -273,3 +273,33 @@ impl Persist {
 pub(crate) fn info_json(info: &ClientInfo) -> Bytes {
     Bytes::from(serde_json::to_vec(info).expect("ClientInfo serializes"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request set that cannot be sent (the sequencer has stopped) takes no slot: the queue
+    /// bound must not shrink for every client after a storage failure.
+    #[test]
+    fn failed_submissions_give_their_slots_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&edgelive_storage::test_config(dir.path())).unwrap();
+        let settings = Arc::new(Settings::from_config(&crate::config::Config::default()).unwrap());
+        let (persist, threads) = Persist::start(store, Arc::new(Hub::new(1)), settings).unwrap();
+        let after = persist.clone();
+        persist.stop(threads);
+        let push = |n: u64| Request::Push {
+            key: Arc::from(format!("stream/s/m{n}")),
+            policy: None,
+            frame: FrameJson {
+                schema: "{}".into(),
+                data: "{}".into(),
+            },
+            ack: Ack::Discard,
+        };
+        assert_eq!(after.submit_all((0..5).map(push).collect()), Err(Busy));
+        assert_eq!(after.submit(push(9)), Err(Busy));
+        after.submit_always(Request::Stop);
+        assert_eq!(after.queued(), 0);
+    }
+}
