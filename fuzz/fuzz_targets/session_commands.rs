@@ -439,7 +439,7 @@ enum Token {
     Raw(String),
     Viewer,
     Publisher,
-    Jwt(JwtSpec),
+    Jwt(Box<JwtSpec>),
 }
 
 impl Token {
