@@ -151,8 +151,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MaskCheck<S> {
 }
 
 #[cfg(test)]
+mod differential;
+
+#[cfg(test)]
 mod tests {
+    use super::differential::{check, encode, FrameSpec};
     use super::*;
+    use proptest::prelude::*;
 
     fn masked(len: usize) -> Vec<u8> {
         let mut f = vec![0x81];
@@ -191,5 +196,68 @@ mod tests {
         stream.extend_from_slice(&[0x81, 0x02, b'{', b'}']);
         let mut m = MaskCheck::new(());
         assert!(!stream.chunks(3).all(|c| m.scan(c)));
+    }
+
+    /// Any first byte (valid or not), masked or not, every length form, payloads around the
+    /// 125/126 and 65535/65536 edges, sometimes a declared length that does not match.
+    fn frame() -> impl Strategy<Value = FrameSpec> {
+        let len = prop_oneof![0usize..130, 65530usize..65540, 120_000usize..120_010];
+        (
+            prop_oneof![
+                Just(0x81u8),
+                Just(0x82),
+                Just(0x01),
+                Just(0x80),
+                Just(0x88),
+                Just(0x89),
+                Just(0x8a),
+                Just(0x09),
+                any::<u8>()
+            ],
+            prop::option::weighted(0.9, any::<[u8; 4]>()),
+            0u8..3,
+            prop::option::weighted(0.05, prop_oneof![0u64..200, Just(u64::MAX), any::<u64>()]),
+            len,
+            any::<u8>(),
+        )
+            .prop_map(|(first, mask, form, declared, len, fill)| FrameSpec {
+                first,
+                mask,
+                form,
+                declared,
+                payload: (0..len)
+                    .map(|i| fill.wrapping_add(i as u8) & 0x7f)
+                    .collect(),
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// MaskCheck and fastwebsockets agree on frame boundaries (see `differential`) for
+        /// generated frame streams, truncated anywhere, read in pieces of any size.
+        #[test]
+        fn agrees_with_fastwebsockets_on_frame_boundaries(
+            frames in prop::collection::vec(frame(), 0..6),
+            cut_at in any::<prop::sample::Index>(),
+            cuts in prop::collection::vec(prop_oneof![1usize..16, 1usize..70_000], 0..5),
+        ) {
+            let mut stream = encode(&frames);
+            if cut_at.index(8) == 0 {
+                stream.truncate(cut_at.index(stream.len() + 1));
+            }
+            if let Err(e) = check(&stream, &cuts) {
+                prop_assert!(false, "{e}; frames {:?}, cuts {cuts:?}", frames.iter().map(|f| (f.first, f.mask.is_some(), f.form, f.declared, f.payload.len())).collect::<Vec<_>>());
+            }
+        }
+
+        /// Arbitrary bytes, not only well-formed frames.
+        #[test]
+        fn agrees_with_fastwebsockets_on_any_bytes(
+            stream in prop::collection::vec(any::<u8>(), 0..300),
+            cuts in prop::collection::vec(1usize..40, 0..5),
+        ) {
+            prop_assert_eq!(check(&stream, &cuts), Ok(()));
+        }
     }
 }
