@@ -414,10 +414,7 @@ impl JwtSpec {
             exp: self.exp.value(now),
             nbf: self.nbf.value(now),
             iat: self.iat.value(now),
-            info: self
-                .info
-                .as_ref()
-                .and_then(|j| RawValue::from_string(j.render()).ok()),
+            info: None,
             channels: self.channels.iter().map(Chan::name).collect(),
             role: self
                 .role
@@ -429,7 +426,23 @@ impl JwtSpec {
         } else {
             SECRET.as_bytes()
         };
-        jwt::sign(&claims, key)
+        // `info` spliced in as rendered (whitespace kept), as another issuer may write it.
+        let mut payload = serde_json::to_string(&claims).expect("claims serialize");
+        if let Some(info) = self
+            .info
+            .as_ref()
+            .map(Json::render)
+            .filter(|j| RawValue::from_string(j.clone()).is_ok())
+        {
+            payload.pop();
+            if payload.len() > 1 {
+                payload.push(',');
+            }
+            payload.push_str("\"info\":");
+            payload.push_str(&info);
+            payload.push('}');
+        }
+        jwt::sign_payload(payload.as_bytes(), key)
     }
 }
 

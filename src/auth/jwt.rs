@@ -118,8 +118,17 @@ pub fn verify(token: &str, secret: &[u8], now: f64) -> Result<Claims, JwtError> 
 
 /// Signs `claims` with HS256 (for `edgelive token` and tests).
 pub fn sign(claims: &Claims, secret: &[u8]) -> String {
+    sign_payload(
+        &serde_json::to_vec(claims).expect("claims serialize"),
+        secret,
+    )
+}
+
+/// Signs a claims payload exactly as written (another issuer's whitespace kept): for tests and
+/// fuzzing of what we accept, since [`Claims`] always serializes compact.
+pub fn sign_payload(payload: &[u8], secret: &[u8]) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialize"));
+    let payload = URL_SAFE_NO_PAD.encode(payload);
     let mut out = format!("{header}.{payload}");
     let mut mac = mac(secret);
     mac.update(out.as_bytes());
