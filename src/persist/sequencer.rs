@@ -19,6 +19,12 @@ use edgelive_storage::{
     ChannelMeta, HistorySize, Publication as Stored, Publisher, Store, StoreError,
 };
 
+mod reads;
+mod retention;
+mod sizes;
+
+pub use sizes::HistorySizes;
+
 use super::flusher::Pending;
 use super::streams::{Pushed, Streams};
 use super::watchdog::Progress;
@@ -26,7 +32,7 @@ use super::{info_json, Ack, Health, Position, Request};
 use crate::config::Durability;
 use crate::hub::{Hub, Subscriber};
 use crate::json::CompactJson;
-use crate::protocol::reply::{self, ClientInfo, Publication, StoredPublication};
+use crate::protocol::reply::{self, ClientInfo, Publication};
 use crate::protocol::ErrorCode;
 use crate::routing::{ChannelKind, HistoryPolicy};
 use crate::settings::Settings;
@@ -38,13 +44,6 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const SWEEP_CHANNELS: usize = 64;
 /// Most publications one trim removes (trimming is incremental).
 const TRIM_BATCH: usize = 256;
-
-/// History held per `[[history]]` pattern, for the startup log and `/metrics`.
-#[derive(Debug, Default, Clone)]
-pub struct HistorySizes {
-    /// (pattern, channels, publications, bytes)
-    pub by_pattern: Vec<(String, u64, u64, u64)>,
-}
 
 /// What the sequencer keeps in memory per channel with history.
 struct Chan {
@@ -83,7 +82,7 @@ pub struct Sequencer {
     progress: Arc<Progress>,
 }
 
-use crate::clock::{now_ms, Timeline};
+use crate::clock::Timeline;
 
 /// What the sequencer works with, handed over by `Persist::start`.
 pub struct Parts {
@@ -137,7 +136,10 @@ impl Sequencer {
         let mut last_sweep = Instant::now();
         loop {
             match rx.recv_timeout(SWEEP_EVERY) {
-                Ok(Request::Stop) => break,
+                Ok(Request::Stop) => {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    break;
+                }
                 Ok(Request::Many(reqs)) => {
                     self.queued.fetch_sub(reqs.len(), Ordering::AcqRel);
                     self.progress.busy();
@@ -207,39 +209,6 @@ impl Sequencer {
             );
         }
         Ok(())
-    }
-
-    /// Starts the retention timeline no earlier than the newest stored stamp, and says so when
-    /// the wall clock is behind it (a board without an RTC that booted in 1970).
-    fn start_clock(&mut self) {
-        let newest = self
-            .channels
-            .values()
-            .map(|c| c.meta.last_ms)
-            .max()
-            .unwrap_or(0)
-            .max(self.streams.newest_ms());
-        self.clock = Timeline::start(newest);
-        let wall = now_ms();
-        if newest > wall.saturating_add(crate::clock::STEP_TOLERANCE_MS) {
-            warn!(
-                behind_s = (newest - wall) / 1000,
-                "the wall clock is behind the newest stored history; history ages continue from the stored time"
-            );
-        }
-    }
-
-    /// Logs a step of the wall clock once: ages keep following the monotonic clock, so a step
-    /// neither expires history nor keeps it longer.
-    fn watch_clock(&mut self) {
-        let step = self.clock.wall_step_ms(now_ms());
-        if step != 0 && step.abs_diff(self.logged_step_ms) > crate::clock::STEP_TOLERANCE_MS {
-            warn!(
-                step_s = step / 1000,
-                "the wall clock was stepped; history retention keeps measuring ages on the monotonic clock until restart"
-            );
-        }
-        self.logged_step_ms = step;
     }
 
     /// Records every channel's exact top so that a clean restart recovers exactly.
@@ -454,74 +423,6 @@ impl Sequencer {
         }
     }
 
-    /// Position, and recovery when asked (design §6): the missed publications when the epoch
-    /// matches and every one of them is still stored, else none and the current top.
-    fn subscribe_result(
-        &mut self,
-        key: &Arc<str>,
-        policy: HistoryPolicy,
-        answer: &reply::SubscribeAnswer,
-        recover: Option<Position>,
-        initial: Option<CompactJson<'static>>,
-    ) -> Result<bytes::Bytes, ErrorCode> {
-        let max_read = self.settings.max_read as u64;
-        let store = self.store.clone();
-        if !self.channels.contains_key(key) {
-            // Nothing published yet: a position at 0 under the promised epoch, stored nowhere.
-            let epoch = self.promise(key);
-            let mut res = reply::SubscribeResult {
-                recoverable: true,
-                positioned: true,
-                epoch: &epoch,
-                data: initial.as_ref(),
-                ..Default::default()
-            };
-            if let Some(pos) = recover {
-                res.was_recovering = true;
-                res.recovered = pos.offset == 0 && (pos.epoch.is_empty() || pos.epoch == epoch);
-            }
-            return Ok(answer.result(&res));
-        }
-        let ch = self.channels.get_mut(key).expect("checked above");
-        ch.policy = Some(policy);
-        let mut res = reply::SubscribeResult {
-            recoverable: true,
-            positioned: true,
-            epoch: &ch.meta.epoch,
-            offset: ch.meta.top,
-            data: initial.as_ref(),
-            ..Default::default()
-        };
-        let recovered;
-        if let Some(pos) = recover {
-            res.was_recovering = true;
-            let top = ch.meta.top;
-            let same_epoch = pos.epoch.is_empty() || pos.epoch == ch.meta.epoch;
-            let missed = top.saturating_sub(pos.offset);
-            let possible =
-                same_epoch && pos.offset <= top && missed <= max_read && pos.offset + 1 >= ch.first;
-            if possible {
-                let items = store
-                    .read(ch.meta.id, pos.offset + 1, top, missed as usize, false)
-                    .unwrap_or_default();
-                let complete = items.len() as u64 == missed
-                    && items.first().is_none_or(|(o, _)| *o == pos.offset + 1);
-                if complete {
-                    recovered = items
-                        .into_iter()
-                        .filter_map(|(o, p)| stored(o, p))
-                        .collect::<Vec<_>>();
-                    if recovered.len() as u64 == missed {
-                        res.recovered = true;
-                        res.offset = pos.offset;
-                        res.publications = &recovered;
-                    }
-                }
-            }
-        }
-        Ok(answer.result(&res))
-    }
-
     /// A managed-stream frame: recorded as the last frame, then published like any publication
     /// (with history when the channel keeps it), schema only when it changed.
     fn push(
@@ -656,227 +557,4 @@ impl Sequencer {
         }
         Ok(offset)
     }
-
-    /// The history command (design §6): `limit` 0 = position only, -1 = all (capped),
-    /// `since` = after that position, `reverse` = newest first; 112 on an epoch mismatch.
-    fn history(
-        &mut self,
-        key: &Arc<str>,
-        policy: Option<HistoryPolicy>,
-        id: u32,
-        limit: i32,
-        since: Option<Position>,
-        reverse: bool,
-    ) -> Result<bytes::Bytes, ErrorCode> {
-        let Some(policy) = policy else {
-            return Err(ErrorCode::NotAvailable);
-        };
-        if reverse && since.as_ref().is_some_and(|s| s.offset == 0) {
-            return Err(ErrorCode::BadRequest);
-        }
-        let max_read = self.settings.max_read;
-        let store = self.store.clone();
-        if !self.channels.contains_key(key) {
-            // Nothing published yet: an empty history under the promised epoch.
-            let epoch = self.promise(key);
-            if since
-                .as_ref()
-                .is_some_and(|s| !s.epoch.is_empty() && s.epoch != epoch)
-            {
-                return Err(ErrorCode::UnrecoverablePosition);
-            }
-            return Ok(reply::reply(
-                id,
-                "history",
-                &reply::HistoryResult {
-                    publications: &[],
-                    epoch: &epoch,
-                    offset: 0,
-                },
-            ));
-        }
-        let ch = self.channels.get_mut(key).expect("checked above");
-        ch.policy = Some(policy);
-        if let Some(s) = &since {
-            if !s.epoch.is_empty() && s.epoch != ch.meta.epoch {
-                return Err(ErrorCode::UnrecoverablePosition);
-            }
-        }
-        let n = match limit {
-            0 => 0,
-            l if l < 0 => max_read,
-            l => (l as usize).min(max_read),
-        };
-        let top = ch.meta.top;
-        let items = if n == 0 {
-            Ok(Vec::new())
-        } else if reverse {
-            let to = since.as_ref().map_or(top, |s| s.offset - 1).min(top);
-            store.read(ch.meta.id, ch.first, to, n, true)
-        } else {
-            let from = since
-                .as_ref()
-                .map_or(ch.first, |s| s.offset.saturating_add(1))
-                .max(ch.first);
-            store.read(ch.meta.id, from, top, n, false)
-        }
-        .map_err(|e| {
-            self.health.degrade(e.to_string());
-            ErrorCode::Internal
-        })?;
-        let pubs: Vec<StoredPublication> = items
-            .into_iter()
-            .filter_map(|(o, p)| stored(o, p))
-            .collect();
-        let ch = &self.channels[key];
-        Ok(reply::reply(
-            id,
-            "history",
-            &reply::HistoryResult {
-                publications: &pubs,
-                epoch: &ch.meta.epoch,
-                offset: top,
-            },
-        ))
-    }
-
-    fn presence(&mut self, key: &str, id: u32, stats: bool) -> Result<bytes::Bytes, ErrorCode> {
-        let entries = self.store.presence(key).map_err(|e| {
-            self.fail(&e);
-            ErrorCode::Internal
-        })?;
-        if stats {
-            #[derive(serde::Deserialize)]
-            struct User {
-                #[serde(default)]
-                user: String,
-            }
-            let users: std::collections::HashSet<String> = entries
-                .iter()
-                .filter_map(|(_, v)| serde_json::from_slice::<User>(v).ok().map(|u| u.user))
-                .collect();
-            let r = reply::PresenceStatsResult {
-                num_clients: entries.len() as u32,
-                num_users: users.len() as u32,
-            };
-            return Ok(reply::reply(id, "presence_stats", &r));
-        }
-        let list: Vec<(String, CompactJson<'static>)> = entries
-            .into_iter()
-            .filter_map(|(c, v)| {
-                Some((
-                    c,
-                    CompactJson::from_string(String::from_utf8(v).ok()?).ok()?,
-                ))
-            })
-            .collect();
-        Ok(reply::reply(id, "presence", &reply::PresenceResult(&list)))
-    }
-
-    /// Retention for a few channels per run: TTL trimming and forgetting idle channels.
-    fn sweep(&mut self) {
-        let idle_ms = self.settings.frame_idle_ttl.as_millis() as u64;
-        self.watch_clock();
-        let now = self.clock.now_ms();
-        if let Err(e) = self.streams.evict_idle(&self.store, now, idle_ms) {
-            self.health.degrade(e.to_string());
-        }
-        if self.sweep_queue.is_empty() {
-            self.sweep_queue = self.channels.keys().cloned().collect();
-        }
-        let idle_ms = self.settings.channel_idle_ttl.as_millis() as u64;
-        for _ in 0..SWEEP_CHANNELS {
-            let Some(key) = self.sweep_queue.pop() else {
-                break;
-            };
-            let Some(ch) = self.channels.get_mut(&key) else {
-                continue;
-            };
-            if now.saturating_sub(ch.meta.last_ms) > idle_ms && self.hub.num_subscribers(&key) == 0
-            {
-                match self.store.drop_channel(&key, ch.meta.id) {
-                    Ok(()) => {
-                        self.channels.remove(&key);
-                    }
-                    Err(e) => self.health.degrade(e.to_string()),
-                }
-                continue;
-            }
-            let Some(policy) = ch.policy else { continue };
-            let cutoff = now.saturating_sub(policy.ttl.as_millis() as u64);
-            match self.store.remove_expired(ch.meta.id, cutoff, TRIM_BATCH) {
-                Ok(removed) if removed.entries > 0 => {
-                    ch.size.entries -= removed.entries.min(ch.size.entries);
-                    ch.size.bytes -= removed.bytes.min(ch.size.bytes);
-                    ch.first = self
-                        .store
-                        .first_offset(ch.meta.id)
-                        .ok()
-                        .flatten()
-                        .unwrap_or(ch.meta.top + 1);
-                    if removed.entries as usize == TRIM_BATCH {
-                        // More to trim: look at this channel again in the next run.
-                        self.sweep_queue.insert(0, key);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => self.health.degrade(e.to_string()),
-            }
-        }
-    }
-
-    /// Totals per history pattern; logged at startup, served by `/metrics`.
-    fn publish_sizes(&self, log: bool) {
-        let mut by: Vec<(String, u64, u64, u64)> = self
-            .settings
-            .router
-            .patterns()
-            .map(|p| (p.to_owned(), 0, 0, 0))
-            .collect();
-        for (key, ch) in &self.channels {
-            let pattern = self.settings.router.pattern_of(key).unwrap_or("(no rule)");
-            let i = match by.iter().position(|(p, ..)| p == pattern) {
-                Some(i) => i,
-                None => {
-                    by.push((pattern.to_owned(), 0, 0, 0));
-                    by.len() - 1
-                }
-            };
-            by[i].1 += 1;
-            by[i].2 += ch.size.entries;
-            by[i].3 += ch.size.bytes;
-        }
-        if log {
-            for (pattern, channels, entries, bytes) in &by {
-                info!(
-                    pattern,
-                    channels,
-                    publications = entries,
-                    bytes,
-                    "history size"
-                );
-            }
-        }
-        self.sizes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_pattern = by;
-    }
-}
-
-/// A stored publication as the protocol sends it.
-fn stored(offset: u64, p: Stored) -> Option<StoredPublication> {
-    // Compacted on the way out too: a record written before compaction was enforced may hold
-    // a raw newline.
-    let raw = |s: String| CompactJson::from_string(s).ok();
-    Some(StoredPublication {
-        data: raw(p.data)?,
-        info: p.info.map(|i| ClientInfo {
-            user: i.user,
-            client: i.client,
-            conn_info: i.conn_info.and_then(raw),
-            chan_info: i.chan_info.and_then(raw),
-        }),
-        offset,
-    })
 }
