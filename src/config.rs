@@ -66,14 +66,27 @@ pub fn default_history() -> Vec<HistoryRule> {
     ]
 }
 
-/// When a publisher's acknowledgement is sent.
+/// When a publisher's acknowledgement is sent, named for what an acknowledged publication
+/// survives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// After the group commit holding the publication is written and flushed.
+    /// After the group commit holding the publication is written and synced to the device
+    /// (`fdatasync`): survives a crash and a power cut.
+    #[serde(alias = "power_loss")]
     Batched,
+    /// After the group commit is written to the kernel (sled's flush, `sync_file_range`):
+    /// survives the process being killed, not a power cut.
+    Crash,
     /// At once; the write follows.
     None,
+}
+
+impl Durability {
+    /// Whether a commit must reach the device, not only the kernel.
+    pub fn syncs(self) -> bool {
+        self != Durability::Crash
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

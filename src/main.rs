@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 /// sysexits.h codes, so systemd's RestartPreventExitStatus can tell a bad config from a crash.
 mod exit {
     pub const USAGE: u8 = 64;
+    pub const DATAERR: u8 = 65;
     pub const CANTCREAT: u8 = 73;
     pub const IOERR: u8 = 74;
     pub const TEMPFAIL: u8 = 75;
@@ -223,6 +224,7 @@ fn run(config: Config, settings: Arc<Settings>) -> Result<(), Failure> {
             StoreError::CreateDir { .. } => exit::CANTCREAT,
             StoreError::IncompatibleFormat { .. } | StoreError::Unsupported { .. } => exit::CONFIG,
             StoreError::Locked { .. } => exit::TEMPFAIL,
+            StoreError::Damaged { .. } => exit::DATAERR,
             _ => exit::IOERR,
         };
         Failure(code, e.into())

@@ -361,6 +361,17 @@ async fn sigkill_loses_no_acknowledged_publication_and_never_reuses_an_offset() 
         }
     }
     let d = d.restart(true);
+    // The unclean stop and each channel's decision are logged.
+    assert!(
+        d.logged("unclean stop (crash or power cut)"),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        d.logged("channel resumes above its offset reservation"),
+        "{}",
+        d.log_text()
+    );
     let (mut s, _) = Peer::connected(&d.ws_url()).await;
     let h = call(&mut s, 2, "history", json!({"channel": CH, "limit": -1})).await;
     assert_eq!(
@@ -581,4 +592,33 @@ async fn a_full_disk_refuses_publishes_with_100_reports_degraded_and_keeps_servi
     other.send(r#"{"id":3,"ping":{}}"#).await;
     assert_eq!(other.recv_non_ping().await, json!({"id":3,"ping":{}}));
     assert!(d.logged("storage degraded"), "{}", d.log_text());
+}
+
+#[tokio::test]
+async fn a_clean_restart_is_not_reported_as_a_crash_and_a_damaged_store_is_refused() {
+    let d = Daemon::start(&[]);
+    let (mut p, _) = Peer::connected(&d.ws_url()).await;
+    publish(&mut p, 2, CH, 1).await;
+    drop(p);
+    let mut d = d.restart(false);
+    assert!(!d.logged("unclean stop"), "{}", d.log_text());
+    let (st, _) = d.terminate(Duration::from_secs(10));
+    assert!(st.success());
+    // Garbage over the head of sled's log: sled 0.34 would open it as an empty database.
+    let log = d.data_dir().join("db");
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes.iter_mut().take(4096).for_each(|b| *b = 0xA5);
+    std::fs::write(&log, &bytes).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgelive"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(d.data_dir())
+        .env_remove("EDGELIVE_STORAGE_DURABILITY")
+        .output()
+        .unwrap();
+    let err =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(err.contains("damaged"), "{err}");
+    // Nothing was changed: the damaged file is as it was left.
+    assert_eq!(std::fs::read(&log).unwrap(), bytes);
 }

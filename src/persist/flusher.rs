@@ -1,5 +1,7 @@
-//! Group commit: the flusher takes every acknowledgement waiting, flushes sled once (covering
-//! every write the sequencer applied before it queued them), then answers them all. While it
+//! Group commit: the flusher takes every acknowledgement waiting, commits once (covering every
+//! write the sequencer applied before it queued them: sled's flush, and under
+//! `durability = "batched"` the `fdatasync` that makes it survive a power cut), then answers
+//! them all. The more publications wait, the more one commit covers. While it
 //! flushes, the sequencer keeps applying and broadcasting; the next flush takes what piled up.
 
 use std::sync::mpsc;
@@ -24,6 +26,7 @@ pub(super) fn start(
     store: Arc<Store>,
     health: Arc<Health>,
     progress: Arc<Progress>,
+    sync: bool,
 ) -> std::io::Result<(mpsc::SyncSender<Pending>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::sync_channel::<Pending>(MAX_PENDING);
     let handle = std::thread::Builder::new()
@@ -34,7 +37,7 @@ pub(super) fn start(
                 batch.push(first);
                 batch.extend(rx.try_iter());
                 progress.busy();
-                let result = store.flush();
+                let result = if sync { store.sync() } else { store.flush() };
                 progress.idle();
                 if let Err(e) = &result {
                     health.degrade(format!("flush failed: {e}"));

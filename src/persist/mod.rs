@@ -192,7 +192,12 @@ impl Persist {
         let seq_progress = watchdog::Progress::new("edgelive-store");
         let flush_progress = watchdog::Progress::new("edgelive-flush");
         watchdog::start(vec![seq_progress.clone(), flush_progress.clone()])?;
-        let (flush_tx, flusher) = flusher::start(store.clone(), health.clone(), flush_progress)?;
+        let (flush_tx, flusher) = flusher::start(
+            store.clone(),
+            health.clone(),
+            flush_progress,
+            settings.durability.syncs(),
+        )?;
         let (tx, rx) = mpsc::channel();
         let mut seq = sequencer::Sequencer::new(sequencer::Parts {
             store,

@@ -168,28 +168,35 @@ impl Sequencer {
         self.stop_cleanly();
     }
 
-    /// Loads every channel with history (after a crash, `Store::channel` moves the top above
-    /// the reservation).
+    /// Loads every channel with history. After an unclean stop (a crash or a power cut: no
+    /// clean-stop mark) each channel whose reservation lies above its recorded top resumes
+    /// above the reservation (`Store::channel`), keeping its epoch: offsets up to the
+    /// reservation may have been seen, so they are never handed out again, and a client
+    /// positioned among them gets `recovered: false`. Each such decision is logged.
     fn load(&mut self) -> Result<(), StoreError> {
-        let names: Vec<String> = self
-            .store
-            .channels()
-            .map(|r| r.map(|(n, _)| n))
-            .collect::<Result<_, _>>()?;
-        let mut resumed = 0;
-        for name in names {
+        let stored: Vec<(String, ChannelMeta)> = self.store.channels().collect::<Result<_, _>>()?;
+        let clean = self.store.was_clean_stop();
+        if !clean && !stored.is_empty() {
+            warn!(
+                channels = stored.len(),
+                "unclean stop (crash or power cut): what was not acknowledged may be lost; every channel keeps its epoch and resumes above its offset reservation"
+            );
+        }
+        for (name, before) in stored {
             let Some(meta) = self.store.channel(&name)? else {
                 continue;
             };
             let size = self.store.history_size(meta.id)?;
             let first = self.store.first_offset(meta.id)?.unwrap_or(meta.top + 1);
-            if first <= meta.top
-                && self
-                    .store
-                    .read(meta.id, meta.top, meta.top, 1, false)?
-                    .is_empty()
-            {
-                resumed += 1;
+            if meta.top != before.top {
+                let last = self.store.last_offset(meta.id)?.unwrap_or(0);
+                warn!(
+                    channel = %name,
+                    epoch = %meta.epoch,
+                    last_stored = last,
+                    resumes_after = meta.top,
+                    "channel resumes above its offset reservation"
+                );
             }
             let policy = self.settings.router.history_for(&name);
             self.channels.insert(
@@ -200,12 +207,6 @@ impl Sequencer {
                     policy,
                     size,
                 },
-            );
-        }
-        if resumed > 0 {
-            warn!(
-                channels = resumed,
-                "unclean stop: these channels resume above their offset reservation"
             );
         }
         Ok(())
@@ -220,7 +221,11 @@ impl Sequencer {
                 failed = Some(e);
             }
         }
-        if let Err(e) = self.store.flush() {
+        if let Err(e) = self
+            .store
+            .mark_clean_stop()
+            .and_then(|()| self.store.sync())
+        {
             failed = Some(e);
         }
         match failed {
@@ -491,7 +496,7 @@ impl Sequencer {
     fn acknowledge(&self, ack: Ack, offset: u64) {
         match self.settings.durability {
             Durability::None => ack.complete(Ok(offset)),
-            Durability::Batched => {
+            Durability::Batched | Durability::Crash => {
                 if let Err(mpsc::SendError((ack, _))) = self.flush.send((ack, offset)) {
                     ack.complete(Err(ErrorCode::Internal));
                 }
@@ -514,15 +519,18 @@ impl Sequencer {
             ErrorCode::Internal
         };
         let now = self.clock.now_ms();
+        let sync = self.settings.durability.syncs();
         let ch = self.channel(key, Some(policy))?;
         let offset = ch.meta.top + 1;
         if offset > ch.meta.reserved {
             let mut meta = ch.meta.clone();
             meta.reserved = meta.top + RESERVE_BLOCK;
             meta.last_ms = now;
+            // Synced (not only flushed) before the first offset of the block is broadcast: an
+            // offset a subscriber saw must never be handed out again after a power cut.
             store
                 .save_channel(key, &meta)
-                .and_then(|()| store.flush())
+                .and_then(|()| if sync { store.sync() } else { store.flush() })
                 .map_err(fail)?;
             ch.meta.reserved = meta.reserved;
         }

@@ -98,6 +98,16 @@ impl Store {
             .map(|(k, _)| offset_of(&k)))
     }
 
+    /// The newest stored offset of a channel.
+    pub fn last_offset(&self, id: u64) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .history
+            .range(key(id, 0)..=key(id, u64::MAX))
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| offset_of(&k)))
+    }
+
     /// Removes up to `max` publications with `from <= offset < to`.
     pub fn remove_history(
         &self,
