@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     for query in ["", "gf_live_frame_format=wide&precision=ns"] {
-        let t = target("fuzz", Some(query)).expect("valid target");
+        let t = target("fuzz", Some(query), Default::default()).expect("valid target");
         let Ok(out) = frames(data, &t, 0) else {
             continue;
         };

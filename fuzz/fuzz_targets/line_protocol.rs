@@ -3,12 +3,27 @@
 #![no_main]
 
 use edgelive::channel::Channel;
+use edgelive::push::convert::Limits;
+use edgelive::push::lineproto::LineLimits;
 use edgelive::push::{frames, target};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    for query in ["", "gf_live_frame_format=wide&precision=s"] {
-        let t = target("fuzz", Some(query)).expect("valid target");
+    // The defaults, and limits small enough for fuzz inputs to reach.
+    let small = Limits {
+        line: LineLimits {
+            max_tags: 4,
+            max_fields: 8,
+        },
+        max_values: 256,
+    };
+    for (query, limits) in [
+        ("", Limits::default()),
+        ("gf_live_frame_format=wide&precision=s", Limits::default()),
+        ("", small),
+        ("gf_live_frame_format=wide", small),
+    ] {
+        let t = target("fuzz", Some(query), limits).expect("valid target");
         match frames(data, &t, 1_700_000_000_000_000_000) {
             Ok(out) => {
                 for (channel, _) in out {
