@@ -22,7 +22,12 @@ impl Drop for Daemon {
 impl Daemon {
     /// Starts it with `config` (TOML, may be empty) and environment overrides.
     pub fn start(config: &str, env: &[(&str, &str)]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
+        Daemon::start_in(std::env::temp_dir().as_path(), config, env)
+    }
+
+    /// Like `start`, with its directory (config and data) under `parent`.
+    pub fn start_in(parent: &std::path::Path, config: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir_in(parent).unwrap();
         let cfg = dir.path().join("edgelive.toml");
         std::fs::write(&cfg, config).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgelive"));

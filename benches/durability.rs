@@ -1,0 +1,269 @@
+//! What each `[storage] durability` level costs, end to end against the real daemon of this
+//! build profile (issue 13):
+//! - acknowledged publications/s with 8 and with 256 publishes in flight (one client,
+//!   200-byte payloads, a channel with history);
+//! - publish-reply latency p50/p99 at a steady 1,000/s;
+//! - sync calls per second the daemon makes (`strace -c` on every thread: fsync, fdatasync,
+//!   sync_file_range) at a steady 1,000/s and 10,000/s (several clients).
+//!
+//! On this machine's disk (the temp dir), and on an ext4 on a tmpfs-backed loop device for
+//! contrast when run as root (skipped otherwise).
+//!
+//! Run: cargo bench --bench durability
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+mod common;
+use common::Daemon;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const CONFIG: &str = "[[history]]\npattern = \"grafana/broadcast/**\"\nsize = 1000\nttl = \"1h\"\n";
+const LEVELS: [&str; 3] = ["batched", "crash", "none"];
+
+async fn connect(addr: &str) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/live/ws"))
+        .await
+        .unwrap();
+    ws.send(Message::text(r#"{"id":1,"connect":{}}"#))
+        .await
+        .unwrap();
+    ws.next().await.unwrap().unwrap();
+    ws
+}
+
+/// Ids of the publish replies in the next frame.
+async fn acks<S>(ws: &mut S) -> Vec<u64>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        if let Message::Text(t) = ws.next().await.unwrap().unwrap() {
+            return t
+                .split('\n')
+                .filter_map(|l| {
+                    let v: Value = serde_json::from_str(l).unwrap();
+                    assert!(v.get("error").is_none(), "publish failed: {v}");
+                    v.get("publish").and(v["id"].as_u64())
+                })
+                .collect();
+        }
+    }
+}
+
+fn publish_cmd(id: u64, channel: &str) -> String {
+    let payload = "x".repeat(190);
+    format!(r#"{{"id":{id},"publish":{{"channel":"{channel}","data":"{payload}"}}}}"#)
+}
+
+/// `n` publications with at most `window` unacknowledged; acknowledged per second.
+async fn throughput(ws: &mut Ws, n: u64, window: u64) -> f64 {
+    let started = Instant::now();
+    let (mut sent, mut acked) = (0u64, 0u64);
+    while acked < n {
+        let mut batch = Vec::new();
+        while sent < n && sent - acked < window {
+            sent += 1;
+            batch.push(publish_cmd(10 + sent, "grafana/broadcast/tput"));
+        }
+        if !batch.is_empty() {
+            ws.send(Message::text(batch.join("\n"))).await.unwrap();
+        }
+        acked += acks(ws).await.len() as u64;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Publishes at `rate`/s for `secs` on one connection; the reply latencies, sorted.
+async fn steady(ws: Ws, rate: u64, secs: u64, channel: String) -> Vec<Duration> {
+    let (mut tx, mut rx) = ws.split();
+    let n = rate * secs;
+    let every = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut sent_at = std::collections::HashMap::new();
+    let mut lat = Vec::with_capacity(n as usize);
+    let start = tokio::time::Instant::now();
+    let mut next = 0u64;
+    while (lat.len() as u64) < n {
+        let due = start + every * next as u32;
+        tokio::select! {
+            _ = tokio::time::sleep_until(due), if next < n => {
+                let id = 10 + next;
+                sent_at.insert(id, Instant::now());
+                tx.send(Message::text(publish_cmd(id, &channel))).await.unwrap();
+                next += 1;
+            }
+            got = acks(&mut rx) => {
+                for id in got {
+                    lat.push(sent_at.remove(&id).unwrap().elapsed());
+                }
+            }
+        }
+    }
+    lat.sort();
+    lat
+}
+
+/// `rate`/s spread over enough connections, for `secs`; all latencies, sorted.
+async fn steady_total(addr: &str, rate: u64, secs: u64) -> Vec<Duration> {
+    let conns = rate.div_ceil(1000);
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let ws = connect(addr).await;
+        tasks.push(tokio::spawn(steady(
+            ws,
+            rate / conns,
+            secs,
+            format!("grafana/broadcast/steady{c}"),
+        )));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    all
+}
+
+fn pct(v: &[Duration], p: f64) -> f64 {
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)].as_secs_f64() * 1e6
+}
+
+/// Sync calls/s of `pid` while `work` runs (strace -c over every thread).
+async fn syncs_per_s<F: std::future::Future>(pid: u32, secs: f64, work: F) -> Option<String> {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut st = Command::new("strace")
+        .args([
+            "-f",
+            "-c",
+            "-e",
+            "trace=fsync,fdatasync,sync_file_range",
+            "-o",
+        ])
+        .arg(out.path())
+        .args(["-p", &pid.to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    work.await;
+    let _ = Command::new("kill")
+        .args(["-INT", &st.id().to_string()])
+        .status();
+    let _ = st.wait();
+    let text = std::fs::read_to_string(out.path()).ok()?;
+    let mut parts = Vec::new();
+    for name in ["fdatasync", "fsync", "sync_file_range"] {
+        let calls = text
+            .lines()
+            .find(|l| l.split_whitespace().last() == Some(name))
+            .and_then(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                // % time, seconds, usecs/call, calls, [errors,] syscall
+                w.get(3)?.parse::<f64>().ok()
+            })
+            .unwrap_or(0.0);
+        parts.push(format!("{name} {:.0}/s", calls / secs));
+    }
+    Some(parts.join(", "))
+}
+
+/// An ext4 on a loop device backed by tmpfs, when we may make one (root); unmounted on drop.
+struct TmpfsLoop {
+    mount: tempfile::TempDir,
+    image: PathBuf,
+    dev: String,
+}
+
+impl TmpfsLoop {
+    fn make() -> Option<TmpfsLoop> {
+        let image =
+            Path::new("/dev/shm").join(format!("edgelive-bench-{}.img", std::process::id()));
+        let ok = |c: &mut Command| {
+            c.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ok(Command::new("truncate").args(["-s", "512M"]).arg(&image)) {
+            return None;
+        }
+        let dev = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&image)
+            .output()
+            .ok()?;
+        let dev = String::from_utf8_lossy(&dev.stdout).trim().to_owned();
+        let mount = tempfile::tempdir().unwrap();
+        if dev.is_empty()
+            || !ok(Command::new("mkfs.ext4").args(["-q", &dev]))
+            || !ok(Command::new("mount").arg(&dev).arg(mount.path()))
+        {
+            let _ = std::fs::remove_file(&image);
+            return None;
+        }
+        Some(TmpfsLoop { mount, image, dev })
+    }
+}
+
+impl Drop for TmpfsLoop {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.mount.path()).status();
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+async fn run_on(place: &str, parent: &Path) {
+    println!("\n{place}:\n");
+    println!("| durability | acked/s, 8 in flight | acked/s, 256 in flight | reply p50 / p99 at 1,000/s | sync calls at 1,000/s | at 10,000/s |");
+    println!("|---|---:|---:|---:|---|---|");
+    for level in LEVELS {
+        let d = Daemon::start_in(
+            parent,
+            CONFIG,
+            &[
+                ("EDGELIVE_STORAGE_DURABILITY", level),
+                ("EDGELIVE_LIVE_MAX_CONNECTIONS", "-1"),
+                ("EDGELIVE_LIVE_CLIENT_COMMAND_RATE", "0"),
+            ],
+        );
+        let mut ws = connect(&d.addr).await;
+        throughput(&mut ws, 2_000, 256).await;
+        let t8 = throughput(&mut ws, 5_000, 8).await;
+        let t256 = throughput(&mut ws, 20_000, 256).await;
+        let lat = steady_total(&d.addr, 1000, 5).await;
+        let pid = d.child.id();
+        let s1k = syncs_per_s(pid, 5.0, steady_total(&d.addr, 1000, 5)).await;
+        let s10k = syncs_per_s(pid, 5.0, steady_total(&d.addr, 10_000, 5)).await;
+        println!(
+            "| {level} | {t8:.0} | {t256:.0} | {:.0} / {:.0} µs | {} | {} |",
+            pct(&lat, 0.5),
+            pct(&lat, 0.99),
+            s1k.unwrap_or_else(|| "(no strace)".into()),
+            s10k.unwrap_or_else(|| "(no strace)".into()),
+        );
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        run_on("this machine's disk (temp dir)", &std::env::temp_dir()).await;
+        match TmpfsLoop::make() {
+            Some(l) => run_on("ext4 on a tmpfs-backed loop device", l.mount.path()).await,
+            None => println!("\n(no tmpfs-backed loop device: needs root, losetup, mkfs.ext4)"),
+        }
+    });
+}
