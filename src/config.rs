@@ -887,6 +887,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.storage.durability, Durability::None);
+        for (text, level, syncs) in [
+            ("batched", Durability::Batched, true),
+            ("power_loss", Durability::Batched, true),
+            ("crash", Durability::Crash, false),
+            ("none", Durability::None, true),
+        ] {
+            let c = Config::from_toml(
+                "t",
+                &format!("[storage]\ndurability = \"{text}\"\n"),
+                env(&[]),
+            )
+            .unwrap();
+            assert_eq!(
+                (c.storage.durability, c.storage.durability.syncs()),
+                (level, syncs)
+            );
+        }
         let rules = c.history_rules();
         assert_eq!(rules.len(), 1);
         assert_eq!((rules[0].size, rules[0].ttl), (5, Duration::from_secs(60)));
