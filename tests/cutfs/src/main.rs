@@ -4,7 +4,8 @@
 //! Control, by signal (simple, and usable from any test without a protocol):
 //! - `SIGUSR1`: the power cut. Everything unsynced is dropped, every later request fails with
 //!   `EIO`, and `cut dirty_pages=N files_never_synced=M` is printed on stdout.
-//! - `SIGTERM`/`SIGINT`: unmount and exit.
+//! - `SIGTERM`/`SIGINT`: unmount and exit (what was never synced is not written back: the
+//!   backing dir only ever holds synced data).
 //!
 //! `mounted` is printed on stdout once the mount is ready.
 
