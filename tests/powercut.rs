@@ -34,18 +34,31 @@ struct CutFs {
     mountpoint: PathBuf,
 }
 
-/// The cutfs binary, built alongside the daemon (`cargo test --workspace` builds it; the
-/// powercut test alone needs `cargo build -p edgelive-cutfs` first).
+/// The cutfs binary, next to the daemon's. `cargo test --workspace` builds it (its package has
+/// a test of its own); when only this test was built, it is built here with the same cargo.
 fn cutfs_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_edgelive"))
+    let dir = Path::new(env!("CARGO_BIN_EXE_edgelive"))
         .parent()
-        .expect("target dir")
-        .join("cutfs");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build -p edgelive-cutfs` (or the whole workspace's tests)",
-        bin.display()
-    );
+        .expect("target dir");
+    let bin = dir.join("cutfs");
+    if !bin.exists() {
+        let target = dir.parent().expect("target root");
+        let mut build = Command::new(env!("CARGO"));
+        build.args([
+            "build",
+            "-p",
+            "edgelive-cutfs",
+            "--bin",
+            "cutfs",
+            "--target-dir",
+        ]);
+        build.arg(target);
+        if dir.file_name() == Some(std::ffi::OsStr::new("release")) {
+            build.arg("--release");
+        }
+        let st = build.status().expect("run cargo");
+        assert!(st.success(), "building cutfs failed: {st}");
+    }
     bin
 }
 

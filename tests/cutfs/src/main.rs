@@ -3,7 +3,7 @@
 //!
 //! Control, by signal (simple, and usable from any test without a protocol):
 //! - `SIGUSR1`: the power cut. Everything unsynced is dropped, every later request fails with
-//!   `EIO`, and `cut dirty_pages=N files_never_synced=M` is printed on stdout.
+//!   `EIO`, and `cut dirty_pages=N never_synced=[paths]` is printed on stdout.
 //! - `SIGTERM`/`SIGINT`: unmount and exit (what was never synced is not written back: the
 //!   backing dir only ever holds synced data).
 //!
@@ -79,10 +79,16 @@ fn run() -> Result<(), CutfsError> {
         }
         if sig == libc::SIGUSR1 {
             let d = volume.lock().unwrap_or_else(|e| e.into_inner()).cut();
+            let names: Vec<_> = d
+                .never_synced
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
             let _ = writeln!(
                 out,
-                "cut dirty_pages={} files_never_synced={}",
-                d.dirty_pages, d.files_never_synced
+                "cut dirty_pages={} never_synced=[{}]",
+                d.dirty_pages,
+                names.join(",")
             );
             let _ = out.flush();
         } else {

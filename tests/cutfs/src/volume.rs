@@ -47,7 +47,8 @@ pub struct Node {
 #[derive(Debug, Default)]
 pub struct Dropped {
     pub dirty_pages: usize,
-    pub files_never_synced: usize,
+    /// Files whose creation never became durable (paths under the mount).
+    pub never_synced: Vec<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -343,9 +344,10 @@ impl Volume {
         for n in self.nodes.values() {
             d.dirty_pages += n.dirty.len();
             if n.kind == Kind::File && !n.in_backing {
-                d.files_never_synced += 1;
+                d.never_synced.push(n.path.clone());
             }
         }
+        d.never_synced.sort();
         self.cut = true;
         self.nodes.clear();
         self.by_path.clear();
