@@ -25,6 +25,8 @@ pub struct Daemon {
     args: Vec<String>,
     /// Size of a private tmpfs mounted over the data dir (a small disk that fills up).
     tmpfs: Option<String>,
+    /// A data dir elsewhere than `dir/data` (e.g. on a test filesystem's mount).
+    data: Option<std::path::PathBuf>,
 }
 
 impl Daemon {
@@ -78,6 +80,29 @@ impl Daemon {
         )
     }
 
+    /// Like `start_with_config`, with the data dir at `data` (e.g. inside a FUSE mount).
+    pub fn start_with_config_in(
+        data: &std::path::Path,
+        toml: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let path = dir.path().join("edgelive.toml");
+        std::fs::write(&path, toml).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let args = vec!["--config".into(), path.to_string_lossy().into_owned()];
+        Self::spawn_in(dir, "127.0.0.1:0", env, args, None, Some(data.to_owned()))
+    }
+
+    /// SIGKILLs the daemon and reaps it: after this it issues no more file system requests.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The directory holding the daemon's config file and data dir.
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
@@ -100,12 +125,15 @@ impl Daemon {
             self.addr,
         );
         let tmpfs = self.tmpfs.clone();
+        let data = self.data.clone();
         drop(self);
-        Self::spawn(dir, &addr.to_string(), env, args, tmpfs)
+        Self::spawn_in(dir, &addr.to_string(), env, args, tmpfs, data)
     }
 
     pub fn data_dir(&self) -> std::path::PathBuf {
-        self.dir.path().join("data")
+        self.data
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     fn spawn(
@@ -114,6 +142,17 @@ impl Daemon {
         env: Vec<(String, String)>,
         args: Vec<String>,
         tmpfs: Option<String>,
+    ) -> Daemon {
+        Self::spawn_in(dir, listen, env, args, tmpfs, None)
+    }
+
+    fn spawn_in(
+        dir: Arc<tempfile::TempDir>,
+        listen: &str,
+        env: Vec<(String, String)>,
+        args: Vec<String>,
+        tmpfs: Option<String>,
+        data: Option<std::path::PathBuf>,
     ) -> Daemon {
         let bin = env!("CARGO_BIN_EXE_edgelive");
         let mut cmd = match &tmpfs {
@@ -132,7 +171,7 @@ impl Daemon {
             }
         };
         cmd.args(["--listen", listen, "--data-dir"])
-            .arg(dir.path().join("data"))
+            .arg(data.clone().unwrap_or_else(|| dir.path().join("data")))
             .args(&args)
             .env(
                 "RUST_LOG",
@@ -177,6 +216,7 @@ impl Daemon {
             env,
             args,
             tmpfs,
+            data,
         }
     }
 
