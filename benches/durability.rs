@@ -3,8 +3,9 @@
 //! - acknowledged publications/s with 8 and with 256 publishes in flight (one client,
 //!   200-byte payloads, a channel with history);
 //! - publish-reply latency p50/p99 at a steady 1,000/s;
-//! - sync calls per second the daemon makes (`strace -c` on every thread: fsync, fdatasync,
-//!   sync_file_range) at a steady 1,000/s and 10,000/s (several clients).
+//! - sync calls per second the daemon makes (`perf stat` on the syscall tracepoints of every
+//!   thread: fsync, fdatasync, sync_file_range) at a steady 1,000/s and 10,000/s (several
+//!   clients).
 //!
 //! On this machine's disk (the temp dir), and on an ext4 on a tmpfs-backed loop device for
 //! contrast when run as root (skipped otherwise).
@@ -40,8 +41,9 @@ async fn connect(addr: &str) -> Ws {
     ws
 }
 
-/// Ids of the publish replies in the next frame.
-async fn acks<S>(ws: &mut S) -> Vec<u64>
+/// The publish replies in the next frame: (id, acknowledged); an error is only 111, the
+/// storage queue being full (the daemon past its capacity).
+async fn acks<S>(ws: &mut S) -> Vec<(u64, bool)>
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
@@ -51,8 +53,10 @@ where
                 .split('\n')
                 .filter_map(|l| {
                     let v: Value = serde_json::from_str(l).unwrap();
-                    assert!(v.get("error").is_none(), "publish failed: {v}");
-                    v.get("publish").and(v["id"].as_u64())
+                    if v.get("error").is_some() {
+                        assert_eq!(v["error"]["code"], 111, "publish failed: {v}");
+                    }
+                    Some((v["id"].as_u64()?, v.get("publish").is_some()))
                 })
                 .collect();
         }
@@ -77,13 +81,16 @@ async fn throughput(ws: &mut Ws, n: u64, window: u64) -> f64 {
         if !batch.is_empty() {
             ws.send(Message::text(batch.join("\n"))).await.unwrap();
         }
-        acked += acks(ws).await.len() as u64;
+        let got = acks(ws).await;
+        assert!(got.iter().all(|(_, ok)| *ok), "refused within the window");
+        acked += got.len() as u64;
     }
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Publishes at `rate`/s for `secs` on one connection; the reply latencies, sorted.
-async fn steady(ws: Ws, rate: u64, secs: u64, channel: String) -> Vec<Duration> {
+/// Publishes at `rate`/s for `secs` on one connection; the reply latencies of the acknowledged
+/// ones, sorted, and how many were refused (111).
+async fn steady(ws: Ws, rate: u64, secs: u64, channel: String) -> (Vec<Duration>, usize) {
     let (mut tx, mut rx) = ws.split();
     let n = rate * secs;
     let every = Duration::from_secs_f64(1.0 / rate as f64);
@@ -91,7 +98,8 @@ async fn steady(ws: Ws, rate: u64, secs: u64, channel: String) -> Vec<Duration> 
     let mut lat = Vec::with_capacity(n as usize);
     let start = tokio::time::Instant::now();
     let mut next = 0u64;
-    while (lat.len() as u64) < n {
+    let mut refused = 0;
+    while ((lat.len() + refused) as u64) < n {
         let due = start + every * next as u32;
         tokio::select! {
             _ = tokio::time::sleep_until(due), if next < n => {
@@ -101,18 +109,23 @@ async fn steady(ws: Ws, rate: u64, secs: u64, channel: String) -> Vec<Duration> 
                 next += 1;
             }
             got = acks(&mut rx) => {
-                for id in got {
-                    lat.push(sent_at.remove(&id).unwrap().elapsed());
+                for (id, ok) in got {
+                    let at = sent_at.remove(&id).unwrap();
+                    if ok {
+                        lat.push(at.elapsed());
+                    } else {
+                        refused += 1;
+                    }
                 }
             }
         }
     }
     lat.sort();
-    lat
+    (lat, refused)
 }
 
-/// `rate`/s spread over enough connections, for `secs`; all latencies, sorted.
-async fn steady_total(addr: &str, rate: u64, secs: u64) -> Vec<Duration> {
+/// `rate`/s spread over enough connections, for `secs`; all latencies, sorted, and refusals.
+async fn steady_total(addr: &str, rate: u64, secs: u64) -> (Vec<Duration>, usize) {
     let conns = rate.div_ceil(1000);
     let mut tasks = Vec::new();
     for c in 0..conns {
@@ -124,55 +137,65 @@ async fn steady_total(addr: &str, rate: u64, secs: u64) -> Vec<Duration> {
             format!("grafana/broadcast/steady{c}"),
         )));
     }
-    let mut all = Vec::new();
+    let (mut all, mut refused) = (Vec::new(), 0);
     for t in tasks {
-        all.extend(t.await.unwrap());
+        let (lat, r) = t.await.unwrap();
+        all.extend(lat);
+        refused += r;
     }
     all.sort();
-    all
+    (all, refused)
 }
 
 fn pct(v: &[Duration], p: f64) -> f64 {
     v[((v.len() as f64 * p) as usize).min(v.len() - 1)].as_secs_f64() * 1e6
 }
 
-/// Sync calls/s of `pid` while `work` runs (strace -c over every thread).
-async fn syncs_per_s<F: std::future::Future>(pid: u32, secs: f64, work: F) -> Option<String> {
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let mut st = Command::new("strace")
+/// Sync calls/s of `pid` while `work` runs: `perf stat` on the syscall tracepoints of every
+/// thread (no ptrace, so the daemon keeps its speed; strace -p stops it at every call).
+async fn syncs_per_s<F: std::future::Future>(
+    pid: u32,
+    secs: f64,
+    work: F,
+) -> (Option<String>, F::Output) {
+    const CALLS: [&str; 3] = ["fdatasync", "fsync", "sync_file_range"];
+    let events: Vec<String> = CALLS
+        .iter()
+        .map(|c| format!("syscalls:sys_enter_{c}"))
+        .collect();
+    let perf = match Command::new("perf")
         .args([
-            "-f",
-            "-c",
+            "stat",
+            "-x",
+            ",",
             "-e",
-            "trace=fsync,fdatasync,sync_file_range",
-            "-o",
+            &events.join(","),
+            "-p",
+            &pid.to_string(),
         ])
-        .arg(out.path())
-        .args(["-p", &pid.to_string()])
-        .stderr(Stdio::null())
+        .args(["--", "sleep", &format!("{secs}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
-        .ok()?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    work.await;
-    let _ = Command::new("kill")
-        .args(["-INT", &st.id().to_string()])
-        .status();
-    let _ = st.wait();
-    let text = std::fs::read_to_string(out.path()).ok()?;
+    {
+        Ok(p) => p,
+        Err(_) => return (None, work.await),
+    };
+    let done = work.await;
+    let Ok(out) = perf.wait_with_output() else {
+        return (None, done);
+    };
+    let text = String::from_utf8_lossy(&out.stderr);
     let mut parts = Vec::new();
-    for name in ["fdatasync", "fsync", "sync_file_range"] {
-        let calls = text
+    for (call, event) in CALLS.iter().zip(&events) {
+        let n: f64 = text
             .lines()
-            .find(|l| l.split_whitespace().last() == Some(name))
-            .and_then(|l| {
-                let w: Vec<&str> = l.split_whitespace().collect();
-                // % time, seconds, usecs/call, calls, [errors,] syscall
-                w.get(3)?.parse::<f64>().ok()
-            })
+            .find(|l| l.contains(event.as_str()))
+            .and_then(|l| l.split(',').next()?.parse().ok())
             .unwrap_or(0.0);
-        parts.push(format!("{name} {:.0}/s", calls / secs));
+        parts.push(format!("{call} {:.0}/s", n / secs));
     }
-    Some(parts.join(", "))
+    (Some(parts.join(", ")), done)
 }
 
 /// An ext4 on a loop device backed by tmpfs, when we may make one (root); unmounted on drop.
@@ -225,7 +248,12 @@ async fn run_on(place: &str, parent: &Path) {
     println!("\n{place}:\n");
     println!("| durability | acked/s, 8 in flight | acked/s, 256 in flight | reply p50 / p99 at 1,000/s | sync calls at 1,000/s | at 10,000/s |");
     println!("|---|---:|---:|---:|---|---|");
-    for level in LEVELS {
+    // DURABILITY_LEVELS=crash,none runs only those.
+    let only = std::env::var("DURABILITY_LEVELS").unwrap_or_default();
+    for level in LEVELS
+        .into_iter()
+        .filter(|l| only.is_empty() || only.split(',').any(|o| o == *l))
+    {
         let d = Daemon::start_in(
             parent,
             CONFIG,
@@ -233,22 +261,32 @@ async fn run_on(place: &str, parent: &Path) {
                 ("EDGELIVE_STORAGE_DURABILITY", level),
                 ("EDGELIVE_LIVE_MAX_CONNECTIONS", "-1"),
                 ("EDGELIVE_LIVE_CLIENT_COMMAND_RATE", "0"),
+                ("EDGELIVE_LIVE_MESSAGE_SIZE_LIMIT", "1048576"),
             ],
         );
         let mut ws = connect(&d.addr).await;
         throughput(&mut ws, 2_000, 256).await;
         let t8 = throughput(&mut ws, 5_000, 8).await;
         let t256 = throughput(&mut ws, 20_000, 256).await;
-        let lat = steady_total(&d.addr, 1000, 5).await;
+        let (lat, refused) = steady_total(&d.addr, 1000, 5).await;
         let pid = d.child.id();
-        let s1k = syncs_per_s(pid, 5.0, steady_total(&d.addr, 1000, 5)).await;
-        let s10k = syncs_per_s(pid, 5.0, steady_total(&d.addr, 10_000, 5)).await;
+        let (s1k, _) = syncs_per_s(pid, 5.0, steady_total(&d.addr, 1000, 5)).await;
+        let (s10k, (_, refused10k)) = syncs_per_s(pid, 5.0, steady_total(&d.addr, 10_000, 5)).await;
+        let note = |n: usize| {
+            if n > 0 {
+                format!(" ({n} refused with 111)")
+            } else {
+                String::new()
+            }
+        };
         println!(
-            "| {level} | {t8:.0} | {t256:.0} | {:.0} / {:.0} µs | {} | {} |",
+            "| {level} | {t8:.0} | {t256:.0} | {:.0} / {:.0} µs{} | {} | {}{} |",
             pct(&lat, 0.5),
             pct(&lat, 0.99),
-            s1k.unwrap_or_else(|| "(no strace)".into()),
-            s10k.unwrap_or_else(|| "(no strace)".into()),
+            note(refused),
+            s1k.unwrap_or_else(|| "(no perf)".into()),
+            s10k.unwrap_or_else(|| "(no perf)".into()),
+            note(refused10k),
         );
     }
 }
