@@ -18,28 +18,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 mod common;
-use common::Daemon;
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use common::{connect, Daemon, Ws};
 
 const CONFIG: &str = "[[history]]\npattern = \"grafana/broadcast/**\"\nsize = 1000\nttl = \"1h\"\n";
 const LEVELS: [&str; 3] = ["batched", "crash", "none"];
-
-async fn connect(addr: &str) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/live/ws"))
-        .await
-        .unwrap();
-    ws.send(Message::text(r#"{"id":1,"connect":{}}"#))
-        .await
-        .unwrap();
-    ws.next().await.unwrap().unwrap();
-    ws
-}
 
 /// The publish replies in the next frame: (id, acknowledged); an error is only 111, the
 /// storage queue being full (the daemon past its capacity).

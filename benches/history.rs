@@ -10,16 +10,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const CONFIG: &str = "[[history]]\npattern = \"grafana/broadcast/*\"\nsize = 1000\nttl = \"1h\"\n";
 
 mod common;
-use common::Daemon;
+use common::{connect, Daemon, Ws};
 
 fn start(durability: &str) -> Daemon {
     Daemon::start(
@@ -30,17 +26,6 @@ fn start(durability: &str) -> Daemon {
             ("EDGELIVE_LIVE_MESSAGE_SIZE_LIMIT", "1048576"),
         ],
     )
-}
-
-async fn connect(addr: &str) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/live/ws"))
-        .await
-        .unwrap();
-    ws.send(Message::text(r#"{"id":1,"connect":{}}"#))
-        .await
-        .unwrap();
-    ws.next().await.unwrap().unwrap();
-    ws
 }
 
 /// Replies (and pushes) in the next frame, one JSON value per line.

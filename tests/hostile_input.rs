@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::{call, http, subscribed_with_history, Daemon, Peer};
@@ -365,24 +363,6 @@ fn push_errors(d: &Daemon) -> u64 {
         .unwrap_or_else(|| panic!("no push error count in {m}"))
 }
 
-/// The address the UDP listener logged.
-fn udp_addr(d: &Daemon) -> SocketAddr {
-    assert!(d.logged("udp push receiving"), "{}", d.log_text());
-    let log = d.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("udp push receiving"))
-        .unwrap();
-    line.split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn udp_datagrams_follow_the_rules_and_the_allowed_sources() {
     let d = secured(
@@ -396,7 +376,7 @@ pattern = "stream/udp/secret*"
 publish = "admin"
 "#,
     );
-    let addr = udp_addr(&d);
+    let addr = d.udp_addr();
     let (mut p, _) = connect(&d, PUBLISHER).await;
     for (id, ch) in [(2, "stream/udp/secret"), (3, "stream/udp/open")] {
         let r = call(&mut p, id, "subscribe", json!({ "channel": ch })).await;
@@ -420,7 +400,7 @@ publish = "admin"
 
     // Loopback is not among the allowed sources: every datagram is dropped.
     let d = secured("[push.udp]\nlisten = \"127.0.0.1:0\"\nallowed_sources = [\"10.9.0.0/16\"]\n");
-    let addr = udp_addr(&d);
+    let addr = d.udp_addr();
     sock.send_to(b"open v=3", addr).unwrap();
     common::eventually("the datagram from a source not allowed is counted", || {
         push_errors(&d) == 1

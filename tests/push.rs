@@ -424,21 +424,7 @@ async fn udp_datagrams_become_frames_and_bad_ones_are_counted() {
         "EDGELIVE_PUSH_UDP",
         r#"{listen = "127.0.0.1:0", stream = "sensors"}"#,
     )]);
-    assert!(d.logged("udp push receiving"), "{}", d.log_text());
-    let log = d.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("udp push receiving"))
-        .unwrap();
-    let addr: SocketAddr = line
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = d.udp_addr();
     let (mut p, _) = subscriber(&d, "stream/sensors/soil").await;
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.send_to(b"soil,bed=3 moisture=0.31", addr).unwrap();

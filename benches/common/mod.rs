@@ -70,3 +70,21 @@ impl Daemon {
             .unwrap()
     }
 }
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A Centrifuge connection to the daemon at `addr`, connected (the reply taken).
+pub async fn connect(addr: &str) -> Ws {
+    use futures_util::{SinkExt, StreamExt};
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/live/ws"))
+        .await
+        .unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        r#"{"id":1,"connect":{}}"#,
+    ))
+    .await
+    .unwrap();
+    ws.next().await.unwrap().unwrap();
+    ws
+}

@@ -270,6 +270,21 @@ impl Daemon {
 
     /// Whether the daemon logs a line containing `needle` within 10 s. Its stderr is read by a
     /// thread, so a line the daemon has already written may not be in `log_text` yet.
+    /// The address the `[push.udp]` listener logged.
+    pub fn udp_addr(&self) -> SocketAddr {
+        assert!(self.logged("udp push receiving"), "{}", self.log_text());
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("udp push receiving"))
+            .unwrap();
+        line.split("addr=")
+            .nth(1)
+            .and_then(|a| a.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line}"))
+    }
+
     pub fn logged(&self, needle: &str) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
