@@ -622,3 +622,53 @@ async fn a_clean_restart_is_not_reported_as_a_crash_and_a_damaged_store_is_refus
     // Nothing was changed: the damaged file is as it was left.
     assert_eq!(std::fs::read(&log).unwrap(), bytes);
 }
+
+/// libfaketime (Debian `libfaketime`), which `tests/run` installs.
+fn libfaketime() -> std::path::PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime (Debian package libfaketime; tests/run installs it)")
+}
+
+#[tokio::test]
+async fn a_wall_clock_step_neither_expires_history_nor_drops_its_epoch() {
+    // A board without an RTC: it boots in 1970, takes publications, then NTP steps the wall
+    // clock 56 years ahead. Only the wall clock is faked; the monotonic clock runs true.
+    let clock = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(clock.path(), "@1970-01-02 00:00:00\n").unwrap();
+    let lib = libfaketime();
+    let d = Daemon::start(&[
+        ("LD_PRELOAD", lib.to_str().unwrap()),
+        ("FAKETIME_TIMESTAMP_FILE", clock.path().to_str().unwrap()),
+        ("FAKETIME_NO_CACHE", "1"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ]);
+    let (mut p, _) = Peer::connected(&d.ws_url()).await;
+    for n in 1..=3 {
+        publish(&mut p, 10 + n, CH, n).await;
+    }
+    let h = call(&mut p, 2, "history", json!({"channel": CH, "limit": -1})).await;
+    let epoch = h["history"]["epoch"].clone();
+    assert_eq!(ns(&h["history"]["publications"]), vec![1, 2, 3], "{h}");
+    drop(p);
+    std::fs::write(clock.path(), "@2026-12-02 12:00:00\n").unwrap();
+    // The sweep that sees the step logs it, then trims by the monotonic timeline.
+    common::eventually("the step is logged", || {
+        d.logged("the wall clock was stepped")
+    });
+    let (mut p, _) = Peer::connected(&d.ws_url()).await;
+    let h = call(&mut p, 2, "history", json!({"channel": CH, "limit": -1})).await;
+    assert_eq!(
+        h["history"]["epoch"], epoch,
+        "the channel was not dropped: {h}"
+    );
+    assert_eq!(
+        ns(&h["history"]["publications"]),
+        vec![1, 2, 3],
+        "a 10 minute history is not expired by a clock step: {h}"
+    );
+}
