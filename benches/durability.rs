@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::{connect, Daemon, Ws};
+use common::{connect, publish, publish_cmd, Daemon, Ws};
 
 const CONFIG: &str = "[[history]]\npattern = \"grafana/broadcast/**\"\nsize = 1000\nttl = \"1h\"\n";
 const LEVELS: [&str; 3] = ["batched", "crash", "none"];
@@ -48,29 +48,12 @@ where
     }
 }
 
-fn publish_cmd(id: u64, channel: &str) -> String {
-    let payload = "x".repeat(190);
-    format!(r#"{{"id":{id},"publish":{{"channel":"{channel}","data":"{payload}"}}}}"#)
-}
-
 /// `n` publications with at most `window` unacknowledged; acknowledged per second.
 async fn throughput(ws: &mut Ws, n: u64, window: u64) -> f64 {
-    let started = Instant::now();
-    let (mut sent, mut acked) = (0u64, 0u64);
-    while acked < n {
-        let mut batch = Vec::new();
-        while sent < n && sent - acked < window {
-            sent += 1;
-            batch.push(publish_cmd(10 + sent, "grafana/broadcast/tput"));
-        }
-        if !batch.is_empty() {
-            ws.send(Message::text(batch.join("\n"))).await.unwrap();
-        }
-        let got = acks(ws).await;
-        assert!(got.iter().all(|(_, ok)| *ok), "refused within the window");
-        acked += got.len() as u64;
-    }
-    n as f64 / started.elapsed().as_secs_f64()
+    n as f64
+        / publish(ws, "grafana/broadcast/tput", n, window)
+            .await
+            .as_secs_f64()
 }
 
 /// Publishes at `rate`/s for `secs` on one connection; the reply latencies of the acknowledged

@@ -8,14 +8,13 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
+use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
 const CONFIG: &str = "[[history]]\npattern = \"grafana/broadcast/*\"\nsize = 1000\nttl = \"1h\"\n";
 
 mod common;
-use common::{connect, Daemon, Ws};
+use common::{connect, next_values, publish, Daemon};
 
 fn start(durability: &str) -> Daemon {
     Daemon::start(
@@ -26,49 +25,6 @@ fn start(durability: &str) -> Daemon {
             ("EDGELIVE_LIVE_MESSAGE_SIZE_LIMIT", "1048576"),
         ],
     )
-}
-
-/// Replies (and pushes) in the next frame, one JSON value per line.
-async fn next_values(ws: &mut Ws) -> Vec<Value> {
-    loop {
-        match ws.next().await.unwrap().unwrap() {
-            Message::Text(t) => {
-                return t
-                    .split('\n')
-                    .map(|l| serde_json::from_str(l).unwrap())
-                    .collect()
-            }
-            _ => continue,
-        }
-    }
-}
-
-/// Publishes `n` messages to `channel`, at most `window` unacknowledged; returns the duration.
-async fn publish(ws: &mut Ws, channel: &str, n: u64, window: u64) -> Duration {
-    let payload = "x".repeat(200 - 10);
-    let started = Instant::now();
-    let (mut sent, mut acked) = (0u64, 0u64);
-    while acked < n {
-        let mut batch = Vec::new();
-        while sent < n && sent - acked < window {
-            sent += 1;
-            batch.push(format!(
-                r#"{{"id":{},"publish":{{"channel":"{channel}","data":"{payload}"}}}}"#,
-                10 + sent
-            ));
-        }
-        if !batch.is_empty() {
-            ws.send(Message::text(batch.join("\n"))).await.unwrap();
-        }
-        for v in next_values(ws).await {
-            if v.get("publish").is_some() {
-                acked += 1;
-            } else if v.get("error").is_some() {
-                panic!("publish failed: {v}");
-            }
-        }
-    }
-    started.elapsed()
 }
 
 fn du_kib(path: &std::path::Path) -> u64 {

@@ -35,12 +35,11 @@ impl Eq for CompactJson<'_> {}
 impl<'a> CompactJson<'a> {
     /// `raw` as is when it is compact (no copy), else minified.
     pub fn new(raw: &'a RawValue) -> CompactJson<'a> {
-        if is_compact(raw.get()) {
-            CompactJson(Cow::Borrowed(raw))
-        } else {
-            CompactJson(Cow::Owned(
-                RawValue::from_string(minify(raw.get())).expect("minified valid JSON is valid"),
-            ))
+        match minify(raw.get()) {
+            Cow::Borrowed(_) => CompactJson(Cow::Borrowed(raw)),
+            Cow::Owned(m) => CompactJson(Cow::Owned(
+                RawValue::from_string(m).expect("minified valid JSON is valid"),
+            )),
         }
     }
 
@@ -54,11 +53,6 @@ impl<'a> CompactJson<'a> {
         &self.0
     }
 
-    /// A borrowed view of the same text.
-    pub fn borrow(&self) -> CompactJson<'_> {
-        CompactJson(Cow::Borrowed(&self.0))
-    }
-
     pub fn into_owned(self) -> CompactJson<'static> {
         CompactJson(Cow::Owned(self.0.into_owned()))
     }
@@ -67,22 +61,16 @@ impl<'a> CompactJson<'a> {
 impl CompactJson<'static> {
     /// Validates `json` and makes it compact (no copy when it already is).
     pub fn from_string(json: String) -> Result<CompactJson<'static>, serde_json::Error> {
-        let json = if is_compact(&json) {
-            json
-        } else {
-            // Validate before minifying: minify assumes valid JSON.
-            drop(RawValue::from_string(json.clone())?);
-            minify(&json)
-        };
-        Ok(CompactJson(Cow::Owned(RawValue::from_string(json)?)))
+        RawValue::from_string(json).map(CompactJson::from_raw)
     }
 
     /// Takes an owned `RawValue`, made compact.
     pub fn from_raw(raw: Box<RawValue>) -> CompactJson<'static> {
-        if is_compact(raw.get()) {
-            CompactJson(Cow::Owned(raw))
-        } else {
-            CompactJson::new(&raw).into_owned()
+        match minify(raw.get()) {
+            Cow::Borrowed(_) => CompactJson(Cow::Owned(raw)),
+            Cow::Owned(m) => CompactJson(Cow::Owned(
+                RawValue::from_string(m).expect("minified valid JSON is valid"),
+            )),
         }
     }
 }
@@ -111,16 +99,24 @@ impl<'de> Deserialize<'de> for CompactJson<'static> {
     }
 }
 
-/// True when `json` has no JSON whitespace outside strings. Most payloads have no whitespace
-/// byte at all, which is checked first.
+/// True when `json` has no JSON whitespace outside strings.
 pub fn is_compact(json: &str) -> bool {
+    matches!(minify(json), Cow::Borrowed(_))
+}
+
+/// Valid JSON with the whitespace outside strings removed (the same value, compact); borrowed
+/// when there was none. Most payloads have no whitespace byte at all, which is checked first;
+/// the copy starts at the first whitespace found outside a string.
+pub fn minify(json: &str) -> Cow<'_, str> {
+    let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
     let b = json.as_bytes();
-    if !b.iter().any(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) {
-        return true;
+    if !b.iter().any(|&c| ws(c)) {
+        return Cow::Borrowed(json);
     }
+    let mut out: Option<Vec<u8>> = None;
     let (mut in_string, mut escaped) = (false, false);
-    for &c in b {
-        if in_string {
+    for (i, &c) in b.iter().enumerate() {
+        let skip = if in_string {
             if escaped {
                 escaped = false;
             } else if c == b'\\' {
@@ -128,37 +124,22 @@ pub fn is_compact(json: &str) -> bool {
             } else if c == b'"' {
                 in_string = false;
             }
-        } else if c == b'"' {
-            in_string = true;
-        } else if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
-            return false;
+            false
+        } else {
+            in_string = c == b'"';
+            ws(c)
+        };
+        match (&mut out, skip) {
+            (None, true) => out = Some(b[..i].to_vec()),
+            (Some(o), false) => o.push(c),
+            _ => {}
         }
     }
-    true
-}
-
-/// Valid JSON with the whitespace outside strings removed (the same value, compact).
-pub fn minify(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for c in json.chars() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            out.push(c);
-        }
+    match out {
+        // Only ASCII whitespace was dropped, between whole UTF-8 sequences.
+        Some(o) => Cow::Owned(String::from_utf8(o).expect("still UTF-8")),
+        None => Cow::Borrowed(json),
     }
-    out
 }
 
 #[cfg(test)]

@@ -88,3 +88,52 @@ pub async fn connect(addr: &str) -> Ws {
     ws.next().await.unwrap().unwrap();
     ws
 }
+
+/// Replies (and pushes) in the next frame, one JSON value per line.
+pub async fn next_values(ws: &mut Ws) -> Vec<serde_json::Value> {
+    use futures_util::StreamExt;
+    loop {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = ws.next().await.unwrap().unwrap()
+        {
+            return t
+                .split('\n')
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+        }
+    }
+}
+
+/// A publish command with a 200-byte command body's worth of payload.
+pub fn publish_cmd(id: u64, channel: &str) -> String {
+    let payload = "x".repeat(190);
+    format!(r#"{{"id":{id},"publish":{{"channel":"{channel}","data":"{payload}"}}}}"#)
+}
+
+/// Publishes `n` messages to `channel`, at most `window` unacknowledged; returns the duration.
+pub async fn publish(ws: &mut Ws, channel: &str, n: u64, window: u64) -> std::time::Duration {
+    use futures_util::SinkExt;
+    let started = std::time::Instant::now();
+    let (mut sent, mut acked) = (0u64, 0u64);
+    while acked < n {
+        let mut batch = Vec::new();
+        while sent < n && sent - acked < window {
+            sent += 1;
+            batch.push(publish_cmd(10 + sent, channel));
+        }
+        if !batch.is_empty() {
+            ws.send(tokio_tungstenite::tungstenite::Message::text(
+                batch.join("\n"),
+            ))
+            .await
+            .unwrap();
+        }
+        for v in next_values(ws).await {
+            if v.get("publish").is_some() {
+                acked += 1;
+            } else if v.get("error").is_some() {
+                panic!("publish failed: {v}");
+            }
+        }
+    }
+    started.elapsed()
+}

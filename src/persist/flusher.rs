@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use edgelive_storage::Store;
+use edgelive_storage::{Reach, Store};
 
 use super::watchdog::Progress;
 use super::{Ack, Health};
@@ -26,7 +26,7 @@ pub(super) fn start(
     store: Arc<Store>,
     health: Arc<Health>,
     progress: Arc<Progress>,
-    sync: bool,
+    reach: Reach,
 ) -> std::io::Result<(mpsc::SyncSender<Pending>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::sync_channel::<Pending>(MAX_PENDING);
     let handle = std::thread::Builder::new()
@@ -37,7 +37,7 @@ pub(super) fn start(
                 batch.push(first);
                 batch.extend(rx.try_iter());
                 progress.busy();
-                let result = if sync { store.sync() } else { store.flush() };
+                let result = store.commit(reach);
                 progress.idle();
                 if let Err(e) = &result {
                     health.degrade(format!("flush failed: {e}"));

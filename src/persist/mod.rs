@@ -30,7 +30,7 @@ use crate::protocol::reply::{self, ClientInfo};
 use crate::protocol::ErrorCode;
 use crate::routing::{ChannelKind, HistoryPolicy};
 use crate::settings::Settings;
-use edgelive_storage::Store;
+use edgelive_storage::{Reach, Store};
 
 pub use sequencer::HistorySizes;
 pub use streams::Listed;
@@ -56,7 +56,7 @@ pub enum Ack {
     /// Nobody waits (a stream handler's publication).
     Discard,
     /// Nobody waits; gives one slot back to its sender's own bound (UDP push).
-    Release(Arc<AtomicUsize>),
+    Release(Arc<Slots>),
 }
 
 impl Ack {
@@ -73,9 +73,7 @@ impl Ack {
                 let _ = tx.send(result);
             }
             Ack::Discard => {}
-            Ack::Release(slots) => {
-                slots.fetch_sub(1, Ordering::AcqRel);
-            }
+            Ack::Release(slots) => slots.give_back(1),
         }
     }
 }
@@ -136,6 +134,55 @@ pub enum Request {
     Stop,
 }
 
+/// How far a commit must take writes under `durability`: to the device unless the level only
+/// promises to survive a crash.
+pub(crate) fn reach(durability: crate::config::Durability) -> Reach {
+    if durability.syncs() {
+        Reach::Device
+    } else {
+        Reach::Kernel
+    }
+}
+
+impl Request {
+    /// Queue slots it takes: one, or one per request it carries.
+    pub fn slots(&self) -> usize {
+        match self {
+            Request::Many(reqs) => reqs.len(),
+            _ => 1,
+        }
+    }
+}
+
+/// Slots taken against a bound (the storage queue, UDP's share of it), by whoever takes and
+/// whoever gives back, on any thread.
+#[derive(Debug, Default)]
+pub struct Slots(AtomicUsize);
+
+impl Slots {
+    /// Takes `n` slots unless that would pass `max`; all or none.
+    pub fn try_take(&self, n: usize, max: usize) -> bool {
+        if self.0.fetch_add(n, Ordering::AcqRel) + n > max {
+            self.0.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Takes `n` slots whatever the bound (requests that must not be refused).
+    pub fn take(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::AcqRel);
+    }
+
+    pub fn give_back(&self, n: usize) {
+        self.0.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    pub fn taken(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// Why the store is unhealthy, if it is.
 #[derive(Default)]
 pub struct Health {
@@ -167,7 +214,7 @@ pub struct Busy;
 #[derive(Clone)]
 pub struct Persist {
     tx: mpsc::Sender<Request>,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<Slots>,
     pub health: Arc<Health>,
     pub sizes: Arc<Mutex<HistorySizes>>,
 }
@@ -188,7 +235,7 @@ impl Persist {
         let store = Arc::new(store);
         let health = Arc::new(Health::default());
         let sizes = Arc::new(Mutex::new(HistorySizes::default()));
-        let queued = Arc::new(AtomicUsize::new(0));
+        let queued = Arc::new(Slots::default());
         let seq_progress = watchdog::Progress::new("edgelive-store");
         let flush_progress = watchdog::Progress::new("edgelive-flush");
         watchdog::start(vec![seq_progress.clone(), flush_progress.clone()])?;
@@ -196,7 +243,7 @@ impl Persist {
             store.clone(),
             health.clone(),
             flush_progress,
-            settings.durability.syncs(),
+            reach(settings.durability),
         )?;
         let (tx, rx) = mpsc::channel();
         let mut seq = sequencer::Sequencer::new(sequencer::Parts {
@@ -224,43 +271,37 @@ impl Persist {
         ))
     }
 
-    /// Queues a client's request, unless too many are waiting.
+    /// Queues a client's request (all its slots, or none), unless too many are waiting; a send
+    /// that fails (the sequencer has stopped) gives the slots back.
     pub fn submit(&self, req: Request) -> Result<(), Busy> {
-        self.submit_counted(req, 1)
+        let n = req.slots();
+        if !self.queued.try_take(n, MAX_QUEUED) {
+            return Err(Busy);
+        }
+        self.tx.send(req).map_err(|_| {
+            self.queued.give_back(n);
+            Busy
+        })
     }
 
     /// Queues several requests, all or none (a push request's frames): one message, so a
     /// sequencer that stops meanwhile cannot take half of them.
     pub fn submit_all(&self, reqs: Vec<Request>) -> Result<(), Busy> {
-        let n = reqs.len();
-        self.submit_counted(Request::Many(reqs), n)
-    }
-
-    /// Counts `n` requests against the bound and sends `req`; a send that fails (the sequencer
-    /// has stopped) gives the slots back.
-    fn submit_counted(&self, req: Request, n: usize) -> Result<(), Busy> {
-        if self.queued.fetch_add(n, Ordering::AcqRel) + n > MAX_QUEUED {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            return Err(Busy);
-        }
-        self.tx.send(req).map_err(|_| {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            Busy
-        })
+        self.submit(Request::Many(reqs))
     }
 
     /// Requests waiting for the sequencer (for tests of the bound).
     pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+        self.queued.taken()
     }
 
     /// Queues a request that must not be refused (leaving channels). Their number is bounded by
     /// connections × channels per connection.
     pub fn submit_always(&self, req: Request) {
         // Counted like the others so the sequencer's bookkeeping stays simple.
-        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.queued.take(1);
         if self.tx.send(req).is_err() {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.queued.give_back(1);
         }
     }
 
@@ -279,6 +320,45 @@ pub(crate) fn info_json(info: &ClientInfo) -> Bytes {
     Bytes::from(serde_json::to_vec(info).expect("ClientInfo serializes"))
 }
 
+/// The storage threads over a real store in a temp dir, for unit tests; stopped when dropped.
+#[cfg(test)]
+pub(crate) struct TestPersist {
+    pub persist: Persist,
+    pub settings: Arc<Settings>,
+    threads: Option<Threads>,
+    _dir: tempfile::TempDir,
+}
+
+#[cfg(test)]
+impl TestPersist {
+    pub fn start(hub: Arc<Hub>, config: &crate::config::Config) -> TestPersist {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&edgelive_storage::test_config(dir.path())).unwrap();
+        let settings = Arc::new(Settings::from_config(config).unwrap());
+        let (persist, threads) = Persist::start(store, hub, settings.clone()).unwrap();
+        TestPersist {
+            persist,
+            settings,
+            threads: Some(threads),
+            _dir: dir,
+        }
+    }
+
+    /// Stops the threads now (as at shutdown).
+    pub fn stop(&mut self) {
+        if let Some(t) = self.threads.take() {
+            self.persist.clone().stop(t);
+        }
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestPersist {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,12 +367,9 @@ mod tests {
     /// bound must not shrink for every client after a storage failure.
     #[test]
     fn failed_submissions_give_their_slots_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&edgelive_storage::test_config(dir.path())).unwrap();
-        let settings = Arc::new(Settings::from_config(&crate::config::Config::default()).unwrap());
-        let (persist, threads) = Persist::start(store, Arc::new(Hub::new(1)), settings).unwrap();
-        let after = persist.clone();
-        persist.stop(threads);
+        let mut t = TestPersist::start(Arc::new(Hub::new(1)), &Default::default());
+        let after = t.persist.clone();
+        t.stop();
         let push = |n: u64| Request::Push {
             key: Arc::from(format!("stream/s/m{n}")),
             policy: None,

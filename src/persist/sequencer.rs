@@ -8,7 +8,7 @@
 //! among lost publications is told `recovered: false` instead of being handed a silent gap.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ pub use sizes::HistorySizes;
 use super::flusher::Pending;
 use super::streams::{Pushed, Streams};
 use super::watchdog::Progress;
-use super::{info_json, Ack, Health, Position, Request};
+use super::{info_json, Ack, Health, Position, Request, Slots};
 use crate::config::Durability;
 use crate::hub::{Hub, Subscriber};
 use crate::json::CompactJson;
@@ -61,7 +61,7 @@ pub struct Sequencer {
     flush: mpsc::SyncSender<Pending>,
     health: Arc<Health>,
     sizes: Arc<Mutex<HistorySizes>>,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<Slots>,
     channels: HashMap<Arc<str>, Chan>,
     /// Managed streams' last frames.
     streams: Streams,
@@ -92,7 +92,7 @@ pub struct Parts {
     pub flush: mpsc::SyncSender<Pending>,
     pub health: Arc<Health>,
     pub sizes: Arc<Mutex<HistorySizes>>,
-    pub queued: Arc<AtomicUsize>,
+    pub queued: Arc<Slots>,
     pub progress: Arc<Progress>,
 }
 
@@ -136,20 +136,11 @@ impl Sequencer {
         let mut last_sweep = Instant::now();
         loop {
             match rx.recv_timeout(SWEEP_EVERY) {
-                Ok(Request::Stop) => {
-                    self.queued.fetch_sub(1, Ordering::AcqRel);
-                    break;
-                }
-                Ok(Request::Many(reqs)) => {
-                    self.queued.fetch_sub(reqs.len(), Ordering::AcqRel);
-                    self.progress.busy();
-                    for req in reqs {
-                        self.handle(req);
-                    }
-                    self.progress.idle();
-                }
                 Ok(req) => {
-                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    self.queued.give_back(req.slots());
+                    if matches!(req, Request::Stop) {
+                        break;
+                    }
                     self.progress.busy();
                     self.handle(req);
                     self.progress.idle();
@@ -170,7 +161,7 @@ impl Sequencer {
 
     /// Loads every channel with history. After an unclean stop (a crash or a power cut: no
     /// clean-stop mark) each channel whose reservation lies above its recorded top resumes
-    /// above the reservation (`Store::channel`), keeping its epoch: offsets up to the
+    /// above the reservation (`Store::resume`), keeping its epoch: offsets up to the
     /// reservation may have been seen, so they are never handed out again, and a client
     /// positioned among them gets `recovered: false`. Each such decision is logged.
     fn load(&mut self) -> Result<(), StoreError> {
@@ -183,12 +174,11 @@ impl Sequencer {
             );
         }
         for (name, before) in stored {
-            let Some(meta) = self.store.channel(&name)? else {
-                continue;
-            };
+            let top_before = before.top;
+            let meta = self.store.resume(&name, before)?;
             let size = self.store.history_size(meta.id)?;
             let first = self.store.first_offset(meta.id)?.unwrap_or(meta.top + 1);
-            if meta.top != before.top {
+            if meta.top != top_before {
                 let last = self.store.last_offset(meta.id)?.unwrap_or(0);
                 warn!(
                     channel = %name,
@@ -519,7 +509,7 @@ impl Sequencer {
             ErrorCode::Internal
         };
         let now = self.clock.now_ms();
-        let sync = self.settings.durability.syncs();
+        let reach = super::reach(self.settings.durability);
         let ch = self.channel(key, Some(policy))?;
         let offset = ch.meta.top + 1;
         if offset > ch.meta.reserved {
@@ -530,7 +520,7 @@ impl Sequencer {
             // offset a subscriber saw must never be handed out again after a power cut.
             store
                 .save_channel(key, &meta)
-                .and_then(|()| if sync { store.sync() } else { store.flush() })
+                .and_then(|()| store.commit(reach))
                 .map_err(fail)?;
             ch.meta.reserved = meta.reserved;
         }

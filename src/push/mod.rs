@@ -25,7 +25,7 @@ pub use lineproto::{ParseError, Precision};
 use crate::auth::{Action, Identity, Role};
 use crate::channel::{Channel, ChannelError};
 use crate::frame::FrameJson;
-use crate::persist::{Ack, Persist, Request};
+use crate::persist::{Ack, Persist, Request, Slots};
 use crate::protocol::ErrorCode;
 use crate::routing::Router;
 use crate::server::Shared;
@@ -236,18 +236,15 @@ pub fn publish_detached(
     persist: &Persist,
     router: &Router,
     frames: Vec<(Arc<str>, FrameJson)>,
-    slots: &Arc<std::sync::atomic::AtomicUsize>,
+    slots: &Arc<Slots>,
     max: usize,
 ) -> Result<(), PushError> {
-    use std::sync::atomic::Ordering;
     let n = frames.len();
-    if slots.fetch_add(n, Ordering::AcqRel) + n > max {
-        slots.fetch_sub(n, Ordering::AcqRel);
+    if !slots.try_take(n, max) {
         return Err(PushError::Busy);
     }
-    submit(persist, router, frames, || Ack::Release(slots.clone())).inspect_err(|_| {
-        slots.fetch_sub(n, Ordering::AcqRel);
-    })
+    submit(persist, router, frames, || Ack::Release(slots.clone()))
+        .inspect_err(|_| slots.give_back(n))
 }
 
 /// One storage request per frame, queued all or none.
@@ -308,33 +305,29 @@ mod tests {
 
     #[test]
     fn a_detached_publisher_takes_at_most_its_own_share_of_the_queue() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            edgelive_storage::Store::open(&edgelive_storage::test_config(dir.path())).unwrap();
-        let config = crate::config::Config::default();
-        let settings = Arc::new(crate::settings::Settings::from_config(&config).unwrap());
-        let hub = Arc::new(crate::hub::Hub::new(1));
-        let (persist, threads) = Persist::start(store, hub, settings.clone()).unwrap();
+        let store = crate::persist::TestPersist::start(
+            Arc::new(crate::hub::Hub::new(1)),
+            &Default::default(),
+        );
+        let (persist, settings) = (&store.persist, &store.settings);
         let t = target_d("udp", None).unwrap();
-        let slots = Arc::new(AtomicUsize::new(0));
+        let slots = Arc::new(Slots::default());
         let body: String = (0..3).map(|i| format!("m{i} v=1\n")).collect();
         let three = || frames(body.as_bytes(), &t, 0).unwrap();
         // Three frames do not fit in a share of two: none is taken.
         assert!(matches!(
-            publish_detached(&persist, &settings.router, three(), &slots, 2),
+            publish_detached(persist, &settings.router, three(), &slots, 2),
             Err(PushError::Busy)
         ));
-        assert_eq!(slots.load(Ordering::Acquire), 0);
-        publish_detached(&persist, &settings.router, three(), &slots, 3).unwrap();
+        assert_eq!(slots.taken(), 0);
+        publish_detached(persist, &settings.router, three(), &slots, 3).unwrap();
         // Each stored frame gives its slot back.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while slots.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+        while slots.taken() > 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert_eq!(slots.load(Ordering::Acquire), 0);
+        assert_eq!(slots.taken(), 0);
         assert_eq!(persist.queued(), 0);
-        persist.stop(threads);
     }
 
     #[test]

@@ -10,7 +10,6 @@
 //! shared network: open UDP to the LAN only where every host on it may publish.
 
 use std::net::IpAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use tokio::net::UdpSocket;
@@ -18,6 +17,7 @@ use tracing::{debug, warn};
 
 use super::PushError;
 use crate::auth::Action;
+use crate::persist::Slots;
 use crate::server::Shared;
 use crate::settings::UdpSettings;
 
@@ -28,7 +28,7 @@ const MAX_DATAGRAM: usize = 65_536;
 pub async fn serve(socket: UdpSocket, udp: UdpSettings, shared: Arc<Shared>) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     // Frames from UDP not yet stored: UDP's own bound on the shared storage queue.
-    let slots = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Slots::default());
     loop {
         let (n, peer) = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -54,7 +54,7 @@ fn take(
     source: IpAddr,
     udp: &UdpSettings,
     shared: &Shared,
-    slots: &Arc<AtomicUsize>,
+    slots: &Arc<Slots>,
 ) -> Result<usize, PushError> {
     let source = source.to_canonical();
     let allowed = udp.allowed_sources.iter().any(|net| net.contains(&source))

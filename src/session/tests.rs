@@ -1,18 +1,15 @@
 //! Session unit tests over a real store in a temp dir.
 use super::*;
 use crate::config::Config;
-use crate::persist::Threads;
+use crate::persist::TestPersist;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// A hub, a real store in a temp dir, and its storage threads.
 struct World {
     hub: Arc<Hub>,
-    settings: Arc<Settings>,
-    persist: Persist,
+    store: TestPersist,
     streams: Arc<crate::streams::Streams>,
-    threads: Option<Threads>,
-    _dir: tempfile::TempDir,
 }
 
 impl World {
@@ -21,26 +18,19 @@ impl World {
     }
 
     fn with(config: Config) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            edgelive_storage::Store::open(&edgelive_storage::test_config(dir.path())).unwrap();
-        let settings = Arc::new(Settings::from_config(&config).unwrap());
         let hub = Arc::new(Hub::new(1));
-        let (persist, threads) = Persist::start(store, hub.clone(), settings.clone()).unwrap();
+        let store = TestPersist::start(hub.clone(), &config);
         let streams = crate::streams::Streams::new(
             hub.clone(),
-            persist.clone(),
+            store.persist.clone(),
             Default::default(),
             &[],
             tokio_util::sync::CancellationToken::new(),
         );
         World {
             hub,
-            settings,
-            persist,
+            store,
             streams,
-            threads: Some(threads),
-            _dir: dir,
         }
     }
 
@@ -55,20 +45,12 @@ impl World {
             id,
             outbox.clone(),
             self.hub.clone(),
-            self.settings.clone(),
-            self.persist.clone(),
+            self.store.settings.clone(),
+            self.store.persist.clone(),
             self.streams.clone(),
             upgraded_as,
         );
         (s, outbox)
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        if let Some(t) = self.threads.take() {
-            self.persist.clone().stop(t);
-        }
     }
 }
 
@@ -218,7 +200,7 @@ fn secured() -> Config {
 }
 
 fn jwt(w: &World, claims: crate::auth::jwt::Claims) -> String {
-    crate::auth::jwt::sign(&claims, w.settings.auth.jwt_secret().unwrap())
+    crate::auth::jwt::sign(&claims, w.store.settings.auth.jwt_secret().unwrap())
 }
 
 fn connect_with(s: &mut Session, token: &str) -> Result<(), Disconnect> {
@@ -289,6 +271,7 @@ fn connect_tokens_decide_who_the_client_is() {
 fn roles_and_rules_are_enforced_per_command() {
     let w = World::with(secured());
     let viewer = w
+        .store
         .settings
         .auth
         .verify("viewer-token-0123456789", 0.0)

@@ -105,6 +105,15 @@ pub struct StoreConfig {
     pub flush_every_ms: u64,
 }
 
+/// How far a commit takes what was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The kernel (sled's flush): survives the process being killed.
+    Kernel,
+    /// The device (sled's flush, then `fdatasync`): survives a power cut too.
+    Device,
+}
+
 pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
@@ -153,10 +162,10 @@ impl Store {
                     reason: "sled opened it as an empty database".into(),
                 })
             }
+            // Made durable by the sync below, before the marker is written.
             None => {
                 meta.insert(FORMAT_KEY, &[FORMAT_VERSION])
                     .map_err(sled_err)?;
-                db.flush().map_err(sled_err)?;
             }
         }
         let tree = |name: &str| db.open_tree(name).map_err(sled_err);
@@ -165,13 +174,14 @@ impl Store {
             source: e,
         };
         let log = std::fs::File::open(path.join("db")).map_err(io_err)?;
+        let channels = tree(CHANNELS_TREE)?;
         // A fresh store has nothing to have lost.
-        let fresh = db.open_tree(CHANNELS_TREE).map_err(sled_err)?.is_empty();
-        let clean_stop = fresh || meta.remove(CLEAN_STOP_KEY).map_err(sled_err)?.is_some();
+        let clean_stop =
+            channels.is_empty() || meta.remove(CLEAN_STOP_KEY).map_err(sled_err)?.is_some();
         let store = Store {
             meta,
             clean_stop,
-            channels: tree(CHANNELS_TREE)?,
+            channels,
             history: tree(HISTORY_TREE)?,
             presence: tree(PRESENCE_TREE)?,
             frames: tree(FRAMES_TREE)?,
@@ -181,24 +191,8 @@ impl Store {
         };
         // No connection survives a restart.
         store.presence.clear().map_err(sled_err)?;
-        // What sled created at open (conf, the blobs directory, the files' directory entries)
-        // reaches the device now; sled itself never syncs them.
         store.sync()?;
-        sync_path(&path.join("conf"))
-            .and_then(|()| sync_path(&path.join("blobs")))
-            .and_then(|()| sync_path(&path))
-            .and_then(|()| match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => sync_path(p),
-                _ => Ok(()),
-            })
-            .map_err(io_err)?;
-        if !existed {
-            // Only once the format key is on the device: a store cut before has nothing to lose.
-            std::fs::write(&marker, b"edgelive store\n")
-                .and_then(|()| sync_path(&marker))
-                .and_then(|()| sync_path(&path))
-                .map_err(io_err)?;
-        }
+        sync_created(&path, (!existed).then_some(&marker)).map_err(io_err)?;
         Ok(store)
     }
 
@@ -209,12 +203,18 @@ impl Store {
         let Some(v) = self.channels.get(name.as_bytes())? else {
             return Ok(None);
         };
-        let mut meta: ChannelMeta = record::decode(&v, "channel meta")?;
+        let meta: ChannelMeta = record::decode(&v, "channel meta")?;
+        self.resume(name, meta).map(Some)
+    }
+
+    /// A channel's meta as read (from [`Store::channels`]) made ready for use: after an
+    /// unclean stop it resumes above its reservation, as [`Store::channel`] says.
+    pub fn resume(&self, name: &str, mut meta: ChannelMeta) -> Result<ChannelMeta, StoreError> {
         if meta.reserved > meta.top {
             meta.top = meta.reserved;
             self.save_channel(name, &meta)?;
         }
-        Ok(Some(meta))
+        Ok(meta)
     }
 
     /// Creates a channel's history with a fresh epoch.
@@ -291,6 +291,14 @@ impl Store {
                 path: self.path.clone(),
                 source,
             })
+    }
+
+    /// Writes everything as far as `reach` (blocking).
+    pub fn commit(&self, reach: Reach) -> Result<(), StoreError> {
+        match reach {
+            Reach::Kernel => self.flush(),
+            Reach::Device => self.sync(),
+        }
     }
 
     /// Writes everything to the kernel (blocking): survives the process being killed.
@@ -375,6 +383,24 @@ fn open_db(config: &StoreConfig) -> Result<sled::Db, StoreError> {
             }
         }
     }
+}
+
+/// Makes durable what sled created at open and never syncs (`conf`, the blobs directory, the
+/// directory entries), then writes the store's marker when it is new: only once the format
+/// key is on the device, so a store cut before that has nothing to lose.
+fn sync_created(path: &Path, new_marker: Option<&PathBuf>) -> std::io::Result<()> {
+    sync_path(&path.join("conf"))?;
+    sync_path(&path.join("blobs"))?;
+    sync_path(path)?;
+    if let Some(p) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_path(p)?;
+    }
+    if let Some(marker) = new_marker {
+        std::fs::write(marker, b"edgelive store\n")?;
+        sync_path(marker)?;
+        sync_path(path)?;
+    }
+    Ok(())
 }
 
 /// `fsync` of a file or directory, if it exists.
@@ -502,6 +528,18 @@ mod tests {
         assert!(!reopen(dir.path()).was_clean_stop());
     }
 
+    /// Waits (bounded) until sled's threads have let go of a dropped store: its lock on `db`.
+    fn wait_released(store: &Path) {
+        use fs2::FileExt;
+        let f = std::fs::File::open(store.join("db")).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while f.try_lock_exclusive().is_err() {
+            assert!(std::time::Instant::now() < deadline, "sled kept its lock");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        f.unlock().unwrap();
+    }
+
     fn reopen(dir: &Path) -> Store {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
@@ -519,9 +557,9 @@ mod tests {
         let m = s.create_channel("a/b/c", 1).unwrap();
         s.sync().unwrap();
         drop(s);
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-        // Garbage over sled's files (its config and the head of its log).
         let db = cfg(dir.path()).path;
+        wait_released(&db);
+        // Garbage over sled's files (its config and the head of its log).
         std::fs::write(db.join("conf"), b"\xff\xfe not sled's config").unwrap();
         match Store::open(&cfg(dir.path())) {
             Err(StoreError::Unsupported { .. } | StoreError::Damaged { .. }) => {}
@@ -534,7 +572,7 @@ mod tests {
         let m2 = s.create_channel("a/b/c", 1).unwrap();
         s.sync().unwrap();
         drop(s);
-        std::thread::sleep(std::time::Duration::from_millis(1100));
+        wait_released(&cfg(dir2.path()).path);
         let log = cfg(dir2.path()).path.join("db");
         let mut bytes = std::fs::read(&log).unwrap();
         for b in bytes.iter_mut().take(4096) {

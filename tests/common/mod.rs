@@ -64,25 +64,21 @@ impl Daemon {
     /// Like `start_with_config`, listening on `listen` (e.g. "0.0.0.0:0" to be reachable from a
     /// non-loopback address).
     pub fn start_with_config_on(listen: &str, toml: &str, env: &[(&str, &str)]) -> Daemon {
-        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-        let path = dir.path().join("edgelive.toml");
-        std::fs::write(&path, toml).unwrap();
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Self::spawn(
-            dir,
-            listen,
-            env,
-            vec!["--config".into(), path.to_string_lossy().into_owned()],
-            None,
-        )
+        Self::with_config(listen, None, toml, env)
     }
 
     /// Like `start_with_config`, with the data dir at `data` (e.g. inside a FUSE mount).
     pub fn start_with_config_in(
         data: &std::path::Path,
+        toml: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        Self::with_config("127.0.0.1:0", Some(data.to_owned()), toml, env)
+    }
+
+    fn with_config(
+        listen: &str,
+        data: Option<std::path::PathBuf>,
         toml: &str,
         env: &[(&str, &str)],
     ) -> Daemon {
@@ -94,7 +90,7 @@ impl Daemon {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let args = vec!["--config".into(), path.to_string_lossy().into_owned()];
-        Self::spawn_in(dir, "127.0.0.1:0", env, args, None, Some(data.to_owned()))
+        Self::spawn_in(dir, listen, env, args, None, data)
     }
 
     /// SIGKILLs the daemon and reaps it: after this it issues no more file system requests.

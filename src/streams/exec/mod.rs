@@ -390,7 +390,7 @@ impl Frames {
 /// A publish's data as one line for the program's stdin: compact (strings cannot hold a raw
 /// newline), then `\n`.
 fn json_line(json: &str) -> String {
-    let mut out = crate::json::minify(json);
+    let mut out = crate::json::minify(json).into_owned();
     out.push('\n');
     out
 }

@@ -63,6 +63,14 @@ fn errno(e: i32) -> Errno {
     Errno::from_i32(e)
 }
 
+/// Answers an operation with no result: ok, or its errno.
+fn empty<T>(reply: ReplyEmpty, result: Result<T, i32>) {
+    match result {
+        Ok(_) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 impl Filesystem for CutFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let v = self.vol();
@@ -128,17 +136,11 @@ impl Filesystem for CutFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.vol().remove(parent.0, name, Kind::File) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        empty(reply, self.vol().remove(parent.0, name, Kind::File))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.vol().remove(parent.0, name, Kind::Dir) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        empty(reply, self.vol().remove(parent.0, name, Kind::Dir))
     }
 
     fn rename(
@@ -154,10 +156,10 @@ impl Filesystem for CutFs {
         if !flags.is_empty() {
             return reply.error(Errno::from_i32(libc::EINVAL));
         }
-        match self.vol().rename(parent.0, name, newparent.0, newname) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        empty(
+            reply,
+            self.vol().rename(parent.0, name, newparent.0, newname),
+        )
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -257,10 +259,7 @@ impl Filesystem for CutFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.vol().sync(ino.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        empty(reply, self.vol().sync(ino.0))
     }
 
     fn readdir(
@@ -304,17 +303,11 @@ impl Filesystem for CutFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.vol().sync_dir(ino.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        empty(reply, self.vol().sync_dir(ino.0))
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        match self.vol().node(ino.0) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        empty(reply, self.vol().node(ino.0))
     }
 
     fn fallocate(
