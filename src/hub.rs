@@ -4,7 +4,7 @@
 //! across an `.await`. A broadcast encodes the push once per channel-name form (the bare name,
 //! and the org-prefixed name when some subscriber used it) and hands clones of the same `Bytes`
 //! to every subscriber's outbox; a full outbox closes that client as slow and nobody waits.
-//! Subscribers whose connection is closing are skipped and dropped from the list.
+//! Subscribers whose connection is closing are skipped; their session removes them.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -108,14 +108,13 @@ impl Hub {
     /// Sends one push to every subscriber of `key`. `encode` gets the channel name as the
     /// subscriber wrote it and is called at most once per form.
     pub fn broadcast(&self, key: &str, encode: impl Fn(&str) -> Bytes) -> Fanout {
-        let mut shard = self.shard(key);
-        let Some(subs) = shard.channels.get_mut(key) else {
+        let shard = self.shard(key);
+        let Some(subs) = shard.channels.get(key) else {
             return Fanout::default();
         };
         let mut bare: Option<Bytes> = None;
         let mut prefixed: Option<Bytes> = None;
         let mut out = Fanout::default();
-        let mut closed = false;
         for s in subs.iter() {
             let msg = if s.prefixed {
                 prefixed.get_or_insert_with(|| encode(&format!("{}{key}", self.org_prefix)))
@@ -125,11 +124,10 @@ impl Hub {
             match s.outbox.push(msg.clone()) {
                 Ok(()) => out.delivered += 1,
                 Err(PushError::Slow) => out.slow += 1,
-                Err(PushError::Closed) => closed = true,
+                // Its session is ending and removes the subscription itself (which is what
+                // tells the others it left), so it stays listed until then.
+                Err(PushError::Closed) => {}
             }
-        }
-        if closed {
-            subs.retain(|s| !s.outbox.is_closing());
         }
         drop(shard);
         self.stats.publications.fetch_add(1, Ordering::Relaxed);
@@ -160,6 +158,19 @@ impl Hub {
             let _ = s.outbox.push(msg);
         }
         subs.len()
+    }
+
+    /// Who is subscribed to `key` (presence is answered from here, with no disk and no thread
+    /// hop). One entry per connection: a session holds at most one subscription per channel.
+    pub fn presence(&self, key: &str) -> Vec<Arc<ClientInfo>> {
+        let shard = self.shard(key);
+        let Some(subs) = shard.channels.get(key) else {
+            return Vec::new();
+        };
+        subs.iter()
+            .filter(|s| !s.outbox.is_closing())
+            .map(|s| s.info.clone())
+            .collect()
     }
 
     pub fn num_subscribers(&self, key: &str) -> usize {

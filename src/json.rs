@@ -64,6 +64,12 @@ impl CompactJson<'static> {
         RawValue::from_string(json).map(CompactJson::from_raw)
     }
 
+    /// A value serialized by serde_json, whose output is compact (checked like any other).
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> CompactJson<'static> {
+        let raw = serde_json::value::to_raw_value(value).expect("serializes to JSON");
+        CompactJson::from_raw(raw)
+    }
+
     /// Takes an owned `RawValue`, made compact.
     pub fn from_raw(raw: Box<RawValue>) -> CompactJson<'static> {
         match minify(raw.get()) {

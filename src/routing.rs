@@ -36,10 +36,11 @@ pub struct ChannelKind {
 }
 
 impl ChannelKind {
-    /// Channels whose state lives in the store: everything about them goes through the
-    /// storage thread, which sequences publications and subscriptions.
-    pub fn is_stateful(&self) -> bool {
-        self.presence || self.history.is_some() || self.managed
+    /// Channels sequenced on the storage thread: their publications get offsets (history) or
+    /// update the kept last frame (managed streams), so subscribes and publications are ordered
+    /// there. Presence alone is not among them: it is answered from the hub's memory.
+    pub fn is_sequenced(&self) -> bool {
+        self.history.is_some() || self.managed
     }
 }
 
@@ -135,14 +136,14 @@ mod tests {
     #[test]
     fn scopes_route_as_designed() {
         let b = r("grafana/broadcast/x").unwrap();
-        assert!(b.presence && b.join_leave && b.is_stateful());
+        assert!(b.presence && b.join_leave && b.is_sequenced());
         assert_eq!(b.publish, Ok(()));
         assert_eq!(b.history.unwrap().size, 100);
         let s = r("1/stream/s/m").unwrap();
         assert_eq!(s.publish, Err(ErrorCode::PermissionDenied));
         assert_eq!(s.history.unwrap().size, 1000);
         let t = r("plugin/testdata/random-2s-stream").unwrap();
-        assert!(t.handler && !t.is_stateful());
+        assert!(t.handler && !t.is_sequenced());
         assert_eq!(r("plugin/other/x"), Err(ErrorCode::UnknownChannel));
         assert_eq!(r("ds/uid/x"), Err(ErrorCode::UnknownChannel));
         assert_eq!(r("grafana/dashboard/uid/x"), Err(ErrorCode::UnknownChannel));

@@ -391,3 +391,74 @@ fn a_client_that_never_finishes_its_headers_is_dropped() {
         "{text}"
     );
 }
+
+/// Presence and join/leave are the hub's, from memory: with two workers, peers that vanish
+/// without a close frame leave presence, each with one leave push, on a channel with history
+/// (subscribed through the storage thread) and on one with presence only.
+#[tokio::test]
+async fn presence_follows_abrupt_disconnects_with_two_workers() {
+    let toml = r#"
+[runtime]
+workers = 2
+
+[[history]]
+pattern = "grafana/broadcast/kept/**"
+size = 10
+ttl = "1m"
+
+[[history]]
+pattern = "grafana/broadcast/**"
+size = 0
+ttl = "1m"
+"#;
+    let d = Daemon::start_with_config(toml, &[]);
+    for ch in ["grafana/broadcast/kept/p", "grafana/broadcast/live/p"] {
+        let (mut watcher, watcher_id) = Peer::connected(&d.ws_url()).await;
+        watcher
+            .send(&format!(r#"{{"id":2,"subscribe":{{"channel":"{ch}"}}}}"#))
+            .await;
+        let r = watcher.recv_non_ping().await;
+        assert_eq!(r["id"], 2, "{r}");
+        let mut peers = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..12 {
+            let (mut p, id) = Peer::connected(&d.ws_url()).await;
+            p.send(&format!(r#"{{"id":2,"subscribe":{{"channel":"{ch}"}}}}"#))
+                .await;
+            assert_eq!(p.recv_non_ping().await["id"], 2);
+            peers.push(p);
+            ids.push(id);
+        }
+        let mut joined = std::collections::HashSet::new();
+        while joined.len() < 13 {
+            let m = watcher.recv_non_ping().await;
+            if let Some(c) = m["push"]["join"]["info"]["client"].as_str() {
+                assert!(joined.insert(c.to_owned()), "one join per client: {m}");
+            }
+        }
+        // Half of them vanish: the socket is dropped without a close frame.
+        let gone: std::collections::HashSet<String> = ids.drain(..6).collect();
+        for p in peers.drain(..6) {
+            drop(p);
+        }
+        let mut left = std::collections::HashSet::new();
+        while left.len() < 6 {
+            let Ok(m) = watcher.try_recv(Duration::from_secs(10)).await else {
+                panic!("{ch}: a leave is missing; gone {gone:?}, left {left:?}");
+            };
+            if let Some(c) = m["push"]["leave"]["info"]["client"].as_str() {
+                assert!(left.insert(c.to_owned()), "one leave per client: {m}");
+            }
+        }
+        assert_eq!(left, gone, "{ch}");
+        let pr = common::call(&mut watcher, 3, "presence", json!({ "channel": ch })).await;
+        let entries = pr["presence"]["presence"].as_object().unwrap();
+        let present: std::collections::HashSet<String> = entries.keys().cloned().collect();
+        let mut expected: std::collections::HashSet<String> = ids.iter().cloned().collect();
+        expected.insert(watcher_id.clone());
+        assert_eq!(present, expected, "{ch}");
+        let st = common::call(&mut watcher, 4, "presence_stats", json!({ "channel": ch })).await;
+        assert_eq!(st["presence_stats"]["num_clients"], 7, "{ch}");
+        assert_eq!(st["presence_stats"]["num_users"], 1, "{ch}");
+    }
+}

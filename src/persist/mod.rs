@@ -121,11 +121,12 @@ pub enum Request {
         since: Option<Position>,
         reverse: bool,
     },
-    Presence {
+    /// A presence entry written behind the hot path (presence is answered from the hub's
+    /// memory; sled keeps a copy, cleared at open): `info` to add, `None` to remove.
+    PresenceWrite {
         key: Arc<str>,
-        outbox: Arc<Outbox>,
-        id: u32,
-        stats: bool,
+        client: String,
+        info: Option<Bytes>,
     },
     /// Several requests queued as one, so that they are taken all or none (a push request's
     /// frames); counted as their number.

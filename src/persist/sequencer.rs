@@ -240,13 +240,12 @@ impl Sequencer {
                 client,
                 info,
             } => {
-                // The session already left the hub; a subscribe that was still queued then may
-                // have added it back.
-                let mut was = self.hub.unsubscribe(&key, client);
+                // The session found it absent from the hub: its subscribe was still queued
+                // here then and has added it since.
+                let was = self.hub.unsubscribe(&key, client);
                 if kind.presence {
-                    match self.store.presence_remove(&key, &info.client) {
-                        Ok(present) => was |= present,
-                        Err(e) => self.fail(&e),
+                    if let Err(e) = self.store.presence_remove(&key, &info.client) {
+                        self.fail(&e);
                     }
                 }
                 if was && kind.join_leave {
@@ -283,16 +282,14 @@ impl Sequencer {
                     .unwrap_or_else(|code| reply::error(id, code, None));
                 let _ = outbox.push(msg);
             }
-            Request::Presence {
-                key,
-                outbox,
-                id,
-                stats,
-            } => {
-                let msg = self
-                    .presence(&key, id, stats)
-                    .unwrap_or_else(|code| reply::error(id, code, None));
-                let _ = outbox.push(msg);
+            Request::PresenceWrite { key, client, info } => {
+                let written = match info {
+                    Some(info) => self.store.presence_add(&key, &client, &info),
+                    None => self.store.presence_remove(&key, &client).map(|_| ()),
+                };
+                if let Err(e) = written {
+                    self.fail(&e);
+                }
             }
             Request::Many(reqs) => {
                 for req in reqs {
@@ -397,24 +394,26 @@ impl Sequencer {
                 }
             },
         };
-        if kind.presence {
-            if let Err(e) = self
-                .store
-                .presence_add(&key, &sub.info.client, &info_json(&sub.info))
-            {
-                self.fail(&e);
-            }
-        }
         let info = sub.info.clone();
         let outbox = sub.outbox.clone();
         let added = self.hub.subscribe(&key, sub, || {
             let _ = outbox.push(msg);
         });
         if !added {
-            // The connection closed meanwhile; its leave may already have run.
-            let _ = self.store.presence_remove(&key, &info.client);
-        } else if kind.join_leave {
+            // The connection closed meanwhile; its session has left without it.
+            return;
+        }
+        if kind.join_leave {
             self.hub.broadcast(&key, |name| reply::join(name, &info));
+        }
+        if kind.presence {
+            // After the reply is queued: sled's copy is behind the hot path.
+            if let Err(e) = self
+                .store
+                .presence_add(&key, &info.client, &info_json(&info))
+            {
+                self.fail(&e);
+            }
         }
     }
 

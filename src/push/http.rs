@@ -262,7 +262,7 @@ pub async fn publish(
     } else {
         data
     };
-    if !kind.is_stateful() {
+    if !kind.is_sequenced() {
         shared.hub.broadcast(channel.key(), |name| {
             reply::publication(
                 name,

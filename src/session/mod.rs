@@ -67,6 +67,8 @@ impl From<Result<(), Refused>> for Outcome {
 
 struct Subscription {
     kind: ChannelKind,
+    /// Its presence entry was queued for sled, so leaving queues the removal.
+    presence_written: bool,
 }
 
 pub struct Session {
@@ -255,7 +257,11 @@ impl Session {
             prefixed: channel.prefixed,
             info: info.clone(),
         };
-        if kind.is_stateful() {
+        let mut presence_written = false;
+        if kind.is_sequenced() {
+            // The storage thread orders it with the channel's publications (recovery, the
+            // managed stream's last frame) and writes its presence.
+            presence_written = kind.presence;
             let r = Request::Subscribe {
                 key: key.clone(),
                 kind,
@@ -274,14 +280,34 @@ impl Session {
                 ..Default::default()
             });
             let outbox = &self.outbox;
-            self.hub.subscribe(&key, sub, || {
+            let added = self.hub.subscribe(&key, sub, || {
                 let _ = outbox.push(ok);
             });
+            if added && kind.join_leave {
+                self.hub.broadcast(&key, |name| reply::join(name, &info));
+            }
+            if added && kind.presence {
+                // Written behind the hot path; presence is answered from the hub.
+                presence_written = self
+                    .persist
+                    .submit(Request::PresenceWrite {
+                        key: key.clone(),
+                        client: info.client.clone(),
+                        info: Some(crate::persist::info_json(&info)),
+                    })
+                    .is_ok();
+            }
         }
         if let Some(h) = handler {
             self.streams.watch(&channel, h, kind.history);
         }
-        self.subs.insert(key, Subscription { kind });
+        self.subs.insert(
+            key,
+            Subscription {
+                kind,
+                presence_written,
+            },
+        );
         Ok(())
     }
 
@@ -329,7 +355,7 @@ impl Session {
         } else {
             CompactJson::new(data)
         };
-        if kind.is_stateful() {
+        if kind.is_sequenced() {
             let r = Request::Publish {
                 key: channel.key().clone(),
                 policy: kind.history,
@@ -367,15 +393,25 @@ impl Session {
         if !kind.presence {
             return Err(ErrorCode::NotAvailable.into());
         }
-        let r = Request::Presence {
-            key: channel.key().clone(),
-            outbox: self.outbox.clone(),
-            id,
-            stats,
+        // From memory: the hub knows every subscriber's ClientInfo.
+        let present = self.hub.presence(channel.key());
+        let msg = if stats {
+            let users: std::collections::HashSet<&str> =
+                present.iter().map(|i| i.user.as_str()).collect();
+            let r = reply::PresenceStatsResult {
+                num_clients: present.len() as u32,
+                num_users: users.len() as u32,
+            };
+            reply::reply(id, "presence_stats", &r)
+        } else {
+            let list: Vec<(String, CompactJson<'static>)> = present
+                .iter()
+                .map(|i| (i.client.clone(), CompactJson::of(&**i)))
+                .collect();
+            reply::reply(id, "presence", &reply::PresenceResult(&list))
         };
-        self.persist
-            .submit(r)
-            .map_err(|_| ErrorCode::TooManyRequests.into())
+        self.send(msg);
+        Ok(())
     }
 
     fn history(&mut self, id: u32, req: HistoryRequest<'_>) -> Result<(), Refused> {
@@ -443,17 +479,26 @@ impl Session {
         let Some(sub) = self.subs.remove(key) else {
             return;
         };
-        self.hub.unsubscribe(key, self.id);
-        if sub.kind.is_stateful() {
-            // Presence and the leave push are the storage thread's, in order with the subscribe.
-            if let Some(info) = &self.info {
-                self.persist.submit_always(Request::Unsubscribe {
-                    key: key.clone(),
-                    kind: sub.kind,
-                    client: self.id,
-                    info: info.clone(),
-                });
-            }
+        let Some(info) = &self.info else { return };
+        let was = self.hub.unsubscribe(key, self.id);
+        if was && sub.kind.join_leave {
+            self.hub.broadcast(key, |name| reply::leave(name, info));
+        }
+        if sub.kind.is_sequenced() && !was {
+            // Its subscribe may still be queued at the storage thread, which would add it:
+            // the storage thread removes it after that (and sends the leave then).
+            self.persist.submit_always(Request::Unsubscribe {
+                key: key.clone(),
+                kind: sub.kind,
+                client: self.id,
+                info: info.clone(),
+            });
+        } else if sub.presence_written {
+            self.persist.submit_always(Request::PresenceWrite {
+                key: key.clone(),
+                client: info.client.clone(),
+                info: None,
+            });
         }
     }
 

@@ -1,5 +1,5 @@
-//! Reads on the storage thread: a subscribe's position and recovery, the history command, and
-//! presence. None of them creates durable channel state.
+//! Reads on the storage thread: a subscribe's position and recovery, and the history command.
+//! None of them creates durable channel state.
 
 use edgelive_storage::Publication as Stored;
 
@@ -161,44 +161,6 @@ impl Sequencer {
                 offset: top,
             },
         ))
-    }
-
-    pub(super) fn presence(
-        &mut self,
-        key: &str,
-        id: u32,
-        stats: bool,
-    ) -> Result<bytes::Bytes, ErrorCode> {
-        let entries = self.store.presence(key).map_err(|e| {
-            self.fail(&e);
-            ErrorCode::Internal
-        })?;
-        if stats {
-            #[derive(serde::Deserialize)]
-            struct User {
-                #[serde(default)]
-                user: String,
-            }
-            let users: std::collections::HashSet<String> = entries
-                .iter()
-                .filter_map(|(_, v)| serde_json::from_slice::<User>(v).ok().map(|u| u.user))
-                .collect();
-            let r = reply::PresenceStatsResult {
-                num_clients: entries.len() as u32,
-                num_users: users.len() as u32,
-            };
-            return Ok(reply::reply(id, "presence_stats", &r));
-        }
-        let list: Vec<(String, CompactJson<'static>)> = entries
-            .into_iter()
-            .filter_map(|(c, v)| {
-                Some((
-                    c,
-                    CompactJson::from_string(String::from_utf8(v).ok()?).ok()?,
-                ))
-            })
-            .collect();
-        Ok(reply::reply(id, "presence", &reply::PresenceResult(&list)))
     }
 }
 
