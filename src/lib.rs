@@ -4,6 +4,7 @@
 //! state; the `hub` encodes each publication once and hands the same bytes to every
 //! subscriber's bounded `outbox`. See `design.md` in the shared folder for the whole picture.
 
+pub mod allocator;
 pub mod auth;
 pub mod channel;
 pub mod clock;

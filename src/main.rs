@@ -78,6 +78,8 @@ fn parse_role(s: &str) -> Result<Role, String> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists (sled's, the runtime's, the storage threads).
+    edgelive::allocator::tune();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -130,10 +130,11 @@ impl Outbox {
         self.notify.notified().await
     }
 
-    /// Moves every queued message into `into` (which the writer keeps to reuse its allocation).
+    /// Moves every queued message into `into`, queue allocation and all: an idle connection
+    /// then holds no queue (the writer drops it once written), at one allocation per batch.
     pub fn drain(&self, into: &mut VecDeque<Bytes>) -> Drained {
         let mut st = self.lock();
-        std::mem::swap(&mut st.queue, into);
+        *into = std::mem::take(&mut st.queue);
         st.bytes = 0;
         Drained {
             pong: st.pong.take(),

@@ -37,7 +37,13 @@ pub struct Shared {
     pub streams: Arc<Streams>,
     /// Sockets closed at accept because `max_pending_connections` HTTP connections were open.
     pub refused_connections: AtomicU64,
+    /// WebSocket connections closed since the heap was last trimmed.
+    closed_since_trim: AtomicUsize,
 }
+
+/// Closed connections that make a heap trim worth it, and how often that is looked at.
+const TRIM_AFTER_CLOSED: usize = 16;
+const TRIM_EVERY: Duration = Duration::from_secs(5);
 
 /// Push API counters for `/metrics` (HTTP requests, WebSocket messages and UDP datagrams).
 #[derive(Default)]
@@ -74,6 +80,9 @@ impl ConnectionSlot {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        self.shared
+            .closed_since_trim
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -102,6 +111,7 @@ impl Shared {
             tracker: TaskTracker::new(),
             push_stats: PushStats::default(),
             refused_connections: AtomicU64::new(0),
+            closed_since_trim: AtomicUsize::new(0),
         })
     }
 
@@ -124,6 +134,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     // HTTP connections that have not become WebSockets (or finished): a flood of half-open
     // sockets is closed at accept beyond this, so it costs a socket each, never a task.
     let pending = Arc::new(Semaphore::new(shared.settings.max_pending_connections));
+    shared.tracker.spawn(trim_after_closes(shared.clone()));
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -173,6 +184,23 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         );
     }
     info!("stopped");
+}
+
+/// Gives freed heap pages back after a burst of connections closed (see `allocator`), so RSS
+/// returns to about idle on a board with little memory.
+async fn trim_after_closes(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(TRIM_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if shared.closed_since_trim.load(Ordering::Relaxed) >= TRIM_AFTER_CLOSED {
+            shared.closed_since_trim.store(0, Ordering::Relaxed);
+            let _ = tokio::task::spawn_blocking(crate::allocator::trim).await;
+        }
+    }
 }
 
 /// Serves one HTTP connection; `_permit` is its pending-connection slot, released when hyper

@@ -34,6 +34,8 @@ use crate::settings::Settings;
 
 /// Most bytes coalesced into one outgoing frame (a single larger message still goes alone).
 const COALESCE_BYTES: usize = 64 * 1024;
+/// The coalescing buffer an idle connection may keep (a batch that needed more frees it).
+const IDLE_BUF_BYTES: usize = 4096;
 /// After our close frame, how long the peer gets to answer before the socket is dropped.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
@@ -56,6 +58,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = ws.split(tokio::io::split);
+    // Every frame goes out with writev (its header on the stack), so fastwebsockets' write
+    // buffer never grows to the largest small frame and stays that size per connection.
+    wr.set_writev_threshold(0);
     rd.set_auto_close(false);
     rd.set_auto_pong(false);
     // fastwebsockets rejects frames of `>= max` bytes; a message of exactly the limit is fine.
@@ -338,6 +343,11 @@ async fn write_loop<S: AsyncWrite + Unpin>(
                 wr.write_frame(Frame::pong(Payload::Borrowed(&p))).await?;
             }
             write_coalesced(wr, &mut queue, &mut buf).await?;
+            // Idle connections keep neither the queue nor the coalescing buffer.
+            queue = VecDeque::new();
+            if buf.capacity() > IDLE_BUF_BYTES {
+                buf = Vec::new();
+            }
             if let Some(d) = &drained.close {
                 debug!(code = d.code, reason = %d.reason, "sending close");
                 wr.write_frame(Frame::close(d.code, d.reason.as_bytes()))
@@ -384,9 +394,6 @@ async fn write_coalesced<S: AsyncWrite + Unpin>(
             buf.extend_from_slice(&m);
         }
         wr.write_frame(Frame::text(Payload::Borrowed(buf))).await?;
-    }
-    if buf.capacity() > COALESCE_BYTES * 2 {
-        *buf = Vec::new();
     }
     Ok(())
 }
