@@ -159,10 +159,13 @@ fn websocket_upgrade(
     };
     shared.tracker.spawn(async move {
         let _slot = slot;
-        match upgrade.await {
-            Ok(ws) => websocket::run(websocket::mask_checked(ws), conn).await,
-            Err(e) => debug!(error = %e, "upgrade did not complete"),
-        }
+        let ws = match upgrade.await {
+            Ok(ws) => ws,
+            Err(e) => return debug!(error = %e, "upgrade did not complete"),
+        };
+        // Built before it is awaited, so the task does not also keep `ws` and `conn`.
+        let serve = websocket::run(websocket::mask_checked(ws), conn);
+        serve.await
     });
     let (parts, _) = resp.into_parts();
     Response::from_parts(parts, Body::default())
