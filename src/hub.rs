@@ -272,4 +272,30 @@ mod tests {
         assert!(hub.unsubscribe(&key, 1));
         assert_eq!(hub.num_channels(), 0);
     }
+
+    /// Presence is the channel's subscribers; a closing connection is not present, but it
+    /// stays subscribed until its session leaves, so that leave is what tells the others.
+    #[test]
+    fn presence_lists_open_subscribers_and_closing_ones_stay_until_they_leave() {
+        let hub = Hub::new(1);
+        let key: Arc<str> = Arc::from("grafana/broadcast/p");
+        let (a, b) = (sub(1, "u1", false, 1 << 20), sub(2, "u2", true, 1 << 20));
+        hub.subscribe(&key, a.clone(), || ());
+        hub.subscribe(&key, b.clone(), || ());
+        let clients = |h: &Hub| -> Vec<String> {
+            let mut v: Vec<String> = h.presence(&key).iter().map(|i| i.client.clone()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(clients(&hub), ["c1", "c2"]);
+        b.outbox.close(crate::protocol::Disconnect::echo(1000));
+        let f = hub.broadcast(&key, |_| Bytes::from_static(b"x"));
+        assert_eq!(f.delivered, 1);
+        assert_eq!(clients(&hub), ["c1"]);
+        assert!(
+            hub.unsubscribe(&key, 2),
+            "still there for its session to remove"
+        );
+        assert!(hub.presence("grafana/broadcast/none").is_empty());
+    }
 }
