@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use crate::outbox::{Outbox, PushError};
-use crate::protocol::reply::ClientInfo;
+use crate::protocol::reply::{self, ClientInfo};
 
 /// Connection id inside the process (the protocol-level id is `ClientInfo::client`).
 pub type ClientId = u64;
@@ -91,18 +91,47 @@ impl Hub {
 
     /// Removes a client's subscription; true if it was there.
     pub fn unsubscribe(&self, key: &str, client: ClientId) -> bool {
+        self.remove(key, client).is_some()
+    }
+
+    /// `subscribe`, then, when `announce` (channels with join/leave), a join push with the
+    /// subscriber's info to everyone on the channel, itself included.
+    pub fn join(
+        &self,
+        key: &Arc<str>,
+        sub: Subscriber,
+        announce: bool,
+        then: impl FnOnce(),
+    ) -> bool {
+        let info = announce.then(|| sub.info.clone());
+        let added = self.subscribe(key, sub, then);
+        if let (true, Some(info)) = (added, info) {
+            self.broadcast(key, |name| reply::join(name, &info));
+        }
+        added
+    }
+
+    /// `unsubscribe`, then, when `announce` and the subscription was there, a leave push to
+    /// the channel's remaining subscribers.
+    pub fn leave(&self, key: &str, client: ClientId, announce: bool) -> bool {
+        let Some(gone) = self.remove(key, client) else {
+            return false;
+        };
+        if announce {
+            self.broadcast(key, |name| reply::leave(name, &gone.info));
+        }
+        true
+    }
+
+    fn remove(&self, key: &str, client: ClientId) -> Option<Subscriber> {
         let mut shard = self.shard(key);
-        let Some(subs) = shard.channels.get_mut(key) else {
-            return false;
-        };
-        let Some(i) = subs.iter().position(|s| s.client == client) else {
-            return false;
-        };
-        subs.swap_remove(i);
+        let subs = shard.channels.get_mut(key)?;
+        let i = subs.iter().position(|s| s.client == client)?;
+        let gone = subs.swap_remove(i);
         if subs.is_empty() {
             shard.channels.remove(key);
         }
-        true
+        Some(gone)
     }
 
     /// Sends one push to every subscriber of `key`. `encode` gets the channel name as the

@@ -130,11 +130,11 @@ impl Outbox {
         self.notify.notified().await
     }
 
-    /// Moves every queued message into `into`, queue allocation and all: an idle connection
-    /// then holds no queue (the writer drops it once written), at one allocation per batch.
+    /// Moves every queued message into `into` (an emptied queue the writer keeps, so steady
+    /// traffic reuses two allocations instead of making one per batch).
     pub fn drain(&self, into: &mut VecDeque<Bytes>) -> Drained {
         let mut st = self.lock();
-        *into = std::mem::take(&mut st.queue);
+        std::mem::swap(&mut st.queue, into);
         st.bytes = 0;
         Drained {
             pong: st.pong.take(),

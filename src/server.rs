@@ -196,8 +196,12 @@ async fn trim_after_closes(shared: Arc<Shared>) {
             _ = shared.shutdown.cancelled() => return,
             _ = every.tick() => {}
         }
-        if shared.closed_since_trim.load(Ordering::Relaxed) >= TRIM_AFTER_CLOSED {
-            shared.closed_since_trim.store(0, Ordering::Relaxed);
+        let closed = shared.closed_since_trim.load(Ordering::Relaxed);
+        if closed >= TRIM_AFTER_CLOSED {
+            // Subtracted, not reset: closes counted meanwhile count for the next trim.
+            shared
+                .closed_since_trim
+                .fetch_sub(closed, Ordering::Relaxed);
             let _ = tokio::task::spawn_blocking(crate::allocator::trim).await;
         }
     }

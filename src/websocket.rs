@@ -34,8 +34,10 @@ use crate::settings::Settings;
 
 /// Most bytes coalesced into one outgoing frame (a single larger message still goes alone).
 const COALESCE_BYTES: usize = 64 * 1024;
-/// The coalescing buffer an idle connection may keep (a batch that needed more frees it).
+/// What an idle connection may keep of the coalescing buffer and its drained queue; a batch
+/// of at most `IDLE_BUF_BYTES` frees more than that.
 const IDLE_BUF_BYTES: usize = 4096;
+const IDLE_QUEUE_LEN: usize = 16;
 /// After our close frame, how long the peer gets to answer before the socket is dropped.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
@@ -351,11 +353,16 @@ async fn write_loop<S: AsyncWrite + Unpin>(
             if let Some(p) = drained.pong {
                 wr.write_frame(Frame::pong(Payload::Borrowed(&p))).await?;
             }
-            write_coalesced(wr, &mut queue, &mut buf).await?;
-            // Idle connections keep neither the queue nor the coalescing buffer.
-            queue = VecDeque::new();
-            if buf.capacity() > IDLE_BUF_BYTES {
-                buf = Vec::new();
+            let written = write_coalesced(wr, &mut queue, &mut buf).await?;
+            // A small batch means the load fell: memory a burst grew is given back, so an
+            // idle connection keeps little, while steady traffic reuses what it has.
+            if written <= IDLE_BUF_BYTES {
+                if buf.capacity() > IDLE_BUF_BYTES {
+                    buf = Vec::new();
+                }
+                if queue.capacity() > IDLE_QUEUE_LEN {
+                    queue = VecDeque::new();
+                }
             }
             if let Some(d) = &drained.close {
                 debug!(code = d.code, reason = %d.reason, "sending close");
@@ -379,12 +386,13 @@ async fn write_loop<S: AsyncWrite + Unpin>(
     }
 }
 
-/// Writes every queued message, several per frame joined by `\n`.
+/// Writes every queued message, several per frame joined by `\n`; returns the bytes written.
 async fn write_coalesced<S: AsyncWrite + Unpin>(
     wr: &mut WebSocketWrite<WriteHalf<S>>,
     queue: &mut VecDeque<Bytes>,
     buf: &mut Vec<u8>,
-) -> Result<(), WebSocketError> {
+) -> Result<usize, WebSocketError> {
+    let written = queue.iter().map(Bytes::len).sum();
     while let Some(first) = queue.pop_front() {
         let fits = |q: &VecDeque<Bytes>, len: usize| {
             q.front()
@@ -404,7 +412,7 @@ async fn write_coalesced<S: AsyncWrite + Unpin>(
         }
         wr.write_frame(Frame::text(Payload::Borrowed(buf))).await?;
     }
-    Ok(())
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -242,14 +242,11 @@ impl Sequencer {
             } => {
                 // The session found it absent from the hub: its subscribe was still queued
                 // here then and has added it since.
-                let was = self.hub.unsubscribe(&key, client);
+                self.hub.leave(&key, client, kind.join_leave);
                 if kind.presence {
                     if let Err(e) = self.store.presence_remove(&key, &info.client) {
                         self.fail(&e);
                     }
-                }
-                if was && kind.join_leave {
-                    self.hub.broadcast(&key, |name| reply::leave(name, &info));
                 }
             }
             Request::Publish {
@@ -396,15 +393,12 @@ impl Sequencer {
         };
         let info = sub.info.clone();
         let outbox = sub.outbox.clone();
-        let added = self.hub.subscribe(&key, sub, || {
+        let added = self.hub.join(&key, sub, kind.join_leave, || {
             let _ = outbox.push(msg);
         });
         if !added {
             // The connection closed meanwhile; its session has left without it.
             return;
-        }
-        if kind.join_leave {
-            self.hub.broadcast(&key, |name| reply::join(name, &info));
         }
         if kind.presence {
             // After the reply is queued: sled's copy is behind the hot path.

@@ -280,12 +280,9 @@ impl Session {
                 ..Default::default()
             });
             let outbox = &self.outbox;
-            let added = self.hub.subscribe(&key, sub, || {
+            let added = self.hub.join(&key, sub, kind.join_leave, || {
                 let _ = outbox.push(ok);
             });
-            if added && kind.join_leave {
-                self.hub.broadcast(&key, |name| reply::join(name, &info));
-            }
             if added && kind.presence {
                 // Written behind the hot path; presence is answered from the hub.
                 presence_written = self
@@ -480,10 +477,7 @@ impl Session {
             return;
         };
         let Some(info) = &self.info else { return };
-        let was = self.hub.unsubscribe(key, self.id);
-        if was && sub.kind.join_leave {
-            self.hub.broadcast(key, |name| reply::leave(name, info));
-        }
+        let was = self.hub.leave(key, self.id, sub.kind.join_leave);
         if sub.kind.is_sequenced() && !was {
             // Its subscribe may still be queued at the storage thread, which would add it:
             // the storage thread removes it after that (and sends the leave then).

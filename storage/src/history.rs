@@ -90,22 +90,23 @@ impl Store {
 
     /// Lowest offset still stored for a channel.
     pub fn first_offset(&self, id: u64) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .history
-            .range(key(id, 0)..=key(id, u64::MAX))
-            .next()
-            .transpose()?
-            .map(|(k, _)| offset_of(&k)))
+        self.end_offset(id, false)
     }
 
     /// The newest stored offset of a channel.
     pub fn last_offset(&self, id: u64) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .history
-            .range(key(id, 0)..=key(id, u64::MAX))
-            .next_back()
-            .transpose()?
-            .map(|(k, _)| offset_of(&k)))
+        self.end_offset(id, true)
+    }
+
+    /// The oldest or (`newest`) the newest stored offset of a channel.
+    fn end_offset(&self, id: u64, newest: bool) -> Result<Option<u64>, StoreError> {
+        let mut range = self.history.range(key(id, 0)..=key(id, u64::MAX));
+        let end = if newest {
+            range.next_back()
+        } else {
+            range.next()
+        };
+        Ok(end.transpose()?.map(|(k, _)| offset_of(&k)))
     }
 
     /// Removes up to `max` publications with `from <= offset < to`.
