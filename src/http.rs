@@ -149,9 +149,8 @@ fn websocket_upgrade(
     };
     let conn = Conn {
         id: shared.next_client.fetch_add(1, Ordering::Relaxed),
-        hub: shared.hub.clone(),
+        broker: shared.broker.clone(),
         settings: settings.clone(),
-        persist: shared.persist.clone(),
         shutdown: shared.shutdown.clone(),
         refuse,
         identity,

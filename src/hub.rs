@@ -5,6 +5,10 @@
 //! and the org-prefixed name when some subscriber used it) and hands clones of the same `Bytes`
 //! to every subscriber's outbox; a full outbox closes that client as slow and nobody waits.
 //! Subscribers whose connection is closing are skipped; their session removes them.
+//!
+//! A history channel's entry may also hold its head (`head.rs`): the broker sequences its
+//! publications there, under the same lock as the broadcast, so offsets, recent publications
+//! and subscribers change in one order.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -14,8 +18,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
+use crate::head::{Head, RecentBudget, RECENT_BUDGET_BYTES};
 use crate::outbox::{Outbox, PushError};
 use crate::protocol::reply::{self, ClientInfo};
+use crate::routing::HistoryPolicy;
 
 /// Connection id inside the process (the protocol-level id is `ClientInfo::client`).
 pub type ClientId = u64;
@@ -32,9 +38,27 @@ pub struct Subscriber {
     pub info: Arc<ClientInfo>,
 }
 
+/// What the hub holds for one channel.
+#[derive(Default)]
+struct Entry {
+    subs: Vec<Subscriber>,
+    /// A history channel's head, while memory holds it (the broker sequences there).
+    head: Option<Box<Head>>,
+    /// Requests of this channel queued at the storage thread that sequence or position
+    /// (publish, subscribe). While any is queued the head is not used: the storage thread
+    /// decides, in queue order, and settles each when done.
+    in_flight: u32,
+}
+
+impl Entry {
+    fn is_unused(&self) -> bool {
+        self.subs.is_empty() && self.head.is_none() && self.in_flight == 0
+    }
+}
+
 #[derive(Default)]
 struct Shard {
-    channels: HashMap<Arc<str>, Vec<Subscriber>>,
+    channels: HashMap<Arc<str>, Entry>,
 }
 
 /// Counters for metrics and benchmarks.
@@ -43,6 +67,13 @@ pub struct HubStats {
     pub publications: AtomicU64,
     pub deliveries: AtomicU64,
     pub slow_disconnects: AtomicU64,
+    /// Subscribers recovered from a head's recent publications (the broker)…
+    pub recovered_from_memory: AtomicU64,
+    /// … and from disk (the storage thread).
+    pub recovered_from_disk: AtomicU64,
+    /// Publications sequenced by a head (the rest of the history channels' publications were
+    /// sequenced on the storage thread).
+    pub sequenced_in_memory: AtomicU64,
 }
 
 pub struct Hub {
@@ -50,6 +81,8 @@ pub struct Hub {
     /// `"<org>/"`, prepended for subscribers that used the prefixed name.
     org_prefix: String,
     pub stats: HubStats,
+    /// Bounds the recent publications every head keeps.
+    recent: Arc<RecentBudget>,
 }
 
 /// What one broadcast did.
@@ -59,12 +92,82 @@ pub struct Fanout {
     pub slow: usize,
 }
 
+/// One channel under its shard's lock (see `Hub::with`).
+pub struct Locked<'a> {
+    hub: &'a Hub,
+    key: &'a Arc<str>,
+    entry: &'a mut Entry,
+}
+
+impl Locked<'_> {
+    pub fn head(&self) -> Option<&Head> {
+        self.entry.head.as_deref()
+    }
+
+    pub fn head_mut(&mut self) -> Option<&mut Head> {
+        self.entry.head.as_deref_mut()
+    }
+
+    /// Gives the channel a head (the storage thread does, from what it stored).
+    pub fn install(&mut self, epoch: String, top: u64, reserved: u64, policy: HistoryPolicy) {
+        let budget = self.hub.recent.clone();
+        self.entry.head = Some(Box::new(Head::new(epoch, top, reserved, policy, budget)));
+    }
+
+    /// Takes the head away: until one is installed again, the storage thread sequences.
+    pub fn detach(&mut self) -> Option<Box<Head>> {
+        self.entry.head.take()
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.entry.in_flight
+    }
+
+    /// A request of this channel was queued at the storage thread (see `Entry::in_flight`).
+    pub fn begin(&mut self) {
+        self.entry.in_flight += 1;
+    }
+
+    /// The storage thread is done with one.
+    pub fn settle(&mut self) {
+        self.entry.in_flight = self.entry.in_flight.saturating_sub(1);
+    }
+
+    pub fn num_subscribers(&self) -> usize {
+        self.entry.subs.len()
+    }
+
+    /// Sends one push to every subscriber (see `Hub::broadcast`).
+    pub fn broadcast(&self, encode: impl Fn(&str) -> Bytes) -> Fanout {
+        self.hub.fan_out(self.key, &self.entry.subs, encode)
+    }
+
+    /// Adds a subscriber and runs `then` first, so that whatever `then` queues (the subscribe
+    /// reply) is in the client's outbox before any publication broadcast after the
+    /// subscription exists; then, when `announce`, a join push to everyone, itself included.
+    /// A subscriber whose connection is already closing is not added (false): its session has
+    /// left, or is leaving, every channel.
+    pub fn join(&mut self, sub: Subscriber, announce: bool, then: impl FnOnce()) -> bool {
+        if sub.outbox.is_closing() {
+            return false;
+        }
+        let info = announce.then(|| sub.info.clone());
+        self.entry.subs.push(sub);
+        then();
+        if let Some(info) = info {
+            self.broadcast(|name| reply::join(name, &info));
+        }
+        true
+    }
+}
+
 impl Hub {
     pub fn new(org_id: i64) -> Hub {
         Hub {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             org_prefix: format!("{org_id}/"),
             stats: HubStats::default(),
+            recent: Arc::new(RecentBudget::new(RECENT_BUDGET_BYTES)),
         }
     }
 
@@ -75,18 +178,26 @@ impl Hub {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a subscriber and runs `then` while still holding the channel's shard lock, so that
-    /// whatever `then` queues (the subscribe reply) is in the client's outbox before any
-    /// publication broadcast after the subscription exists. A subscriber whose connection is
-    /// already closing is not added (false): its session has left, or is leaving, every channel.
-    pub fn subscribe(&self, key: &Arc<str>, sub: Subscriber, then: impl FnOnce()) -> bool {
+    /// Runs `f` on the channel under its shard's lock (never held across an `.await`, and `f`
+    /// does no I/O): what `f` decides and broadcasts is one step in the channel's order.
+    pub fn with<R>(&self, key: &Arc<str>, f: impl FnOnce(&mut Locked<'_>) -> R) -> R {
         let mut shard = self.shard(key);
-        if sub.outbox.is_closing() {
-            return false;
+        let entry = shard.channels.entry(key.clone()).or_default();
+        let mut locked = Locked {
+            hub: self,
+            key,
+            entry,
+        };
+        let r = f(&mut locked);
+        if locked.entry.is_unused() {
+            shard.channels.remove(key);
         }
-        shard.channels.entry(key.clone()).or_default().push(sub);
-        then();
-        true
+        r
+    }
+
+    /// Adds a subscriber (see `Locked::join`, without the announcement).
+    pub fn subscribe(&self, key: &Arc<str>, sub: Subscriber, then: impl FnOnce()) -> bool {
+        self.with(key, |ch| ch.join(sub, false, then))
     }
 
     /// Removes a client's subscription; true if it was there.
@@ -103,12 +214,7 @@ impl Hub {
         announce: bool,
         then: impl FnOnce(),
     ) -> bool {
-        let info = announce.then(|| sub.info.clone());
-        let added = self.subscribe(key, sub, then);
-        if let (true, Some(info)) = (added, info) {
-            self.broadcast(key, |name| reply::join(name, &info));
-        }
-        added
+        self.with(key, |ch| ch.join(sub, announce, then))
     }
 
     /// `unsubscribe`, then, when `announce` and the subscription was there, a leave push to
@@ -125,10 +231,10 @@ impl Hub {
 
     fn remove(&self, key: &str, client: ClientId) -> Option<Subscriber> {
         let mut shard = self.shard(key);
-        let subs = shard.channels.get_mut(key)?;
-        let i = subs.iter().position(|s| s.client == client)?;
-        let gone = subs.swap_remove(i);
-        if subs.is_empty() {
+        let entry = shard.channels.get_mut(key)?;
+        let i = entry.subs.iter().position(|s| s.client == client)?;
+        let gone = entry.subs.swap_remove(i);
+        if entry.is_unused() {
             shard.channels.remove(key);
         }
         Some(gone)
@@ -138,13 +244,17 @@ impl Hub {
     /// subscriber wrote it and is called at most once per form.
     pub fn broadcast(&self, key: &str, encode: impl Fn(&str) -> Bytes) -> Fanout {
         let shard = self.shard(key);
-        let Some(subs) = shard.channels.get(key) else {
+        let Some(entry) = shard.channels.get(key) else {
             return Fanout::default();
         };
+        self.fan_out(key, &entry.subs, encode)
+    }
+
+    fn fan_out(&self, key: &str, subs: &[Subscriber], encode: impl Fn(&str) -> Bytes) -> Fanout {
         let mut bare: Option<Bytes> = None;
         let mut prefixed: Option<Bytes> = None;
         let mut out = Fanout::default();
-        for s in subs.iter() {
+        for s in subs {
             let msg = if s.prefixed {
                 prefixed.get_or_insert_with(|| encode(&format!("{}{key}", self.org_prefix)))
             } else {
@@ -158,7 +268,6 @@ impl Hub {
                 Err(PushError::Closed) => {}
             }
         }
-        drop(shard);
         self.stats.publications.fetch_add(1, Ordering::Relaxed);
         self.stats
             .deliveries
@@ -175,7 +284,17 @@ impl Hub {
     /// it) and forgets the subscription, which its session drops before its next command.
     /// Returns how many there were.
     pub fn end_channel(&self, key: &str, encode: impl Fn(&str) -> Bytes) -> usize {
-        let subs = self.shard(key).channels.remove(key).unwrap_or_default();
+        let subs = {
+            let mut shard = self.shard(key);
+            let Some(entry) = shard.channels.get_mut(key) else {
+                return 0;
+            };
+            let subs = std::mem::take(&mut entry.subs);
+            if entry.is_unused() {
+                shard.channels.remove(key);
+            }
+            subs
+        };
         let key_arc: Arc<str> = Arc::from(key);
         for s in &subs {
             s.outbox.refuse_subscription(key_arc.clone());
@@ -193,24 +312,53 @@ impl Hub {
     /// hop). One entry per connection: a session holds at most one subscription per channel.
     pub fn presence(&self, key: &str) -> Vec<Arc<ClientInfo>> {
         let shard = self.shard(key);
-        let Some(subs) = shard.channels.get(key) else {
+        let Some(entry) = shard.channels.get(key) else {
             return Vec::new();
         };
-        subs.iter()
+        entry
+            .subs
+            .iter()
             .filter(|s| !s.outbox.is_closing())
             .map(|s| s.info.clone())
             .collect()
     }
 
     pub fn num_subscribers(&self, key: &str) -> usize {
-        self.shard(key).channels.get(key).map_or(0, Vec::len)
+        self.shard(key)
+            .channels
+            .get(key)
+            .map_or(0, |e| e.subs.len())
     }
 
+    /// Channels with at least one subscriber.
     pub fn num_channels(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).channels.len())
+            .map(|s| {
+                let shard = s.lock().unwrap_or_else(|e| e.into_inner());
+                shard
+                    .channels
+                    .values()
+                    .filter(|e| !e.subs.is_empty())
+                    .count()
+            })
             .sum()
+    }
+
+    /// Takes every head away (the storage thread stops: nothing more is sequenced here).
+    pub fn detach_heads(&self) {
+        for s in self.shards.iter() {
+            let mut shard = s.lock().unwrap_or_else(|e| e.into_inner());
+            shard.channels.retain(|_, e| {
+                e.head = None;
+                !e.is_unused()
+            });
+        }
+    }
+
+    /// Bytes of recent publications the heads keep.
+    pub fn recent_bytes(&self) -> usize {
+        self.recent.used()
     }
 }
 

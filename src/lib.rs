@@ -6,11 +6,13 @@
 
 pub mod allocator;
 pub mod auth;
+pub mod broker;
 pub mod channel;
 pub mod clock;
 pub mod config;
 pub mod frame;
 pub mod glob;
+pub mod head;
 pub mod http;
 pub mod hub;
 pub mod json;

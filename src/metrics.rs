@@ -45,6 +45,18 @@ pub fn render(shared: &Shared) -> String {
         "Clients disconnected because their queue overflowed (3008 slow).",
         hub.stats.slow_disconnects.load(Ordering::Relaxed),
     );
+    metric(
+        "edgelive_history_sequenced_in_memory_total",
+        "counter",
+        "History publications sequenced by their channel's head in memory (the others went through the storage thread).",
+        hub.stats.sequenced_in_memory.load(Ordering::Relaxed),
+    );
+    metric(
+        "edgelive_recent_publications_bytes",
+        "gauge",
+        "Bytes of recent publications the heads keep in memory for recovery.",
+        hub.recent_bytes() as u64,
+    );
     let push = &shared.push_stats;
     metric(
         "edgelive_push_requests_total",
@@ -128,6 +140,20 @@ pub fn render(shared: &Shared) -> String {
                 pattern.replace('"', "'")
             );
         }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP edgelive_recoveries_total Subscribes that recovered what they missed, by where it was read.\n# TYPE edgelive_recoveries_total counter"
+    );
+    for (from, n) in [
+        ("memory", &hub.stats.recovered_from_memory),
+        ("disk", &hub.stats.recovered_from_disk),
+    ] {
+        let _ = writeln!(
+            out,
+            "edgelive_recoveries_total{{from=\"{from}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
     }
     out
 }

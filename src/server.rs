@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::broker::Broker;
 use crate::hub::Hub;
 use crate::persist::Persist;
 use crate::settings::Settings;
@@ -25,6 +26,8 @@ pub struct Shared {
     pub hub: Arc<Hub>,
     /// The storage threads (history, presence).
     pub persist: Persist,
+    /// Where publications, subscribes, history and presence go.
+    pub broker: Broker,
     /// Open WebSocket connections (including ones being refused over the limit).
     connections: AtomicUsize,
     pub next_client: AtomicU64,
@@ -93,9 +96,9 @@ impl Shared {
         persist: Persist,
         shutdown: CancellationToken,
     ) -> Arc<Shared> {
+        let broker = Broker::new(hub.clone(), persist.clone(), settings.max_read);
         let streams = Streams::new(
-            hub.clone(),
-            persist.clone(),
+            broker.clone(),
             settings.stream_timings,
             &settings.exec,
             shutdown.clone(),
@@ -104,6 +107,7 @@ impl Shared {
             streams,
             hub,
             persist,
+            broker,
             settings,
             connections: AtomicUsize::new(0),
             next_client: AtomicU64::new(1),

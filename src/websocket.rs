@@ -22,11 +22,11 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::hub::{ClientId, Hub};
+use crate::hub::ClientId;
 use crate::masking::MaskCheck;
 use crate::outbox::Outbox;
-use crate::persist::Persist;
 use crate::protocol::reply::PING;
 use crate::protocol::Disconnect;
 use crate::session::Session;
@@ -44,9 +44,8 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Everything a connection needs from the server.
 pub struct Conn {
     pub id: ClientId,
-    pub hub: Arc<Hub>,
+    pub broker: Broker,
     pub settings: Arc<Settings>,
-    pub persist: Persist,
     pub shutdown: CancellationToken,
     /// Close at once with this code (the connection limit), without reading anything.
     pub refuse: Option<Disconnect>,
@@ -82,9 +81,8 @@ where
     let mut session = Session::new(
         conn.id,
         outbox.clone(),
-        conn.hub,
+        conn.broker,
         conn.settings,
-        conn.persist,
         conn.streams,
         conn.identity,
     );

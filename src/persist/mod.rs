@@ -40,12 +40,8 @@ use crate::frame::FrameJson;
 /// Most client requests waiting for the sequencer; beyond, clients get 111 (try again).
 const MAX_QUEUED: usize = 4096;
 
-/// A stream position as the client sent it.
-#[derive(Debug, Clone)]
-pub struct Position {
-    pub offset: u64,
-    pub epoch: String,
-}
+pub use crate::head::Position;
+use crate::head::Sequenced;
 
 /// Who is told when a publication is durable (or failed).
 pub enum Ack {
@@ -60,7 +56,7 @@ pub enum Ack {
 }
 
 impl Ack {
-    fn complete(self, result: Result<u64, ErrorCode>) {
+    pub fn complete(self, result: Result<u64, ErrorCode>) {
         match self {
             Ack::Reply { outbox, id } => {
                 let msg = match result {
@@ -78,6 +74,8 @@ impl Ack {
     }
 }
 
+/// What the storage thread is asked. Every `Subscribe` and `Publish` is counted in its
+/// channel's in-flight requests by the broker and settled by the storage thread.
 pub enum Request {
     Subscribe {
         key: Arc<str>,
@@ -86,7 +84,7 @@ pub enum Request {
         answer: crate::protocol::reply::SubscribeAnswer,
         recover: Option<Position>,
         /// The subscribe reply's data when a stream handler gives it.
-        initial: Option<String>,
+        initial: Option<CompactJson<'static>>,
     },
     /// Leaving a channel; also sent by a session that ends, so never refused.
     Unsubscribe {
@@ -100,6 +98,13 @@ pub enum Request {
         policy: Option<HistoryPolicy>,
         data: CompactJson<'static>,
         info: Option<Arc<ClientInfo>>,
+        ack: Ack,
+    },
+    /// A publication the broker sequenced from the channel's head (and already broadcast):
+    /// stored at its offset, then acknowledged as `Publish` is.
+    Append {
+        key: Arc<str>,
+        publication: Arc<Sequenced>,
         ack: Ack,
     },
     /// A frame for a managed stream (push API): kept as the channel's last frame and published

@@ -30,6 +30,7 @@ use super::streams::{Pushed, Streams};
 use super::watchdog::Progress;
 use super::{info_json, Ack, Health, Position, Request, Slots};
 use crate::config::Durability;
+use crate::head::Sequenced;
 use crate::hub::{Hub, Subscriber};
 use crate::json::CompactJson;
 use crate::protocol::reply::{self, ClientInfo, Publication};
@@ -139,6 +140,7 @@ impl Sequencer {
                 Ok(req) => {
                     self.queued.give_back(req.slots());
                     if matches!(req, Request::Stop) {
+                        self.finish_writes(&rx);
                         break;
                     }
                     self.progress.busy();
@@ -157,6 +159,19 @@ impl Sequencer {
             }
         }
         self.stop_cleanly();
+    }
+
+    /// At a stop: takes every head away, so nothing more is sequenced in memory, then stores
+    /// what the heads sequenced before that (their appends are queued already). Other late
+    /// requests are dropped: their clients are being closed.
+    fn finish_writes(&mut self, rx: &mpsc::Receiver<Request>) {
+        self.hub.detach_heads();
+        for req in rx.try_iter() {
+            self.queued.give_back(req.slots());
+            if matches!(req, Request::Append { .. }) {
+                self.handle(req);
+            }
+        }
     }
 
     /// Loads every channel with history. After an unclean stop (a crash or a power cut: no
@@ -233,7 +248,10 @@ impl Sequencer {
                 answer,
                 recover,
                 initial,
-            } => self.subscribe(key, kind, sub, answer, recover, initial),
+            } => {
+                self.subscribe(key.clone(), kind, sub, answer, recover, initial);
+                self.settle(&key, kind.history.filter(|_| !kind.managed));
+            }
             Request::Unsubscribe {
                 key,
                 kind,
@@ -255,7 +273,15 @@ impl Sequencer {
                 data,
                 info,
                 ack,
-            } => self.publish(key, policy, data, info, ack),
+            } => {
+                self.publish(key.clone(), policy, data, info, ack);
+                self.settle(&key, policy);
+            }
+            Request::Append {
+                key,
+                publication,
+                ack,
+            } => self.append_sequenced(&key, &publication, ack),
             Request::Push {
                 key,
                 policy,
@@ -295,6 +321,25 @@ impl Sequencer {
             }
             Request::Stop => {}
         }
+    }
+
+    /// A subscribe or publish of the channel is done (see `Request`). A history channel
+    /// stored here gets its head in the hub (or has it brought up to date), so what follows
+    /// is sequenced there until the next request that must come here.
+    fn settle(&self, key: &Arc<str>, head: Option<HistoryPolicy>) {
+        let chan = self.channels.get(key);
+        self.hub.with(key, |ch| {
+            if let (Some(policy), Some(chan)) = (head, chan) {
+                let meta = &chan.meta;
+                match ch.head_mut() {
+                    Some(h) if h.top == meta.top && h.epoch == meta.epoch => {
+                        h.reserved = h.reserved.max(meta.reserved);
+                    }
+                    _ => ch.install(meta.epoch.clone(), meta.top, meta.reserved, policy),
+                }
+            }
+            ch.settle();
+        });
     }
 
     fn fail(&self, e: &StoreError) {
@@ -365,18 +410,17 @@ impl Sequencer {
         sub: Subscriber,
         answer: reply::SubscribeAnswer,
         recover: Option<Position>,
-        initial: Option<String>,
+        initial: Option<CompactJson<'static>>,
     ) {
         if sub.outbox.is_closing() {
             return;
         }
-        let initial = initial
-            .or_else(|| {
-                kind.managed
-                    .then(|| self.streams.initial_data(&key))
-                    .flatten()
-            })
-            .and_then(|s| CompactJson::from_string(s).ok());
+        let initial = initial.or_else(|| {
+            kind.managed
+                .then(|| self.streams.initial_data(&key))
+                .flatten()
+                .and_then(|s| CompactJson::from_string(s).ok())
+        });
         let msg = match kind.history {
             None => answer.result(&reply::SubscribeResult {
                 data: initial.as_ref(),
@@ -461,11 +505,74 @@ impl Sequencer {
         };
         match self.append(&key, policy, &data, info.as_deref()) {
             Ok(offset) => {
-                self.broadcast(&key, &data, info.as_deref(), offset);
+                let p = Arc::new(Sequenced {
+                    offset,
+                    data,
+                    info,
+                    at: Instant::now(),
+                });
+                self.hub.with(&key, |ch| {
+                    if let Some(head) = ch.head_mut() {
+                        head.record(p.clone());
+                    }
+                    ch.broadcast(|name| {
+                        reply::publication(
+                            name,
+                            Publication {
+                                data: &p.data,
+                                info: p.info.as_deref(),
+                                offset,
+                            },
+                        )
+                    });
+                });
                 self.acknowledge(ack, offset);
             }
             Err(code) => ack.complete(Err(code)),
         }
+    }
+
+    /// Stores a publication a head sequenced, then keeps the head's reservation ahead of it.
+    fn append_sequenced(&mut self, key: &Arc<str>, p: &Sequenced, ack: Ack) {
+        match self.write(key, p.offset, &p.data, p.info.as_deref()) {
+            Ok(()) => {
+                self.reserve_ahead(key);
+                self.acknowledge(ack, p.offset);
+            }
+            Err(code) => ack.complete(Err(code)),
+        }
+    }
+
+    /// Extends a channel's reservation once half of it is used, synced before the head may
+    /// hand out the new offsets, so a head rarely runs out and sends a publication here.
+    fn reserve_ahead(&mut self, key: &Arc<str>) {
+        let now = self.clock.now_ms();
+        let reach = super::reach(self.settings.durability);
+        let Some(ch) = self.channels.get_mut(key) else {
+            return;
+        };
+        if ch.meta.top + RESERVE_BLOCK / 2 <= ch.meta.reserved {
+            return;
+        }
+        let mut meta = ch.meta.clone();
+        meta.reserved = meta.top + RESERVE_BLOCK;
+        meta.last_ms = now;
+        let saved = self
+            .store
+            .save_channel(key, &meta)
+            .and_then(|()| self.store.commit(reach));
+        if let Err(e) = saved {
+            // The head keeps its reservation; past it, publications come here and fail.
+            self.health.degrade(e.to_string());
+            return;
+        }
+        ch.meta.reserved = meta.reserved;
+        let reserved = meta.reserved;
+        self.hub.with(key, |c| {
+            if let Some(h) = c.head_mut() {
+                h.reserved = h.reserved.max(reserved);
+            }
+        });
     }
 
     /// Hands a publication to the channel's subscribers (encoded once by the hub).
@@ -487,7 +594,8 @@ impl Sequencer {
         }
     }
 
-    /// Assigns the next offset, stores the publication, trims by size.
+    /// Assigns the next offset (creating the channel, extending its reservation when needed),
+    /// stores the publication, trims by size.
     fn append(
         &mut self,
         key: &Arc<str>,
@@ -497,10 +605,6 @@ impl Sequencer {
     ) -> Result<u64, ErrorCode> {
         let store = self.store.clone();
         let health = self.health.clone();
-        let fail = |e: StoreError| {
-            health.degrade(e.to_string());
-            ErrorCode::Internal
-        };
         let now = self.clock.now_ms();
         let reach = super::reach(self.settings.durability);
         let ch = self.channel(key, Some(policy))?;
@@ -514,8 +618,39 @@ impl Sequencer {
             store
                 .save_channel(key, &meta)
                 .and_then(|()| store.commit(reach))
-                .map_err(fail)?;
+                .map_err(|e| {
+                    health.degrade(e.to_string());
+                    ErrorCode::Internal
+                })?;
             ch.meta.reserved = meta.reserved;
+        }
+        self.write(key, offset, data, info)?;
+        Ok(offset)
+    }
+
+    /// Stores a publication at its offset (above the channel's top, within its reservation)
+    /// and trims the history by size.
+    fn write(
+        &mut self,
+        key: &Arc<str>,
+        offset: u64,
+        data: &CompactJson<'_>,
+        info: Option<&ClientInfo>,
+    ) -> Result<(), ErrorCode> {
+        let store = self.store.clone();
+        let health = self.health.clone();
+        let fail = |e: StoreError| {
+            health.degrade(e.to_string());
+            ErrorCode::Internal
+        };
+        let now = self.clock.now_ms();
+        let Some(ch) = self.channels.get_mut(key) else {
+            warn!(channel = %key, offset, "a publication for a channel that is not stored");
+            return Err(ErrorCode::Internal);
+        };
+        if offset <= ch.meta.top || offset > ch.meta.reserved {
+            warn!(channel = %key, offset, top = ch.meta.top, "a publication out of sequence");
+            return Err(ErrorCode::Internal);
         }
         let record = Stored {
             data: data.get().to_owned(),
@@ -532,6 +667,9 @@ impl Sequencer {
         ch.meta.last_ms = now;
         ch.size.entries += 1;
         ch.size.bytes += bytes;
+        let Some(policy) = ch.policy else {
+            return Ok(());
+        };
         if offset + 1 > ch.first + policy.size {
             let keep_from = offset + 1 - policy.size;
             let removed = store
@@ -546,6 +684,6 @@ impl Sequencer {
                     .unwrap_or(offset + 1);
             }
         }
-        Ok(offset)
+        Ok(())
     }
 }

@@ -24,7 +24,7 @@ use crate::auth::{Action, Identity};
 use crate::channel::Channel;
 use crate::http::{error, json, Body};
 use crate::persist::{Ack, Request as StoreRequest};
-use crate::protocol::reply::{self, Publication};
+
 use crate::protocol::ErrorCode;
 use crate::server::Shared;
 
@@ -262,28 +262,11 @@ pub async fn publish(
     } else {
         data
     };
-    if !kind.is_sequenced() {
-        shared.hub.broadcast(channel.key(), |name| {
-            reply::publication(
-                name,
-                Publication {
-                    data: &data,
-                    info: None,
-                    offset: 0,
-                },
-            )
-        });
-        return json(StatusCode::OK, "{}".into());
-    }
     let (tx, rx) = oneshot::channel();
-    let r = StoreRequest::Publish {
-        key: channel.key().clone(),
-        policy: kind.history,
-        data: data.into_owned(),
-        info: None,
-        ack: Ack::Channel(tx),
-    };
-    if shared.persist.submit(r).is_err() {
+    let published = shared
+        .broker
+        .publish(channel.key(), &kind, data, None, Ack::Channel(tx));
+    if published.is_err() {
         return push_error(&PushError::Busy);
     }
     match rx.await {

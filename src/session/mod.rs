@@ -16,13 +16,14 @@ use bytes::Bytes;
 use tracing::debug;
 
 use crate::auth::{Action, Identity};
+use crate::broker::{Broker, Joined};
 use crate::channel::Channel;
-use crate::hub::{ClientId, Hub, Subscriber};
+use crate::hub::{ClientId, Subscriber};
 use crate::json::CompactJson;
 use crate::outbox::Outbox;
-use crate::persist::{Ack, Persist, Position, Request};
+use crate::persist::{Ack, Position};
 use crate::protocol::command::{ChannelRequest, HistoryRequest, PublishRequest, SubscribeRequest};
-use crate::protocol::reply::{self, ClientInfo, Publication, SubscribeAnswer};
+use crate::protocol::reply::{self, ClientInfo, SubscribeAnswer};
 use crate::protocol::{split_frame, Command, Disconnect, ErrorCode, Method};
 use crate::ratelimit::{RateLimit, Verdict};
 use crate::routing::ChannelKind;
@@ -67,17 +68,16 @@ impl From<Result<(), Refused>> for Outcome {
 
 struct Subscription {
     kind: ChannelKind,
-    /// Its presence entry was queued for sled, so leaving queues the removal.
-    presence_written: bool,
+    /// How the broker took the subscribe (what leaving must undo).
+    joined: Joined,
 }
 
 pub struct Session {
     id: ClientId,
     outbox: Arc<Outbox>,
-    hub: Arc<Hub>,
     settings: Arc<Settings>,
-    /// Stateful channels (history, presence) are handled by the storage thread.
-    persist: Persist,
+    /// Where publications, subscribes, history and presence go.
+    broker: Broker,
     /// Who the HTTP upgrade authenticated (loopback in protected mode, a bearer token or
     /// `auth_token`); a connect token takes precedence.
     upgraded_as: Option<Identity>,
@@ -96,9 +96,8 @@ impl Session {
     pub fn new(
         id: ClientId,
         outbox: Arc<Outbox>,
-        hub: Arc<Hub>,
+        broker: Broker,
         settings: Arc<Settings>,
-        persist: Persist,
         streams: Arc<Streams>,
         upgraded_as: Option<Identity>,
     ) -> Self {
@@ -110,9 +109,8 @@ impl Session {
         Session {
             id,
             outbox,
-            hub,
+            broker,
             settings,
-            persist,
             streams,
             upgraded_as,
             who: None,
@@ -250,61 +248,20 @@ impl Session {
             Some(h) => h.subscribe(channel.path())?,
             None => None,
         };
-        let info = self.info.clone().expect("connected");
         let sub = Subscriber {
             client: self.id,
             outbox: self.outbox.clone(),
             prefixed: channel.prefixed,
-            info: info.clone(),
+            info: self.info.clone().expect("connected"),
         };
-        let mut presence_written = false;
-        if kind.is_sequenced() {
-            // The storage thread orders it with the channel's publications (recovery, the
-            // managed stream's last frame) and writes its presence.
-            presence_written = kind.presence;
-            let r = Request::Subscribe {
-                key: key.clone(),
-                kind,
-                sub,
-                answer,
-                recover,
-                initial,
-            };
-            if self.persist.submit(r).is_err() {
-                return Err(ErrorCode::TooManyRequests.into());
-            }
-        } else {
-            let data = initial.and_then(|s| CompactJson::from_string(s).ok());
-            let ok = answer.result(&reply::SubscribeResult {
-                data: data.as_ref(),
-                ..Default::default()
-            });
-            let outbox = &self.outbox;
-            let added = self.hub.join(&key, sub, kind.join_leave, || {
-                let _ = outbox.push(ok);
-            });
-            if added && kind.presence {
-                // Written behind the hot path; presence is answered from the hub.
-                presence_written = self
-                    .persist
-                    .submit(Request::PresenceWrite {
-                        key: key.clone(),
-                        client: info.client.clone(),
-                        info: Some(crate::persist::info_json(&info)),
-                    })
-                    .is_ok();
-            }
-        }
+        let joined = self
+            .broker
+            .subscribe(&key, kind, sub, answer, recover, initial)
+            .map_err(|_| Refused::from(ErrorCode::TooManyRequests))?;
         if let Some(h) = handler {
-            self.streams.watch(&channel, h, kind.history);
+            self.streams.watch(&channel, h, kind);
         }
-        self.subs.insert(
-            key,
-            Subscription {
-                kind,
-                presence_written,
-            },
-        );
+        self.subs.insert(key, Subscription { kind, joined });
         Ok(())
     }
 
@@ -352,36 +309,14 @@ impl Session {
         } else {
             CompactJson::new(data)
         };
-        if kind.is_sequenced() {
-            let r = Request::Publish {
-                key: channel.key().clone(),
-                policy: kind.history,
-                data: data.into_owned(),
-                info: self.info.clone(),
-                ack: Ack::Reply {
-                    outbox: self.outbox.clone(),
-                    id,
-                },
-            };
-            // The reply comes from the storage thread once the publication is durable.
-            return self
-                .persist
-                .submit(r)
-                .map_err(|_| ErrorCode::TooManyRequests.into());
-        }
-        let info = self.info.as_deref();
-        self.hub.broadcast(channel.key(), |name| {
-            reply::publication(
-                name,
-                Publication {
-                    data: &data,
-                    info,
-                    offset: 0,
-                },
-            )
-        });
-        self.send(reply::reply(id, "publish", &reply::Empty {}));
-        Ok(())
+        let ack = Ack::Reply {
+            outbox: self.outbox.clone(),
+            id,
+        };
+        // The reply comes once the publication is durable (at once where nothing is stored).
+        self.broker
+            .publish(channel.key(), &kind, data, self.info.clone(), ack)
+            .map_err(|_| ErrorCode::TooManyRequests.into())
     }
 
     fn presence(&mut self, id: u32, req: ChannelRequest<'_>, stats: bool) -> Result<(), Refused> {
@@ -391,7 +326,7 @@ impl Session {
             return Err(ErrorCode::NotAvailable.into());
         }
         // From memory: the hub knows every subscriber's ClientInfo.
-        let present = self.hub.presence(channel.key());
+        let present = self.broker.presence(channel.key());
         let msg = if stats {
             let users: std::collections::HashSet<&str> =
                 present.iter().map(|i| i.user.as_str()).collect();
@@ -417,20 +352,20 @@ impl Session {
         if kind.history.is_none() {
             return Err(ErrorCode::NotAvailable.into());
         }
-        let r = Request::History {
-            key: channel.key().clone(),
-            policy: kind.history,
-            outbox: self.outbox.clone(),
-            id,
-            limit: req.limit,
-            since: req.since.map(|s| Position {
-                offset: s.offset,
-                epoch: s.epoch,
-            }),
-            reverse: req.reverse,
-        };
-        self.persist
-            .submit(r)
+        let since = req.since.map(|s| Position {
+            offset: s.offset,
+            epoch: s.epoch,
+        });
+        self.broker
+            .history(
+                channel.key(),
+                &kind,
+                self.outbox.clone(),
+                id,
+                req.limit,
+                since,
+                req.reverse,
+            )
             .map_err(|_| ErrorCode::TooManyRequests.into())
     }
 
@@ -477,23 +412,7 @@ impl Session {
             return;
         };
         let Some(info) = &self.info else { return };
-        let was = self.hub.leave(key, self.id, sub.kind.join_leave);
-        if sub.kind.is_sequenced() && !was {
-            // Its subscribe may still be queued at the storage thread, which would add it:
-            // the storage thread removes it after that (and sends the leave then).
-            self.persist.submit_always(Request::Unsubscribe {
-                key: key.clone(),
-                kind: sub.kind,
-                client: self.id,
-                info: info.clone(),
-            });
-        } else if sub.presence_written {
-            self.persist.submit_always(Request::PresenceWrite {
-                key: key.clone(),
-                client: info.client.clone(),
-                info: None,
-            });
-        }
+        self.broker.leave(key, sub.kind, self.id, info, sub.joined);
     }
 
     fn send(&self, msg: Bytes) {

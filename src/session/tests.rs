@@ -1,6 +1,7 @@
 //! Session unit tests over a real store in a temp dir.
 use super::*;
 use crate::config::Config;
+use crate::hub::Hub;
 use crate::persist::TestPersist;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 /// A hub, a real store in a temp dir, and its storage threads.
 struct World {
     hub: Arc<Hub>,
+    broker: crate::broker::Broker,
     store: TestPersist,
     streams: Arc<crate::streams::Streams>,
 }
@@ -20,15 +22,17 @@ impl World {
     fn with(config: Config) -> World {
         let hub = Arc::new(Hub::new(1));
         let store = TestPersist::start(hub.clone(), &config);
+        let broker =
+            crate::broker::Broker::new(hub.clone(), store.persist.clone(), store.settings.max_read);
         let streams = crate::streams::Streams::new(
-            hub.clone(),
-            store.persist.clone(),
+            broker.clone(),
             Default::default(),
             &[],
             tokio_util::sync::CancellationToken::new(),
         );
         World {
             hub,
+            broker,
             store,
             streams,
         }
@@ -44,9 +48,8 @@ impl World {
         let s = Session::new(
             id,
             outbox.clone(),
-            self.hub.clone(),
+            self.broker.clone(),
             self.store.settings.clone(),
-            self.store.persist.clone(),
             self.streams.clone(),
             upgraded_as,
         );

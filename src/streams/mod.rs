@@ -2,8 +2,9 @@
 //! channels that run while someone watches, with Grafana's three moments: authorize a
 //! subscribe (and give its initial data), run the producer, authorize or handle a publish.
 //!
-//! A producer publishes through `Sender`, the same path as client publishes: straight to the
-//! hub, or through the storage thread when the channel keeps history, so recovery applies.
+//! A producer publishes through `Sender`, the same path as client publishes (the broker):
+//! straight to the hub, or sequenced with history when the channel keeps it, so recovery
+//! applies.
 
 pub mod exec;
 pub mod lifecycle;
@@ -15,13 +16,13 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::Broker;
 use crate::channel::{Channel, Scope};
-use crate::hub::Hub;
 use crate::json::CompactJson;
-use crate::persist::{Ack, Persist, Request};
-use crate::protocol::reply::{self, Publication};
+use crate::persist::Ack;
+use crate::protocol::reply;
 use crate::protocol::ErrorCode;
-use crate::routing::HistoryPolicy;
+use crate::routing::ChannelKind;
 use lifecycle::{Lifecycle, Run, Timings};
 
 /// A handler for one namespace (`plugin/testdata`, a configured exec handler, …).
@@ -42,9 +43,8 @@ pub trait StreamHandler: Send + Sync {
 #[derive(Clone)]
 pub struct Sender {
     key: Arc<str>,
-    hub: Arc<Hub>,
-    persist: Persist,
-    history: Option<HistoryPolicy>,
+    broker: Broker,
+    kind: ChannelKind,
 }
 
 impl Sender {
@@ -57,31 +57,9 @@ impl Sender {
     /// is an error the producer sees (a failing producer is restarted with backoff).
     pub fn send(&self, json: String) -> Result<(), String> {
         let data = CompactJson::from_string(json).map_err(|e| format!("not JSON: {e}"))?;
-        match self.history {
-            None => {
-                self.hub.broadcast(&self.key, |name| {
-                    reply::publication(
-                        name,
-                        Publication {
-                            data: &data,
-                            info: None,
-                            offset: 0,
-                        },
-                    )
-                });
-                Ok(())
-            }
-            Some(policy) => self
-                .persist
-                .submit(Request::Publish {
-                    key: self.key.clone(),
-                    policy: Some(policy),
-                    data,
-                    info: None,
-                    ack: Ack::Discard,
-                })
-                .map_err(|_| "storage queue full".to_owned()),
-        }
+        self.broker
+            .publish(&self.key, &self.kind, data, None, Ack::Discard)
+            .map_err(|_| "storage queue full".to_owned())
     }
 }
 
@@ -89,8 +67,7 @@ impl Sender {
 pub struct Streams {
     handlers: HashMap<String, Arc<dyn StreamHandler>>,
     pub lifecycle: Arc<Lifecycle>,
-    hub: Arc<Hub>,
-    persist: Persist,
+    broker: Broker,
 }
 
 /// The built-in handlers by `scope/namespace`.
@@ -127,20 +104,18 @@ pub fn namespaces(exec: &[exec::Spec]) -> Vec<String> {
 
 impl Streams {
     pub fn new(
-        hub: Arc<Hub>,
-        persist: Persist,
+        broker: Broker,
         timings: Timings,
         exec: &[exec::Spec],
         shutdown: CancellationToken,
     ) -> Arc<Streams> {
         let handlers = handlers(exec);
-        let counted = hub.clone();
+        let counted = broker.hub().clone();
         let watchers: lifecycle::Watchers = Arc::new(move |key| counted.num_subscribers(key));
         Arc::new(Streams {
             handlers,
             lifecycle: Lifecycle::new(timings, shutdown, watchers),
-            hub,
-            persist,
+            broker,
         })
     }
 
@@ -156,24 +131,18 @@ impl Streams {
     /// the storage thread): runs the channel's producer unless it runs already. When the
     /// producer ends on its own, its subscribers get an unsubscribe push with a code that makes
     /// clients resubscribe.
-    pub fn watch(
-        &self,
-        channel: &Channel,
-        handler: Arc<dyn StreamHandler>,
-        history: Option<HistoryPolicy>,
-    ) {
+    pub fn watch(&self, channel: &Channel, handler: Arc<dyn StreamHandler>, kind: ChannelKind) {
         let key = channel.key();
         self.lifecycle.ensure(key, || {
             let path: Arc<str> = Arc::from(channel.path());
             let sender = Sender {
                 key: key.clone(),
-                hub: self.hub.clone(),
-                persist: self.persist.clone(),
-                history,
+                broker: self.broker.clone(),
+                kind,
             };
             let start: lifecycle::Start =
                 Arc::new(move |cancel| handler.run(&path, sender.clone(), cancel));
-            let (hub, ended) = (self.hub.clone(), key.clone());
+            let (hub, ended) = (self.broker.hub().clone(), key.clone());
             let on_end: lifecycle::OnEnd = Box::new(move || {
                 hub.end_channel(&ended, |name| {
                     reply::unsubscribe(name, STREAM_ENDED, "stream ended")

@@ -70,6 +70,8 @@ impl Sequencer {
                         .filter_map(|(o, p)| stored(o, p))
                         .collect::<Vec<_>>();
                     if recovered.len() as u64 == missed {
+                        let n = &self.hub.stats.recovered_from_disk;
+                        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         res.recovered = true;
                         res.offset = pos.offset;
                         res.publications = &recovered;

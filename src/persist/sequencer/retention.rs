@@ -59,8 +59,20 @@ impl Sequencer {
             let Some(ch) = self.channels.get_mut(&key) else {
                 continue;
             };
-            if now.saturating_sub(ch.meta.last_ms) > idle_ms && self.hub.num_subscribers(&key) == 0
-            {
+            // Forgotten only when idle, nobody watches and nothing of it is on its way here:
+            // its head goes with it, so what comes next is sequenced here again.
+            let top = ch.meta.top;
+            let forget = now.saturating_sub(ch.meta.last_ms) > idle_ms
+                && self.hub.with(&key, |c| {
+                    let unused = c.num_subscribers() == 0
+                        && c.in_flight() == 0
+                        && c.head().is_none_or(|h| h.top == top);
+                    if unused {
+                        c.detach();
+                    }
+                    unused
+                });
+            if forget {
                 match self.store.drop_channel(&key, ch.meta.id) {
                     Ok(()) => {
                         self.channels.remove(&key);

@@ -1,0 +1,313 @@
+//! The broker, in Centrifuge's sense: the one place that decides where a publication goes,
+//! how a subscribe is positioned and recovered, and where history and presence come from.
+//! Sessions, `POST /api/live/publish` and stream producers all call it; none of them knows
+//! whether a channel is sequenced in memory or on the storage thread.
+//!
+//! - A channel without history or managed stream: broadcast by the hub at once, acknowledged
+//!   at once; presence and join/leave from the hub's memory.
+//! - A history channel whose head is in memory (see `head.rs`) and has no request queued at the
+//!   storage thread: the publication gets the next reserved offset, is kept among the recent
+//!   ones and broadcast, all under the channel's shard lock; its write is queued for the storage
+//!   thread, which acknowledges it once durable. A subscribe is answered from the head,
+//!   recovering from memory when the recent publications cover the position.
+//! - Otherwise (a channel not loaded yet, a reservation used up, recovery deeper than memory,
+//!   a managed stream's last frame): the request goes to the storage thread, counted in the
+//!   channel's in-flight requests, so nothing is sequenced in memory until it is settled there.
+//!
+//! Either way one order holds per channel: queue order at the storage thread follows the shard
+//! lock, so a read there sees every write sequenced before it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::head::{Head, Position, Recovery, Sequenced};
+use crate::hub::{ClientId, Hub, Subscriber};
+use crate::json::CompactJson;
+use crate::outbox::Outbox;
+use crate::persist::{info_json, Ack, Busy, Persist, Request};
+use crate::protocol::reply::{self, ClientInfo, Publication, StoredPublication, SubscribeAnswer};
+use crate::routing::ChannelKind;
+
+/// Cheap-clone handle: the hub, the storage threads and what the broker reads of the settings.
+#[derive(Clone)]
+pub struct Broker {
+    hub: Arc<Hub>,
+    persist: Persist,
+    /// Most publications one recovery returns (`[storage] max_read`).
+    max_read: usize,
+}
+
+/// How a subscribe went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// Answered here; `presence_written`: its presence entry was queued for sled, so leaving
+    /// queues the removal.
+    Here { presence_written: bool },
+    /// Queued at the storage thread, which answers it and writes its presence.
+    Queued,
+}
+
+impl Broker {
+    pub fn new(hub: Arc<Hub>, persist: Persist, max_read: usize) -> Broker {
+        Broker {
+            hub,
+            persist,
+            max_read,
+        }
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Publishes on a routed channel; `ack` is completed once the publication is durable (at
+    /// once where nothing is stored). `Err` when the storage queue is full: nothing happened.
+    pub fn publish(
+        &self,
+        key: &Arc<str>,
+        kind: &ChannelKind,
+        data: CompactJson<'_>,
+        info: Option<Arc<ClientInfo>>,
+        ack: Ack,
+    ) -> Result<(), Busy> {
+        if !kind.is_sequenced() {
+            self.hub.broadcast(key, |name| {
+                reply::publication(
+                    name,
+                    Publication {
+                        data: &data,
+                        info: info.as_deref(),
+                        offset: 0,
+                    },
+                )
+            });
+            ack.complete(Ok(0));
+            return Ok(());
+        }
+        let data = data.into_owned();
+        self.hub.with(key, |ch| {
+            let next = match (ch.in_flight(), kind.managed) {
+                (0, false) => ch.head().and_then(Head::next_offset),
+                _ => None,
+            };
+            let Some(offset) = next else {
+                ch.begin();
+                let queued = self.persist.submit(Request::Publish {
+                    key: key.clone(),
+                    policy: kind.history,
+                    data,
+                    info,
+                    ack,
+                });
+                if queued.is_err() {
+                    ch.settle();
+                }
+                return queued;
+            };
+            let p = Arc::new(Sequenced {
+                offset,
+                data,
+                info,
+                at: Instant::now(),
+            });
+            // Queued first: a full queue refuses the publication before it has an offset.
+            self.persist.submit(Request::Append {
+                key: key.clone(),
+                publication: p.clone(),
+                ack,
+            })?;
+            ch.broadcast(|name| {
+                reply::publication(
+                    name,
+                    Publication {
+                        data: &p.data,
+                        info: p.info.as_deref(),
+                        offset,
+                    },
+                )
+            });
+            ch.head_mut().expect("it gave the offset").record(p);
+            let n = &self.hub.stats.sequenced_in_memory;
+            n.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    /// Subscribes `sub`, answering with `answer` (a reply, or a push for a server-side
+    /// subscription) before any publication that follows it. `initial` is a stream handler's
+    /// subscribe data. `Err` when the storage queue is full: nothing happened.
+    pub fn subscribe(
+        &self,
+        key: &Arc<str>,
+        kind: ChannelKind,
+        sub: Subscriber,
+        answer: SubscribeAnswer,
+        recover: Option<Position>,
+        initial: Option<String>,
+    ) -> Result<Joined, Busy> {
+        let initial = initial.and_then(|s| CompactJson::from_string(s).ok());
+        let joined = self.hub.with(key, |ch| {
+            let ready = if !kind.is_sequenced() {
+                Some(answer.result(&reply::SubscribeResult {
+                    data: initial.as_ref(),
+                    ..Default::default()
+                }))
+            } else if ch.in_flight() == 0 && !kind.managed {
+                ch.head()
+                    .and_then(|h| self.answer_from(h, &answer, recover.as_ref(), &initial))
+            } else {
+                None
+            };
+            let Some(msg) = ready else {
+                ch.begin();
+                let queued = self.persist.submit(Request::Subscribe {
+                    key: key.clone(),
+                    kind,
+                    sub,
+                    answer,
+                    recover,
+                    initial,
+                });
+                if queued.is_err() {
+                    ch.settle();
+                }
+                return queued.map(|()| None);
+            };
+            let outbox = sub.outbox.clone();
+            let info = sub.info.clone();
+            let added = ch.join(sub, kind.join_leave, || {
+                let _ = outbox.push(msg);
+            });
+            Ok(Some(added.then_some(info)))
+        })?;
+        let Some(added) = joined else {
+            // The storage thread answers it and writes its presence.
+            return Ok(Joined::Queued);
+        };
+        let presence_written = match added {
+            // After the reply is queued: sled's copy is behind the hot path.
+            Some(info) if kind.presence => self.write_presence(key, &info.client, Some(&info)),
+            _ => false,
+        };
+        Ok(Joined::Here { presence_written })
+    }
+
+    /// Leaves a channel (and tells its remaining subscribers, where it has join/leave).
+    /// `joined` is how the subscribe went. Never refused: a session that ends calls it.
+    pub fn leave(
+        &self,
+        key: &Arc<str>,
+        kind: ChannelKind,
+        client: ClientId,
+        info: &Arc<ClientInfo>,
+        joined: Joined,
+    ) {
+        let was = self.hub.leave(key, client, kind.join_leave);
+        let presence_written = match joined {
+            // Its subscribe may still be queued at the storage thread, which would add it:
+            // the storage thread removes it after that (and sends the leave then).
+            Joined::Queued if !was => {
+                self.persist.submit_always(Request::Unsubscribe {
+                    key: key.clone(),
+                    kind,
+                    client,
+                    info: info.clone(),
+                });
+                return;
+            }
+            Joined::Queued => kind.presence,
+            Joined::Here { presence_written } => presence_written,
+        };
+        if presence_written {
+            self.persist.submit_always(Request::PresenceWrite {
+                key: key.clone(),
+                client: info.client.clone(),
+                info: None,
+            });
+        }
+    }
+
+    /// Queues a presence entry for sled (`None` removes it); false when the queue is full.
+    fn write_presence(&self, key: &Arc<str>, client: &str, info: Option<&ClientInfo>) -> bool {
+        self.persist
+            .submit(Request::PresenceWrite {
+                key: key.clone(),
+                client: client.to_owned(),
+                info: info.map(info_json),
+            })
+            .is_ok()
+    }
+
+    /// The history command: read on the storage thread (after every write queued before it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn history(
+        &self,
+        key: &Arc<str>,
+        kind: &ChannelKind,
+        outbox: Arc<Outbox>,
+        id: u32,
+        limit: i32,
+        since: Option<Position>,
+        reverse: bool,
+    ) -> Result<(), Busy> {
+        self.persist.submit(Request::History {
+            key: key.clone(),
+            policy: kind.history,
+            outbox,
+            id,
+            limit,
+            since,
+            reverse,
+        })
+    }
+
+    /// Who is subscribed to a channel, from the hub's memory.
+    pub fn presence(&self, key: &str) -> Vec<Arc<ClientInfo>> {
+        self.hub.presence(key)
+    }
+
+    /// The subscribe reply from a head, or `None` when only the disk can answer.
+    fn answer_from(
+        &self,
+        head: &Head,
+        answer: &SubscribeAnswer,
+        recover: Option<&Position>,
+        initial: &Option<CompactJson<'static>>,
+    ) -> Option<Bytes> {
+        let mut res = reply::SubscribeResult {
+            recoverable: true,
+            positioned: true,
+            epoch: &head.epoch,
+            offset: head.top,
+            data: initial.as_ref(),
+            ..Default::default()
+        };
+        let publications: Vec<StoredPublication>;
+        if let Some(pos) = recover {
+            res.was_recovering = true;
+            match head.recover(pos, self.max_read, Instant::now()) {
+                Recovery::Cold => return None,
+                Recovery::Unrecoverable => {}
+                Recovery::Recovered(missed) => {
+                    publications = missed
+                        .iter()
+                        .map(|p| StoredPublication {
+                            data: p.data.clone(),
+                            info: p.info.as_deref().cloned(),
+                            offset: p.offset,
+                        })
+                        .collect();
+                    res.recovered = true;
+                    res.offset = pos.offset;
+                    res.publications = &publications;
+                    let n = &self.hub.stats.recovered_from_memory;
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Some(answer.result(&res))
+    }
+}
