@@ -214,6 +214,68 @@ async fn a_reconnecting_subscriber_recovers_exactly_what_it_missed() {
     assert_eq!(r["offset"], 10);
 }
 
+/// The value of `edgelive_recoveries_total{from="…"}`.
+fn recoveries(d: &Daemon, from: &str) -> u64 {
+    let m = http(d.addr, "GET", "/metrics", &[], b"").1;
+    let series = format!("edgelive_recoveries_total{{from=\"{from}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {m}"))
+}
+
+/// Recovery from the channel's recent publications in memory, from disk when memory does not
+/// reach back far enough, and from disk after a restart (memory starts empty), all exact.
+#[tokio::test]
+async fn recovery_is_served_from_memory_and_from_disk_across_a_restart() {
+    let d = Daemon::start(&[]);
+    let (mut p, _) = Peer::connected(&d.ws_url()).await;
+    for n in 1..=6 {
+        publish(&mut p, 100 + n, CH, n).await;
+    }
+    let h = call(&mut p, 2, "history", json!({"channel": CH, "limit": 0})).await;
+    let epoch = h["history"]["epoch"].as_str().unwrap().to_owned();
+    let recover =
+        |offset: u64| json!({"channel": CH, "recover": true, "offset": offset, "epoch": epoch});
+    let recovered = |r: &Value, id| {
+        let r = subscribed_with_history(r, id);
+        assert_eq!(r["recovered"], true, "{r}");
+        ns(&r["publications"])
+    };
+    // The first publication created the channel on the storage thread, which then gave it its
+    // head; the head sequenced the others and keeps them.
+    let (mut s, _) = Peer::connected(&d.ws_url()).await;
+    let r = call(&mut s, 3, "subscribe", recover(3)).await;
+    assert_eq!(recovered(&r, 3), [4, 5, 6]);
+    assert_eq!((recoveries(&d, "memory"), recoveries(&d, "disk")), (1, 0));
+    // Older than memory reaches: the disk answers, as exactly.
+    let (mut s2, _) = Peer::connected(&d.ws_url()).await;
+    let r = call(&mut s2, 3, "subscribe", recover(0)).await;
+    assert_eq!(recovered(&r, 3), [1, 2, 3, 4, 5, 6]);
+    assert_eq!((recoveries(&d, "memory"), recoveries(&d, "disk")), (1, 1));
+    drop((p, s, s2));
+
+    let d = d.restart(false);
+    let (mut s, _) = Peer::connected(&d.ws_url()).await;
+    let r = call(&mut s, 3, "subscribe", recover(2)).await;
+    assert_eq!(recovered(&r, 3), [3, 4, 5, 6]);
+    assert_eq!((recoveries(&d, "memory"), recoveries(&d, "disk")), (0, 1));
+    // Live publications go on right after it, and memory serves the next recovery again.
+    let (mut p, _) = Peer::connected(&d.ws_url()).await;
+    publish(&mut p, 4, CH, 7).await;
+    let live = loop {
+        let m = s.recv_non_ping().await;
+        if let Some(o) = m["push"]["pub"]["offset"].as_u64() {
+            break o;
+        }
+    };
+    assert_eq!(live, 7);
+    let (mut s2, _) = Peer::connected(&d.ws_url()).await;
+    let r = call(&mut s2, 3, "subscribe", recover(6)).await;
+    assert_eq!(recovered(&r, 3), [7]);
+    assert_eq!((recoveries(&d, "memory"), recoveries(&d, "disk")), (1, 1));
+}
+
 #[tokio::test]
 async fn publications_trimmed_by_size_cannot_be_recovered() {
     let d = Daemon::start_with_config(

@@ -7,6 +7,9 @@
 //! random number of acknowledgements the daemon is SIGKILLed and the cache dropped at once; then
 //! the filesystem is remounted on what reached its backing dir and the daemon restarted on it.
 //!
+//! The same filesystem can hold every `fsync` (a slow disk), which shows what waits for
+//! durability and what does not.
+//!
 //! `POWERCUT_CUTS=N` runs N cuts per case (a soak by hand), `POWERCUT_SEED=S` replays a run.
 mod common;
 
@@ -107,6 +110,17 @@ impl CutFs {
         let l = self.line();
         assert!(l.starts_with("cut "), "cutfs answered {l:?}");
         l
+    }
+
+    /// Holds every `fsync` (a slow disk) until `release`.
+    fn hold(&mut self) {
+        signal(self.child.id(), libc::SIGUSR2);
+        assert_eq!(self.line(), "held");
+    }
+
+    fn release(&mut self) {
+        signal(self.child.id(), libc::SIGUSR2);
+        assert_eq!(self.line(), "released");
     }
 
     /// Unmounts and waits (bounded) for cutfs to exit.
@@ -376,4 +390,103 @@ async fn crash_durability_loses_nothing_acknowledged_on_sigkill() {
     // Not promised for "crash": only shown, for the record.
     let under_cut = rounds("crash", true, 2).await;
     println!("durability = \"crash\" under power cuts (not asserted): {under_cut:?}");
+}
+
+/// Sends a publish and returns without waiting for its reply.
+async fn send_publish(p: &mut Peer, id: u64, ch: &str, n: u64) {
+    let cmd = json!({"id": id, "publish": {"channel": ch, "data": {"n": n}}});
+    p.send(&cmd.to_string()).await;
+}
+
+/// The next reply (a message with an id).
+async fn next_reply(p: &mut Peer) -> Value {
+    loop {
+        let m = p.recv_non_ping().await;
+        if m.get("id").is_some() {
+            return m;
+        }
+    }
+}
+
+/// The next publication push: its channel and publication.
+async fn next_pub(p: &mut Peer) -> (String, Value) {
+    loop {
+        let m = p.recv_non_ping().await;
+        if let Some(publication) = m["push"].get("pub") {
+            let ch = m["push"]["channel"].as_str().unwrap().to_owned();
+            return (ch, publication.clone());
+        }
+    }
+}
+
+/// Acknowledgement by channel kind, with the disk's syncs held: a publication on a channel
+/// with history is broadcast at once and acknowledged only once it is durable (`batched`); one
+/// on a channel without history is acknowledged at once and does not queue behind it; with
+/// `durability = "none"` nothing waits for the disk. Order, not time, is what is checked.
+#[tokio::test]
+async fn only_what_is_stored_waits_for_the_disk_and_fan_out_never_does() {
+    const KEPT: &str = "grafana/broadcast/kept";
+    const QUIET: &str = "grafana/broadcast/quiet/x";
+    let config = "[[history]]\npattern = \"grafana/broadcast/quiet/*\"\nsize = 0\nttl = \"1h\"\n\
+                  [[history]]\npattern = \"grafana/broadcast/*\"\nsize = 100\nttl = \"1h\"\n";
+    for durability in ["batched", "none"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let backing = tmp.path().join("disk");
+        std::fs::create_dir_all(&backing).unwrap();
+        let mut fs = CutFs::mount(&backing, &tmp.path().join("mnt"));
+        let env = [("EDGELIVE_STORAGE_DURABILITY", durability)];
+        let d = Daemon::start_with_config_in(&tmp.path().join("mnt/data"), config, &env);
+        let (mut p, _) = Peer::connected(&d.ws_url()).await;
+        let (mut s, _) = Peer::connected(&d.ws_url()).await;
+        for (id, ch) in [(2, KEPT), (3, QUIET)] {
+            let r = call(&mut s, id, "subscribe", json!({"channel": ch})).await;
+            assert!(r.get("error").is_none(), "{r}");
+        }
+        // The first publication creates the channel (its reservation is synced).
+        send_publish(&mut p, 10, KEPT, 1).await;
+        assert_eq!(next_reply(&mut p).await, json!({"id": 10, "publish": {}}));
+        assert_eq!(next_pub(&mut s).await.1["offset"], 1);
+
+        fs.hold();
+        send_publish(&mut p, 11, KEPT, 2).await;
+        send_publish(&mut p, 12, QUIET, 3).await;
+        // Both reach the subscriber while the disk is held: fan-out does not wait for it.
+        let (ch, kept) = next_pub(&mut s).await;
+        assert_eq!((ch.as_str(), kept["offset"].clone()), (KEPT, json!(2)));
+        let (ch, quiet) = next_pub(&mut s).await;
+        assert_eq!((ch.as_str(), quiet["data"]["n"].clone()), (QUIET, json!(3)));
+        let first = next_reply(&mut p).await;
+        let second = match durability {
+            // Stored and not yet durable: its acknowledgement waits; the other does not.
+            "batched" => {
+                assert_eq!(first, json!({"id": 12, "publish": {}}), "{durability}");
+                fs.release();
+                next_reply(&mut p).await
+            }
+            // Nothing waits for the disk: in order, while it is still held.
+            _ => {
+                assert_eq!(first, json!({"id": 11, "publish": {}}), "{durability}");
+                let second = next_reply(&mut p).await;
+                fs.release();
+                second
+            }
+        };
+        let expected = if durability == "batched" { 11 } else { 12 };
+        assert_eq!(
+            second,
+            json!({"id": expected, "publish": {}}),
+            "{durability}"
+        );
+        let h = call(&mut p, 20, "history", json!({"channel": KEPT, "limit": -1})).await;
+        let stored: Vec<u64> = h["history"]["publications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["data"]["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(stored, [1, 2], "{durability}: {h}");
+        drop((p, s));
+        drop(d);
+        fs.unmount();
+    }
 }

@@ -1,8 +1,9 @@
-//! The storage thread: sequences every stateful channel (see the module above) and runs
-//! retention.
+//! The storage thread: writes and, where no head does, sequences every history channel and
+//! managed stream (see the module above), and runs retention.
 //!
 //! Offsets are reserved durably in blocks: before an offset beyond the reservation is handed
-//! out, the extended reservation is written and flushed. A clean stop records every channel's
+//! out, here or by a head, the extended reservation is written and synced (a head's is
+//! extended once half of it is used, so it rarely runs out). A clean stop records every channel's
 //! exact top; after a crash a channel resumes above its reservation, so an offset that a
 //! subscriber may have received is never reused for different content, and a client positioned
 //! among lost publications is told `recovered: false` instead of being handed a silent gap.
@@ -539,7 +540,14 @@ impl Sequencer {
                 self.reserve_ahead(key);
                 self.acknowledge(ack, p.offset);
             }
-            Err(code) => ack.complete(Err(code)),
+            Err(code) => {
+                // Subscribers already have it: its offset is spent, as after a crash, so the
+                // next publication gets the one after (a reader finds a hole, never a reuse).
+                if let Some(ch) = self.channels.get_mut(key) {
+                    ch.meta.top = ch.meta.top.max(p.offset);
+                }
+                ack.complete(Err(code))
+            }
         }
     }
 

@@ -6,7 +6,7 @@
 //! left to the kernel: without a lock op and without the lock capabilities, FUSE locks locally.
 
 use std::ffi::OsStr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -23,6 +23,32 @@ const TTL: Duration = Duration::ZERO;
 /// The filesystem: a volume shared with the thread that waits for the cut command.
 pub struct CutFs {
     pub volume: Arc<Mutex<Volume>>,
+    pub hold: Arc<Hold>,
+}
+
+/// While held, every `fsync` waits (a disk that takes its time): what waits for durability
+/// visibly waits, what does not goes on.
+#[derive(Default)]
+pub struct Hold {
+    held: Mutex<bool>,
+    released: Condvar,
+}
+
+impl Hold {
+    /// Toggles the hold; true when syncs are held now.
+    pub fn toggle(&self) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        *held = !*held;
+        self.released.notify_all();
+        *held
+    }
+
+    fn wait(&self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        while *held {
+            held = self.released.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 impl CutFs {
@@ -259,6 +285,7 @@ impl Filesystem for CutFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.hold.wait();
         empty(reply, self.vol().sync(ino.0))
     }
 
@@ -303,6 +330,7 @@ impl Filesystem for CutFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.hold.wait();
         empty(reply, self.vol().sync_dir(ino.0))
     }
 

@@ -4,6 +4,8 @@
 //! Control, by signal (simple, and usable from any test without a protocol):
 //! - `SIGUSR1`: the power cut. Everything unsynced is dropped, every later request fails with
 //!   `EIO`, and `cut dirty_pages=N never_synced=[paths]` is printed on stdout.
+//! - `SIGUSR2`: holds every `fsync` until the next `SIGUSR2` (a slow disk); prints `held` or
+//!   `released`.
 //! - `SIGTERM`/`SIGINT`: unmount and exit (what was never synced is not written back: the
 //!   backing dir only ever holds synced data).
 //!
@@ -37,7 +39,13 @@ fn control_signals() -> libc::sigset_t {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for s in [libc::SIGUSR1, libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        for s in [
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+        ] {
             libc::sigaddset(&mut set, s);
         }
         set
@@ -58,11 +66,13 @@ fn run() -> Result<(), CutfsError> {
     }
     let volume = volume::Volume::load(backing).map_err(|e| CutfsError::Load(backing.clone(), e))?;
     let volume = Arc::new(Mutex::new(volume));
+    let hold = Arc::new(fs::Hold::default());
     let mut config = Config::default();
     config.mount_options = vec![MountOption::FSName("cutfs".into()), MountOption::RW];
     let session = fuser::spawn_mount(
         fs::CutFs {
             volume: volume.clone(),
+            hold: hold.clone(),
         },
         mountpoint,
         &config,
@@ -90,6 +100,10 @@ fn run() -> Result<(), CutfsError> {
                 d.dirty_pages,
                 names.join(",")
             );
+            let _ = out.flush();
+        } else if sig == libc::SIGUSR2 {
+            let now = if hold.toggle() { "held" } else { "released" };
+            let _ = writeln!(out, "{now}");
             let _ = out.flush();
         } else {
             break;
