@@ -1,14 +1,17 @@
-//! The storage subsystem of the daemon: one sequencer thread that owns every stateful channel
-//! (history or presence), and one flusher thread for group commit. No sled call ever runs on an
+//! The storage subsystem of the daemon: one sequencer thread that writes every history channel
+//! and managed stream, and one flusher thread for group commit. No sled call ever runs on an
 //! async worker.
 //!
-//! The sequencer takes requests in order. For a publication it assigns the next offset, stores
-//! it, and broadcasts it at once (fan-out never waits for the disk); the publisher's
-//! acknowledgement goes to the flusher, which sends it after the flush that covers the write
-//! (`durability = "batched"`), or is sent at once (`"none"`). A subscribe is handled on the same
-//! thread: reading the missed publications, adding the subscriber to the hub and queuing the
-//! reply happen with no publication of that channel in between, so recovered and live
-//! publications are gap-free and duplicate-free and the reply comes first.
+//! The sequencer takes requests in order (see `broker.rs` for which come here). It stores what
+//! a channel's head sequenced in memory (`Append`), keeping the head's offset reservation ahead
+//! of it; and it sequences what a head cannot: it assigns the next offset, stores the
+//! publication and broadcasts it at once (fan-out never waits for the disk). Either way the
+//! publisher's acknowledgement goes to the flusher, which sends it after the flush that covers
+//! the write (`durability = "batched"`), or is sent at once (`"none"`). A subscribe that comes
+//! here is handled on the same thread: reading the missed publications, adding the subscriber
+//! to the hub and queuing the reply happen with no publication of that channel in between, so
+//! recovered and live publications are gap-free and duplicate-free and the reply comes first.
+//! Settling it gives the channel its head, so what follows is sequenced in memory again.
 
 mod flusher;
 mod sequencer;
