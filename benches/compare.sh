@@ -8,6 +8,9 @@
 #   benches/compare.sh                 # RUNS=3, about 10 minutes on 2 cores
 #   RUNS=1 benches/compare.sh          # a quick look
 #   RESULTS=out.jsonl benches/compare.sh   # keep the raw per-run JSON
+#
+# Every server runs pinned to CPU 0 and the generator to CPU 1 (SERVER_CPU, GEN_CPU), so
+# neither takes the other's core and runs are steadier; PIN=0 turns pinning off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -39,6 +42,12 @@ systemctl stop mosquitto nginx 2>/dev/null || true
 cargo build --release --locked -q -p edgelive -p edgelive-loadgen
 loadgen=target/release/loadgen
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true  # 1,000 subscribers need more than 1,024 descriptors
+
+pin_server=() pin_gen=()
+if [ "${PIN:-1}" != 0 ] && [ "$(nproc)" -ge 2 ]; then
+  pin_server=(taskset -c "${SERVER_CPU:-0}")
+  pin_gen=(taskset -c "${GEN_CPU:-1}")
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -76,7 +85,7 @@ pattern = "stream/*"
 size = $size
 ttl = "1h"
 TOML
-  target/release/edgelive --config "$dir/edgelive.toml" >"$dir/log" 2>&1 &
+  "${pin_server[@]}" target/release/edgelive --config "$dir/edgelive.toml" >"$dir/log" 2>&1 &
   server_pids+=($!)
   PIDS=$!
   wait_port "$PORT"
@@ -110,7 +119,7 @@ http {
   }
 }
 CONF
-  nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' >"$dir/out.log" 2>&1 &
+  "${pin_server[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' >"$dir/out.log" 2>&1 &
   local master=$!
   server_pids+=("$master")
   wait_port "$PORT"
@@ -132,7 +141,7 @@ socket_domain ipv4
 allow_anonymous true
 persistence false
 CONF
-  mosquitto -c "$dir/mosquitto.conf" >"$dir/log" 2>&1 &
+  "${pin_server[@]}" mosquitto -c "$dir/mosquitto.conf" >"$dir/log" 2>&1 &
   server_pids+=($!)
   PIDS=$!
   wait_port "$PORT"
@@ -152,7 +161,7 @@ run() {
   local target=$1 variant=$2 scenario=$3
   shift 3
   local out
-  if out=$(timeout 120 "$loadgen" --target "$target" --addr "127.0.0.1:$PORT" --pids "$PIDS" "$scenario" "$@"); then
+  if out=$(timeout 120 "${pin_gen[@]}" "$loadgen" --target "$target" --addr "127.0.0.1:$PORT" --pids "$PIDS" "$scenario" "$@"); then
     echo "{\"target\":\"$target\",\"variant\":\"$variant\",\"scenario\":\"$scenario\",\"result\":$out}" >> "$results"
   else
     echo "{\"target\":\"$target\",\"variant\":\"$variant\",\"scenario\":\"$scenario\",\"result\":null}" >> "$results"

@@ -14,12 +14,16 @@ ROWS = [
      lambda r: r["points"][1]["kib_per_connection"]),
     ("RSS per idle connection, 1,000 subscribers (KiB)", "idle", "off",
      lambda r: r["points"][-1]["kib_per_connection"]),
+    ("RSS above idle 10 s after 1,000 connections closed (KiB)", "idle", "off",
+     lambda r: r["above_idle_after_close_kib"]),
     ("Fan-out 1→100, 1,000 msg/s (100k deliveries/s): server CPU per delivery (µs)", "fanout",
      "off", lambda r: r["server_us_per_delivery"]),
     ("… p50 latency (µs)", "fanout", "off", lambda r: r["p50_us"]),
     ("… p99 latency (µs)", "fanout", "off", lambda r: r["p99_us"]),
     ("… share delivered", "fanout", "off", lambda r: r["delivered_share"]),
     ("… generator CPU (cores)", "fanout", "off", lambda r: r["generator_cores"]),
+    ("… publish reply p50 while fanning out (µs)", "fanout", "off", lambda r: r["ack_p50_us"]),
+    ("… publish reply p99 while fanning out (µs)", "fanout", "off", lambda r: r["ack_p99_us"]),
     ("Fan-out capacity: highest msg/s with every message delivered (√2 steps)", "capacity", "off",
      lambda r: r["best"]["rate"] if r["best"] else 0),
     ("… deliveries/s at that rate", "capacity", "off",
@@ -40,7 +44,12 @@ ROWS = [
     ("… server CPU per point (µs)", "ingest", "off", lambda r: r["server_us_per_point"]),
     ("History on: fan-out 1→100 at 1,000 msg/s, server CPU per delivery (µs)", "fanout", "on",
      lambda r: r["server_us_per_delivery"]),
+    ("… p50 latency (µs)", "fanout", "on", lambda r: r["p50_us"]),
     ("… p99 latency (µs)", "fanout", "on", lambda r: r["p99_us"]),
+    ("… publish reply p50 while fanning out, batched durability (µs)", "fanout", "on",
+     lambda r: r["ack_p50_us"]),
+    ("… publish reply p99 while fanning out, batched durability (µs)", "fanout", "on",
+     lambda r: r["ack_p99_us"]),
     ("History on: ingest points/s", "ingest", "on", lambda r: r["points_per_s"]),
     ("History memory (100 channels × 1,000 × 200 B): memory growth ÷ payload", "history", "on",
      lambda r: r["growth_over_payload"]),
@@ -57,12 +66,23 @@ def fmt(v):
     return f"{v:.2f}"
 
 
+def cell(med, lo, hi):
+    """The median, and the spread of the runs (min–max) when there was more than one."""
+    if med is None:
+        return "—"
+    if lo == hi:
+        return fmt(med)
+    return f"{fmt(med)} ({fmt(lo)}–{fmt(hi)})"
+
+
 def main():
     runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+    print("Medians, with the spread of the runs (min–max) in brackets.")
+    print()
     print("| measurement | edgelive | Mosquitto | nchan | edgelive ÷ Mosquitto | edgelive ÷ nchan |")
     print("|---|---:|---:|---:|---:|---:|")
     for label, scenario, variant, get in ROWS:
-        med = {}
+        med, spread = {}, {}
         for t in TARGETS:
             vals = []
             for r in runs:
@@ -72,12 +92,14 @@ def main():
                     v = get(r["result"]) if r["result"] is not None else None
                 except (KeyError, IndexError, TypeError):
                     v = None
-                if v is not None:
+                if v is not None and v == v:  # NaN: nothing measured
                     vals.append(float(v))
             med[t] = statistics.median(vals) if vals else None
+            spread[t] = (min(vals), max(vals)) if vals else (None, None)
         e = med["edgelive"]
         ratio = lambda p: fmt(e / p) if e is not None and p else "—"
-        print(f"| {label} | {fmt(e)} | {fmt(med['mosquitto'])} | {fmt(med['nchan'])} | "
+        cells = [cell(med[t], *spread[t]) for t in TARGETS]
+        print(f"| {label} | {' | '.join(cells)} | "
               f"{ratio(med['mosquitto'])} | {ratio(med['nchan'])} |")
     failed = [r for r in runs if r["result"] is None]
     if failed:

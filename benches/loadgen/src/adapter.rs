@@ -127,12 +127,17 @@ impl Adapter {
                 ws.send(Message::text(r#"{"id":1,"connect":{}}"#)).await?;
                 reply(&mut ws, 1).await?;
                 let (sink, mut stream) = ws.split();
-                // Replies are read (and errors counted) apart from sending.
+                // Replies are read (errors counted, each timed from its command's send)
+                // apart from sending.
                 let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-                let e = errors.clone();
+                let acks = Arc::new(Acks::default());
+                let (e, a) = (errors.clone(), acks.clone());
                 tokio::spawn(async move {
                     while let Some(Ok(m)) = stream.next().await {
                         if let Message::Text(t) = m {
+                            for line in t.lines() {
+                                a.replied(line);
+                            }
                             let n = t.matches("\"error\"").count() as u64;
                             e.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                         }
@@ -142,6 +147,7 @@ impl Adapter {
                     sink,
                     next_id: 10,
                     errors,
+                    acks,
                 }
             }
             Kind::Nchan => Publisher::Http(Http::connect(a).await?),
@@ -218,11 +224,43 @@ impl Subscriber {
 
 type Sink = futures_util::stream::SplitSink<Ws, Message>;
 
+/// Publish commands in flight by id, and how long each reply took (edgelive).
+#[derive(Default)]
+pub struct Acks {
+    sent: std::sync::Mutex<std::collections::HashMap<u64, std::time::Instant>>,
+    /// Reply latencies, µs.
+    pub latencies: Deliveries,
+}
+
+impl Acks {
+    fn sent(&self, id: u64) {
+        let now = std::time::Instant::now();
+        self.sent.lock().unwrap().insert(id, now);
+    }
+
+    /// A reply line (`{"id":N,...}`) arrived now.
+    fn replied(&self, line: &str) {
+        let Some(rest) = line.strip_prefix("{\"id\":") else {
+            return;
+        };
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let Ok(id) = rest[..digits].parse::<u64>() else {
+            return;
+        };
+        if let Some(at) = self.sent.lock().unwrap().remove(&id) {
+            self.latencies.took(at.elapsed());
+        }
+    }
+}
+
 pub enum Publisher {
     Centrifuge {
         sink: Sink,
         next_id: u64,
         errors: Arc<std::sync::atomic::AtomicU64>,
+        acks: Arc<Acks>,
     },
     Http(Http),
     Mqtt {
@@ -234,9 +272,15 @@ impl Publisher {
     /// Sends these messages (`(channel, payload)`), in one write where the protocol allows.
     pub async fn send(&mut self, batch: &[(String, String)]) -> Result<(), Error> {
         match self {
-            Publisher::Centrifuge { sink, next_id, .. } => {
+            Publisher::Centrifuge {
+                sink,
+                next_id,
+                acks,
+                ..
+            } => {
                 for (channel, data) in batch {
                     *next_id += 1;
+                    acks.sent(*next_id);
                     let cmd = format!(
                         r#"{{"id":{},"publish":{{"channel":"{channel}","data":{data}}}}}"#,
                         next_id
@@ -264,6 +308,14 @@ impl Publisher {
             }
         }
         Ok(())
+    }
+
+    /// Reply latencies of the publish commands (edgelive).
+    pub fn acks(&self) -> Option<&Deliveries> {
+        match self {
+            Publisher::Centrifuge { acks, .. } => Some(&acks.latencies),
+            _ => None,
+        }
     }
 
     /// Publish commands the server refused (edgelive).

@@ -104,6 +104,13 @@ impl Deliveries {
             .push(u32::try_from(us).unwrap_or(u32::MAX));
     }
 
+    /// A latency measured directly (a reply's).
+    pub fn took(&self, d: std::time::Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
+        self.latencies_us.lock().unwrap().push(us);
+    }
+
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
@@ -115,6 +122,11 @@ impl Deliveries {
 
     /// (p50, p99, max) latency in µs over every subscriber's deliveries.
     pub fn percentiles(all: &[std::sync::Arc<Deliveries>]) -> (f64, f64, f64) {
+        Self::percentiles_of(all.iter().map(|d| &**d))
+    }
+
+    /// (p50, p99, max) over these records.
+    pub fn percentiles_of<'a>(all: impl IntoIterator<Item = &'a Deliveries>) -> (f64, f64, f64) {
         let mut v: Vec<u32> = Vec::new();
         for d in all {
             v.extend_from_slice(&d.latencies_us.lock().unwrap());

@@ -129,7 +129,11 @@ impl<'a> Setup<'a> {
     /// One measured period: publish at `rate`, wait (bounded) for every delivery, report.
     async fn measure(&mut self, rate: f64, secs: f64) -> Result<Value, Error> {
         let (ctx, subs, pubs) = (self.ctx, &self.subs, &mut self.pubs);
-        for d in subs {
+        for d in subs
+            .iter()
+            .map(|d| &**d)
+            .chain(pubs.iter().filter_map(|p| p.acks()))
+        {
             d.reset();
         }
         let (cpu0, gen0, t0) = (ctx.server.cpu_seconds(), own_cpu_seconds(), Instant::now());
@@ -151,6 +155,9 @@ impl<'a> Setup<'a> {
         let drain = wall - send_secs;
         let (p50, p99, max) = Deliveries::percentiles(subs);
         let errors: u64 = pubs.iter().map(|p| p.errors()).sum();
+        // Publish replies (edgelive): how long the publisher waits while the fan-out runs.
+        let (ack_p50, ack_p99, _) =
+            Deliveries::percentiles_of(pubs.iter().filter_map(|p| p.acks()));
         Ok(json!({
             "rate": rate,
             "sent_rate": sent as f64 / send_secs,
@@ -162,6 +169,8 @@ impl<'a> Setup<'a> {
             "p50_us": p50,
             "p99_us": p99,
             "max_us": max,
+            "ack_p50_us": ack_p50,
+            "ack_p99_us": ack_p99,
             "server_cpu_s": server_cpu,
             "server_us_per_delivery": server_cpu * 1e6 / delivered.max(1) as f64,
             "generator_cpu_s": gen_cpu,
@@ -174,7 +183,8 @@ impl<'a> Setup<'a> {
     }
 }
 
-/// Idle footprint: RSS with 0, then with each count of idle subscribers on their own channels.
+/// Idle footprint: RSS with 0, then with each count of idle subscribers on their own channels,
+/// and 10 s after they all closed.
 pub async fn idle(ctx: &Ctx, counts: &[usize]) -> Result<Value, Error> {
     let mut points = Vec::new();
     let mut held = 0;
@@ -204,7 +214,15 @@ pub async fn idle(ctx: &Ctx, counts: &[usize]) -> Result<Value, Error> {
     for t in tasks {
         t.abort();
     }
-    Ok(json!({"idle_rss_kib": base, "points": points}))
+    // What the burst leaves behind: RSS 10 s after every connection closed.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = ctx.server.rss_kib();
+    Ok(json!({
+        "idle_rss_kib": base,
+        "points": points,
+        "rss_after_close_kib": after,
+        "above_idle_after_close_kib": after as f64 - base as f64,
+    }))
 }
 
 /// 1 publisher → `subs` subscribers on one channel at `rate` messages/s.
