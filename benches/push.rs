@@ -13,9 +13,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
-use edgelive::push::convert::{convert, Layout};
-use edgelive::push::lineproto::{Line, Parser};
-use edgelive::push::Precision;
+use edgelive::ingest::convert::{convert, Layout};
+use edgelive::ingest::lineproto::{Line, Parser};
+use edgelive::ingest::Precision;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::routing::{default_history, HistoryRule};
+
 /// The config the daemon runs on when no file is given: every default.
 pub const EMBEDDED_DEFAULTS: &str = "";
 
@@ -34,36 +36,6 @@ pub struct Config {
     pub streams: StreamsConfig,
     /// History per channel pattern, first match wins. When absent, `default_history()`.
     pub history: Option<Vec<HistoryRule>>,
-}
-
-/// `[[history]]`: channels matching `pattern` keep their last `size` publications for `ttl`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct HistoryRule {
-    /// Path glob over the channel name without org prefix (`crate::glob`): `*` within one
-    /// `/`-separated segment, `**` across segments.
-    pub pattern: String,
-    /// Publications kept; 0 turns history off for these channels.
-    pub size: u64,
-    /// How long a publication is kept.
-    #[serde(with = "duration")]
-    pub ttl: Duration,
-}
-
-/// History when the config has no `[[history]]`: broadcast and managed streams keep some.
-pub fn default_history() -> Vec<HistoryRule> {
-    vec![
-        HistoryRule {
-            pattern: "grafana/broadcast/**".into(),
-            size: 100,
-            ttl: Duration::from_secs(600),
-        },
-        HistoryRule {
-            pattern: "stream/**".into(),
-            size: 1000,
-            ttl: Duration::from_secs(3600),
-        },
-    ]
 }
 
 /// When a publisher's acknowledgement is sent, named for what an acknowledged publication
@@ -95,10 +67,10 @@ pub struct ServerConfig {
     /// Address of the HTTP/WebSocket listener.
     pub listen: String,
     /// Time a client gets to send its request headers (slowloris guard).
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub header_read_timeout: Duration,
     /// How long shutdown waits for connections to close before exiting anyway.
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub shutdown_timeout: Duration,
     /// Most HTTP connections open at once that are not (yet) WebSockets: a flood of half-open
     /// sockets beyond it is closed at accept instead of growing memory.
@@ -158,7 +130,7 @@ pub struct StorageConfig {
     pub max_channels: usize,
     /// A channel with no publication and no subscriber for this long is forgotten, history and
     /// epoch included.
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub channel_idle_ttl: Duration,
     /// Most publications one history read or recovery returns.
     pub max_read: usize,
@@ -185,10 +157,10 @@ pub struct PushConfig {
     /// Largest push body (HTTP, after gzip decoding) or push WebSocket message, bytes (413 beyond).
     pub max_body_size: usize,
     /// Time a client has to send a whole push body (408 beyond).
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub body_timeout: Duration,
     /// A managed stream nobody pushed to for this long loses its kept last frame.
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub frame_idle_ttl: Duration,
     /// Most tags in one line (400 naming the line beyond).
     pub max_tags_per_line: usize,
@@ -261,15 +233,15 @@ pub struct StreamsConfig {
     /// Idle checks in a row (nobody subscribed) before a producer is stopped.
     pub grace_checks: u32,
     /// Time between two idle checks.
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub check_every: Duration,
     /// First restart delay of a failed producer; doubles up to `backoff_max`.
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub backoff_min: Duration,
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub backoff_max: Duration,
     /// `[[streams.exec]]`: programs that produce channels.
-    pub exec: Vec<crate::streams::exec::ExecConfig>,
+    pub exec: Vec<crate::streams::exec::config::ExecConfig>,
 }
 
 impl Default for StreamsConfig {
@@ -306,16 +278,16 @@ pub struct LiveConfig {
     /// Channels one connection may subscribe to (error 106 beyond).
     pub client_channel_limit: usize,
     /// Server ping interval; "0s" disables pings.
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub ping_interval: Duration,
     /// Time a client has to answer a ping (close 3012 "no pong").
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub pong_timeout: Duration,
     /// Time a client has to send `connect` after the upgrade (close 3502 "stale").
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub connect_timeout: Duration,
     /// A write to a client that takes longer than this drops the connection.
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub write_timeout: Duration,
     /// Commands one connection may send per second on average (error 111 beyond, then close
     /// 3013 when it keeps on); 0 = unlimited.
@@ -571,13 +543,13 @@ impl Config {
                 udp.listen
             ));
         }
-        if crate::push::check_stream_id(&udp.stream).is_err() {
+        if crate::ingest::check_stream_id(&udp.stream).is_err() {
             problems.push(format!(
                 "[push.udp] stream = {:?} cannot name a stream (letters, digits, _ - .)",
                 udp.stream
             ));
         }
-        if crate::push::Layout::parse(&udp.frame_format).is_none() {
+        if crate::ingest::Layout::parse(&udp.frame_format).is_none() {
             problems.push(format!(
                 "[push.udp] frame_format = {:?} must be labels_column or wide",
                 udp.frame_format
@@ -586,7 +558,7 @@ impl Config {
         if udp.max_queued == 0 {
             problems.push("[push.udp] max_queued must be at least 1".into());
         }
-        if crate::push::Precision::parse(&udp.precision).is_none() {
+        if crate::ingest::Precision::parse(&udp.precision).is_none() {
             problems.push(format!(
                 "[push.udp] precision = {:?} must be ns, us, ms or s",
                 udp.precision
@@ -734,18 +706,6 @@ fn env_section(rest: &str) -> Option<&'static str> {
 }
 
 /// serde helper for human durations: "25s", "500ms", "10m".
-pub(crate) mod duration {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!("{s:?} is not a duration like \"25s\": {e}"))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

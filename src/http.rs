@@ -6,19 +6,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use tracing::{debug, warn};
 
 use crate::auth::{Denied, Identity};
-use crate::origin;
 use crate::protocol::Disconnect;
-use crate::server::Shared;
+use crate::respond::{accept_upgrade, error, json, Body};
+use crate::state::Shared;
 use crate::websocket::{self, Conn};
-
-pub type Body = Full<Bytes>;
 
 /// Paths of the Centrifuge WebSocket endpoint (Grafana's, and centrifuge's default).
 const WS_PATHS: [&str; 2] = ["/api/live/ws", "/connection/websocket"];
@@ -168,54 +165,4 @@ fn websocket_upgrade(
     });
     let (parts, _) = resp.into_parts();
     Response::from_parts(parts, Body::default())
-}
-
-/// What both WebSocket endpoints (Centrifuge and push) check before upgrading: that it is an
-/// upgrade request (400), the Origin with Grafana's rules (403), then the handshake itself.
-pub fn accept_upgrade(
-    req: &mut Request<Incoming>,
-    settings: &crate::settings::Settings,
-) -> Result<(Response<Body>, fastwebsockets::upgrade::UpgradeFut), Box<Response<Body>>> {
-    if !fastwebsockets::upgrade::is_upgrade_request(req) {
-        return Err(Box::new(error(
-            StatusCode::BAD_REQUEST,
-            "expected a WebSocket upgrade request",
-        )));
-    }
-    let header = |name| {
-        req.headers()
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    if !origin::allowed(header(ORIGIN), header(HOST), &settings.allowed_origins) {
-        warn!(origin = ?header(ORIGIN), "Request Origin is not authorized");
-        return Err(Box::new(error(
-            StatusCode::FORBIDDEN,
-            "Request Origin is not authorized",
-        )));
-    }
-    let (resp, upgrade) = fastwebsockets::upgrade::upgrade(req).map_err(|e| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            &format!("bad WebSocket upgrade: {e}"),
-        ))
-    })?;
-    let (parts, _) = resp.into_parts();
-    Ok((Response::from_parts(parts, Body::default()), upgrade))
-}
-
-pub fn json(status: StatusCode, body: String) -> Response<Body> {
-    let mut r = Response::new(Body::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
-/// `{"message": "..."}` with the given status.
-pub fn error(status: StatusCode, message: &str) -> Response<Body> {
-    json(
-        status,
-        serde_json::json!({ "message": message }).to_string(),
-    )
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use crate::server::Shared;
+use crate::state::Shared;
 
 pub fn render(shared: &Shared) -> String {
     let hub = &shared.hub;

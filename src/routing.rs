@@ -3,10 +3,41 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use crate::channel::{Channel, Scope};
-use crate::config::HistoryRule;
 use crate::glob::path_glob;
 use crate::protocol::ErrorCode;
+
+/// `[[history]]`: channels matching `pattern` keep their last `size` publications for `ttl`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryRule {
+    /// Path glob over the channel name without org prefix (`crate::glob`): `*` within one
+    /// `/`-separated segment, `**` across segments.
+    pub pattern: String,
+    /// Publications kept; 0 turns history off for these channels.
+    pub size: u64,
+    /// How long a publication is kept.
+    #[serde(with = "crate::duration")]
+    pub ttl: Duration,
+}
+
+/// History when the config has no `[[history]]`: broadcast and managed streams keep some.
+pub fn default_history() -> Vec<HistoryRule> {
+    vec![
+        HistoryRule {
+            pattern: "grafana/broadcast/**".into(),
+            size: 100,
+            ttl: Duration::from_secs(600),
+        },
+        HistoryRule {
+            pattern: "stream/**".into(),
+            size: 1000,
+            ttl: Duration::from_secs(3600),
+        },
+    ]
+}
 
 /// History settings of one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,11 +157,13 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::default_history;
 
     fn r(name: &str) -> Result<ChannelKind, ErrorCode> {
-        Router::new(default_history(), crate::streams::namespaces(&[]))
-            .route(&Channel::parse(name, 1).unwrap())
+        Router::new(
+            default_history(),
+            crate::streams::exec::config::namespaces(&[]),
+        )
+        .route(&Channel::parse(name, 1).unwrap())
     }
 
     #[test]

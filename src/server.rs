@@ -1,7 +1,7 @@
 //! The listener, shared server state and graceful shutdown.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,127 +10,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::broker::Broker;
-use crate::hub::Hub;
-use crate::persist::Persist;
-use crate::settings::Settings;
-use crate::streams::Streams;
-
-/// State every request handler and connection shares.
-pub struct Shared {
-    pub settings: Arc<Settings>,
-    pub hub: Arc<Hub>,
-    /// The storage threads (history, presence).
-    pub persist: Persist,
-    /// Where publications, subscribes, history and presence go.
-    pub broker: Broker,
-    /// Open WebSocket connections (including ones being refused over the limit).
-    connections: AtomicUsize,
-    pub next_client: AtomicU64,
-    /// Cancelled on SIGTERM/SIGINT; every connection watches it.
-    pub shutdown: CancellationToken,
-    /// Every task the server spawns, so shutdown can wait for them.
-    pub tracker: TaskTracker,
-    pub push_stats: PushStats,
-    /// Stream handlers and the producers running for their channels.
-    pub streams: Arc<Streams>,
-    /// Sockets closed at accept because `max_pending_connections` HTTP connections were open.
-    pub refused_connections: AtomicU64,
-    /// WebSocket connections closed since the heap was last trimmed.
-    closed_since_trim: AtomicUsize,
-}
+use crate::state::Shared;
 
 /// Closed connections that make a heap trim worth it, and how often that is looked at.
 const TRIM_AFTER_CLOSED: usize = 16;
 const TRIM_EVERY: Duration = Duration::from_secs(5);
-
-/// Push API counters for `/metrics` (HTTP requests, WebSocket messages and UDP datagrams).
-#[derive(Default)]
-pub struct PushStats {
-    pub requests: AtomicU64,
-    pub frames: AtomicU64,
-    pub errors: AtomicU64,
-}
-
-impl PushStats {
-    /// Counts one body: the frames it published, or its refusal.
-    pub fn record<E>(&self, result: &Result<usize, E>) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(n) => self.frames.fetch_add(*n as u64, Ordering::Relaxed),
-            Err(_) => self.errors.fetch_add(1, Ordering::Relaxed),
-        };
-    }
-}
-
-/// One counted WebSocket connection; dropping it frees the slot.
-pub struct ConnectionSlot {
-    shared: Arc<Shared>,
-    count: usize,
-}
-
-impl ConnectionSlot {
-    /// Connections open when this one was counted, itself included.
-    pub fn count(&self) -> usize {
-        self.count
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
-        self.shared
-            .closed_since_trim
-            .fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl Shared {
-    pub fn new(
-        settings: Arc<Settings>,
-        hub: Arc<Hub>,
-        persist: Persist,
-        shutdown: CancellationToken,
-    ) -> Arc<Shared> {
-        let broker = Broker::new(hub.clone(), persist.clone(), settings.max_read);
-        let streams = Streams::new(
-            broker.clone(),
-            settings.stream_timings,
-            &settings.exec,
-            shutdown.clone(),
-        );
-        Arc::new(Shared {
-            streams,
-            hub,
-            persist,
-            broker,
-            settings,
-            connections: AtomicUsize::new(0),
-            next_client: AtomicU64::new(1),
-            shutdown,
-            tracker: TaskTracker::new(),
-            push_stats: PushStats::default(),
-            refused_connections: AtomicU64::new(0),
-            closed_since_trim: AtomicUsize::new(0),
-        })
-    }
-
-    pub fn connection_slot(self: &Arc<Self>) -> ConnectionSlot {
-        let count = self.connections.fetch_add(1, Ordering::AcqRel) + 1;
-        ConnectionSlot {
-            shared: self.clone(),
-            count,
-        }
-    }
-
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Acquire)
-    }
-}
 
 /// Accepts connections until shutdown, then waits (bounded) for every connection to close.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {

@@ -42,7 +42,7 @@ pub struct Settings {
     pub push_max_body: usize,
     pub push_body_timeout: Duration,
     /// What one push body may make.
-    pub push_limits: crate::push::convert::Limits,
+    pub push_limits: crate::ingest::convert::Limits,
     pub frame_idle_ttl: Duration,
     /// The UDP push listener, when on.
     pub udp: Option<UdpSettings>,
@@ -61,7 +61,7 @@ pub struct Settings {
     /// Stream handlers' producer lifecycle.
     pub stream_timings: crate::streams::lifecycle::Timings,
     /// `[[streams.exec]]` handlers.
-    pub exec: Vec<crate::streams::exec::Spec>,
+    pub exec: Vec<crate::streams::exec::config::Spec>,
 }
 
 impl Settings {
@@ -79,7 +79,7 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct UdpSettings {
     pub listen: SocketAddr,
-    pub target: crate::push::Target,
+    pub target: crate::ingest::Target,
     pub allowed_sources: Vec<ipnet::IpNet>,
     /// Who a datagram publishes as, for `[[auth.rules]]`.
     pub identity: crate::auth::Identity,
@@ -117,7 +117,10 @@ impl Settings {
             pong_timeout: live.pong_timeout,
             connect_timeout: live.connect_timeout,
             write_timeout: live.write_timeout,
-            router: Router::new(config.history_rules(), crate::streams::namespaces(&exec)),
+            router: Router::new(
+                config.history_rules(),
+                crate::streams::exec::config::namespaces(&exec),
+            ),
             durability: config.storage.durability,
             max_read: config.storage.max_read,
             max_channels: config.storage.max_channels,
@@ -146,8 +149,8 @@ impl Settings {
 
 /// The exec handlers, each program found (a typo shows at start, not as restarts).
 fn exec_specs(
-    configs: &[crate::streams::exec::ExecConfig],
-) -> Result<Vec<crate::streams::exec::Spec>, Vec<String>> {
+    configs: &[crate::streams::exec::config::ExecConfig],
+) -> Result<Vec<crate::streams::exec::config::Spec>, Vec<String>> {
     let mut problems = Vec::new();
     let mut specs = Vec::new();
     for (i, c) in configs.iter().enumerate() {
@@ -170,10 +173,10 @@ fn udp(push: &crate::config::PushConfig) -> Option<UdpSettings> {
     }
     Some(UdpSettings {
         listen: c.listen.parse().expect("validated"),
-        target: crate::push::Target {
+        target: crate::ingest::Target {
             stream_id: c.stream.clone(),
-            layout: crate::push::Layout::parse(&c.frame_format).expect("validated"),
-            precision: crate::push::Precision::parse(&c.precision).expect("validated"),
+            layout: crate::ingest::Layout::parse(&c.frame_format).expect("validated"),
+            precision: crate::ingest::Precision::parse(&c.precision).expect("validated"),
             limits: push_limits(push),
         },
         allowed_sources: c.allowed_sources.clone(),
@@ -189,9 +192,9 @@ fn udp(push: &crate::config::PushConfig) -> Option<UdpSettings> {
     })
 }
 
-fn push_limits(push: &crate::config::PushConfig) -> crate::push::convert::Limits {
-    crate::push::convert::Limits {
-        line: crate::push::lineproto::LineLimits {
+fn push_limits(push: &crate::config::PushConfig) -> crate::ingest::convert::Limits {
+    crate::ingest::convert::Limits {
+        line: crate::ingest::lineproto::LineLimits {
             max_tags: push.max_tags_per_line,
             max_fields: push.max_fields_per_line,
         },

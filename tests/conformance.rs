@@ -8,8 +8,8 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use edgelive::push::convert::{convert, Layout};
-use edgelive::push::Precision;
+use edgelive::ingest::convert::{convert, Layout};
+use edgelive::ingest::Precision;
 use serde_json::Value;
 
 /// The receive time of fixture points without a timestamp (with a sub-millisecond part, so

@@ -6,9 +6,9 @@
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::cell::Cell;
 
-use edgelive::push::convert::{convert, Layout};
-use edgelive::push::lineproto::{Line, Parser};
-use edgelive::push::Precision;
+use edgelive::ingest::convert::{convert, Layout};
+use edgelive::ingest::lineproto::{Line, Parser};
+use edgelive::ingest::Precision;
 
 struct Counting;
 

@@ -2,7 +2,7 @@
 //! valid JSON, and a data-only message is valid JSON too.
 #![no_main]
 
-use edgelive::push::{frames, target};
+use edgelive::ingest::{frames, target};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,9 +3,9 @@
 #![no_main]
 
 use edgelive::channel::Channel;
-use edgelive::push::convert::Limits;
-use edgelive::push::lineproto::LineLimits;
-use edgelive::push::{frames, target};
+use edgelive::ingest::convert::Limits;
+use edgelive::ingest::lineproto::LineLimits;
+use edgelive::ingest::{frames, target};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
                     Channel::parse_bare(&channel).expect("converted frames name valid channels");
                 }
             }
-            Err(edgelive::push::PushError::Parse(e)) => {
+            Err(edgelive::ingest::PushError::Parse(e)) => {
                 assert!(e.line >= 1, "{e}");
             }
             Err(_) => {}

@@ -20,6 +20,7 @@ use arbitrary::Arbitrary;
 use edgelive::auth::jwt::{self, Claims};
 use edgelive::auth::{Identity, Role};
 use edgelive::config::Config;
+use edgelive::broker::Broker;
 use edgelive::hub::Hub;
 use edgelive::outbox::Outbox;
 use edgelive::persist::{Persist, Request};
@@ -58,7 +59,7 @@ client_channel_limit = 8
 
 /// What every execution shares: made once per process.
 struct World {
-    hub: Arc<Hub>,
+    broker: Broker,
     settings: Arc<Settings>,
     persist: Persist,
     streams: Arc<Streams>,
@@ -108,18 +109,18 @@ fn world() -> &'static World {
             check_every: Duration::from_millis(200),
             ..Default::default()
         };
+        let broker = Broker::new(hub.clone(), persist.clone(), settings.max_read);
         let streams = {
             let _g = rt.enter();
             Streams::new(
-                hub.clone(),
-                persist.clone(),
+                broker.clone(),
                 timings,
                 &[],
                 tokio_util::sync::CancellationToken::new(),
             )
         };
         World {
-            hub,
+            broker,
             settings,
             persist,
             streams,
@@ -763,9 +764,8 @@ impl Client {
         let session = Session::new(
             NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
             outbox.clone(),
-            w.hub.clone(),
+            w.broker.clone(),
             w.settings.clone(),
-            w.persist.clone(),
             w.streams.clone(),
             upgrade.identity(w),
         );

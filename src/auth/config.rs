@@ -21,7 +21,7 @@ pub struct AuthConfig {
     /// `[[auth.rules]]`: per-channel narrowing, first match wins.
     pub rules: Vec<RuleConfig>,
     /// A connection whose JWT expired and was not refreshed is closed (3005) this long after.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub expired_close_delay: Duration,
 }
 

@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::json::CompactJson;
+use crate::query::{percent_decode, query_pairs};
 use hyper::header::AUTHORIZATION;
 use hyper::HeaderMap;
 use serde::{Deserialize, Serialize};
@@ -313,38 +314,13 @@ fn credential(headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>
             .ok_or_else(|| Denied::Invalid("Authorization must be \"Bearer <token>\"".into()))?;
         return Ok(Some(token.trim().to_owned()));
     }
-    let found = crate::push::query_pairs(query.unwrap_or("")).find(|(k, _)| *k == "auth_token");
+    let found = query_pairs(query.unwrap_or("")).find(|(k, _)| *k == "auth_token");
     match found {
         Some((_, v)) => percent_decode(v)
             .map(Some)
             .ok_or_else(|| Denied::Invalid("auth_token is not valid percent-encoding".into())),
         None => Ok(None),
     }
-}
-
-/// Decodes `%XX` escapes and `+` (as a space, which no token contains anyway).
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -22,11 +22,11 @@ use tracing::debug;
 use super::PushError;
 use crate::auth::{Action, Identity};
 use crate::channel::Channel;
-use crate::http::{error, json, Body};
 use crate::persist::{Ack, Request as StoreRequest};
+use crate::respond::{error, json, Body};
 
 use crate::protocol::ErrorCode;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Why a body could not be read.
 enum BodyError {

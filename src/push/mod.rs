@@ -7,156 +7,23 @@
 //! storage thread, which keeps each channel's last frame, publishes schema-once and answers once
 //! the frames are durable per `[storage] durability`.
 
-pub mod convert;
 pub mod http;
-pub mod lineproto;
 pub mod udp;
 pub mod ws;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-pub use convert::Layout;
-pub use lineproto::{ParseError, Precision};
+pub use crate::ingest::{frames, now_ns, target, Layout, Precision, PushError, Target};
 
-use crate::auth::{Action, Identity, Role};
-use crate::channel::{Channel, ChannelError};
+use crate::auth::{Action, Identity};
 use crate::frame::FrameJson;
 use crate::persist::{Ack, Persist, Request, Slots};
 use crate::protocol::ErrorCode;
 use crate::routing::Router;
-use crate::server::Shared;
-
-/// Where a body goes and how it is read.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub stream_id: String,
-    pub layout: Layout,
-    pub precision: Precision,
-    /// `[push]`'s bounds on what one body may make.
-    pub limits: convert::Limits,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PushError {
-    #[error("{0}")]
-    Parse(#[from] ParseError),
-    #[error("stream id {stream:?}: {error}")]
-    BadStream { stream: String, error: ChannelError },
-    #[error("measurement {measurement:?} cannot form a channel: {error}")]
-    BadMeasurement {
-        measurement: String,
-        error: ChannelError,
-    },
-    #[error("unknown gf_live_frame_format {0:?} (expected labels_column or wide)")]
-    BadLayout(String),
-    #[error("unknown precision {0:?} (expected ns, us, ms or s)")]
-    BadPrecision(String),
-    #[error("body is larger than the limit of {0} bytes ([push] max_body_size)")]
-    TooLarge(usize),
-    #[error("{0} frames in one request; the limit is {MAX_FRAMES_PER_REQUEST}")]
-    TooManyFrames(usize),
-    #[error("cannot decode the body: {0}")]
-    Encoding(String),
-    #[error("the storage queue is full; retry later")]
-    Busy,
-    #[error("too many managed streams ([storage] max_channels)")]
-    StreamLimit,
-    #[error("storage error; see /api/health")]
-    Storage,
-    #[error("permission denied: publish on {channel} needs the {} role", .needed.name())]
-    Forbidden { channel: String, needed: Role },
-    #[error("datagrams from {0} are not taken ([push.udp] allowed_sources; loopback only in protected mode)")]
-    SourceRefused(std::net::IpAddr),
-}
-
-/// Most frames one request may produce (each is one storage request).
-pub const MAX_FRAMES_PER_REQUEST: usize = 2048;
-
-/// A validated stream id and the options of the request's query.
-pub fn target(
-    stream_id: &str,
-    query: Option<&str>,
-    limits: convert::Limits,
-) -> Result<Target, PushError> {
-    check_stream_id(stream_id)?;
-    let mut t = Target {
-        stream_id: stream_id.to_owned(),
-        layout: Layout::default(),
-        precision: Precision::default(),
-        limits,
-    };
-    for (k, v) in query_pairs(query.unwrap_or("")) {
-        match k {
-            "gf_live_frame_format" => {
-                t.layout = Layout::parse(v).ok_or_else(|| PushError::BadLayout(v.to_owned()))?
-            }
-            "precision" => {
-                t.precision =
-                    Precision::parse(v).ok_or_else(|| PushError::BadPrecision(v.to_owned()))?
-            }
-            _ => {}
-        }
-    }
-    Ok(t)
-}
-
-/// A stream id must fit `stream/<id>/<measurement>` as one channel segment.
-pub fn check_stream_id(id: &str) -> Result<(), PushError> {
-    let bad = |error| PushError::BadStream {
-        stream: id.to_owned(),
-        error,
-    };
-    if id.contains('/') {
-        return Err(bad(ChannelError::BadChar {
-            part: "namespace",
-            ch: '/',
-        }));
-    }
-    Channel::parse_bare(&format!("stream/{id}/x")).map_err(bad)?;
-    Ok(())
-}
-
-/// `a=1&b=2` split into pairs (values are plain tokens here; no percent-decoding needed).
-pub fn query_pairs(q: &str) -> impl Iterator<Item = (&str, &str)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
-}
-
-pub fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
-/// Parses and converts a whole body: the frames with their channels, or the first problem.
-pub fn frames(
-    body: &[u8],
-    t: &Target,
-    now_ns: i64,
-) -> Result<Vec<(Arc<str>, FrameJson)>, PushError> {
-    let text = lineproto::utf8(body)?;
-    let frames = convert::convert_with(text, t.layout, t.precision, now_ns, t.limits)?;
-    if frames.len() > MAX_FRAMES_PER_REQUEST {
-        return Err(PushError::TooManyFrames(frames.len()));
-    }
-    frames
-        .into_iter()
-        .map(|f| {
-            let name = format!("stream/{}/{}", t.stream_id, f.name);
-            let channel =
-                Channel::parse_bare(&name).map_err(|error| PushError::BadMeasurement {
-                    measurement: f.name.clone(),
-                    error,
-                })?;
-            Ok((channel.key().clone(), f.to_json()))
-        })
-        .collect()
-}
+use crate::state::Shared;
 
 /// Work on inputs larger than this (parsing, decompressing) runs on the blocking pool, not on
 /// the event loop.
@@ -270,39 +137,6 @@ fn submit(
 mod tests {
     use super::*;
 
-    fn target_d(id: &str, q: Option<&str>) -> Result<Target, PushError> {
-        target(id, q, convert::Limits::default())
-    }
-
-    #[test]
-    fn targets_validate_stream_ids_and_options() {
-        let t = target_d(
-            "telegraf",
-            Some("gf_live_frame_format=WIDE&precision=ms&x=1"),
-        )
-        .unwrap();
-        assert_eq!(
-            (t.layout, t.precision),
-            (Layout::Wide, Precision::Milliseconds)
-        );
-        assert!(matches!(
-            target_d("a b", None),
-            Err(PushError::BadStream { .. })
-        ));
-        assert!(matches!(
-            target_d("a/b", None),
-            Err(PushError::BadStream { .. })
-        ));
-        assert!(matches!(
-            target_d("s", Some("gf_live_frame_format=prometheus")),
-            Err(PushError::BadLayout(_))
-        ));
-        assert!(matches!(
-            target_d("s", Some("precision=h")),
-            Err(PushError::BadPrecision(_))
-        ));
-    }
-
     #[test]
     fn a_detached_publisher_takes_at_most_its_own_share_of_the_queue() {
         let store = crate::persist::TestPersist::start(
@@ -310,7 +144,7 @@ mod tests {
             &Default::default(),
         );
         let (persist, settings) = (&store.persist, &store.settings);
-        let t = target_d("udp", None).unwrap();
+        let t = target("udp", None, Default::default()).unwrap();
         let slots = Arc::new(Slots::default());
         let body: String = (0..3).map(|i| format!("m{i} v=1\n")).collect();
         let three = || frames(body.as_bytes(), &t, 0).unwrap();
@@ -328,18 +162,5 @@ mod tests {
         }
         assert_eq!(slots.taken(), 0);
         assert_eq!(persist.queued(), 0);
-    }
-
-    #[test]
-    fn a_measurement_that_cannot_form_a_channel_is_refused() {
-        let t = target_d("s", None).unwrap();
-        let e = frames(b"ok f=1\nbad:name f=1", &t, 0).unwrap_err();
-        assert!(
-            matches!(e, PushError::BadMeasurement { ref measurement, .. } if measurement == "bad:name"),
-            "{e}"
-        );
-        let ok = frames(b"cpu f=1\nmem f=2\ncpu f=3", &t, 0).unwrap();
-        let names: Vec<&str> = ok.iter().map(|(k, _)| &**k).collect();
-        assert_eq!(names, ["stream/s/cpu", "stream/s/mem"]);
     }
 }

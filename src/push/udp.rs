@@ -18,8 +18,8 @@ use tracing::{debug, warn};
 use super::PushError;
 use crate::auth::Action;
 use crate::persist::Slots;
-use crate::server::Shared;
 use crate::settings::UdpSettings;
+use crate::state::Shared;
 
 /// Largest datagram read (the UDP maximum).
 const MAX_DATAGRAM: usize = 65_536;

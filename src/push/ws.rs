@@ -23,8 +23,8 @@ use tracing::debug;
 
 use super::{PushError, Target};
 use crate::auth::{Identity, Role};
-use crate::http::{error, Body};
-use crate::server::Shared;
+use crate::respond::{error, Body};
+use crate::state::Shared;
 use crate::websocket::{close_for_error, drain, Reassembly};
 
 /// What the writer sends: the reader's answers, and its own pings.
@@ -64,7 +64,7 @@ pub fn upgrade(
     {
         return error(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached");
     }
-    let (resp, fut) = match crate::http::accept_upgrade(&mut req, &shared.settings) {
+    let (resp, fut) = match crate::respond::accept_upgrade(&mut req, &shared.settings) {
         Ok(v) => v,
         Err(refused) => return *refused,
     };

@@ -97,11 +97,6 @@ fn handlers(exec: &[exec::Spec]) -> HashMap<String, Arc<dyn StreamHandler>> {
     handlers
 }
 
-/// The namespaces with a handler, as `scope/namespace` (for routing).
-pub fn namespaces(exec: &[exec::Spec]) -> Vec<String> {
-    handlers(exec).into_keys().collect()
-}
-
 impl Streams {
     pub fn new(
         broker: Broker,
@@ -155,3 +150,17 @@ impl Streams {
 
 /// Unsubscribe code for a producer that ended: ≥ 2500, so clients resubscribe.
 pub const STREAM_ENDED: u32 = 2500;
+
+#[cfg(test)]
+mod tests {
+    /// Routing learns the built-in namespaces from a list kept beside the exec config; it must
+    /// name exactly the built-in handlers.
+    #[test]
+    fn the_builtin_namespace_list_names_the_builtin_handlers() {
+        let mut handlers: Vec<String> = super::builtin().into_keys().collect();
+        handlers.sort();
+        let mut listed: Vec<&str> = super::exec::config::BUILTIN_NAMESPACES.to_vec();
+        listed.sort();
+        assert_eq!(handlers, listed);
+    }
+}

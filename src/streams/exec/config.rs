@@ -8,7 +8,23 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::channel::{Channel, Scope};
-use crate::push::{Layout, Precision};
+use crate::ingest::{Layout, Precision};
+
+/// The namespaces of the built-in stream handlers (`streams::builtin` has their handlers; a
+/// test keeps the two the same).
+pub const BUILTIN_NAMESPACES: &[&str] = &["plugin/testdata"];
+
+/// The namespaces with a handler, as `scope/namespace` (for routing): the built-in ones and the
+/// configured exec handlers'.
+pub fn namespaces(specs: &[Spec]) -> Vec<String> {
+    let mut all: Vec<String> = BUILTIN_NAMESPACES.iter().map(|s| s.to_string()).collect();
+    for spec in specs {
+        if !all.contains(&spec.namespace) {
+            all.push(spec.namespace.clone());
+        }
+    }
+    all
+}
 
 /// One `[[streams.exec]]` table.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -26,7 +42,7 @@ pub struct ExecConfig {
     #[serde(default)]
     pub publish: bool,
     /// After SIGTERM, how long the program has to exit before SIGKILL.
-    #[serde(default = "default_stop_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_stop_timeout", with = "crate::duration")]
     pub stop_timeout: Duration,
     /// Most copies of this program running at once (one per channel).
     #[serde(default = "default_max_running")]
@@ -105,7 +121,7 @@ impl ExecConfig {
         if self.channel.len() <= namespace.len() || self.channel[..namespace.len()] != namespace {
             return Err("the namespace cannot hold wildcards".into());
         }
-        if super::super::builtin().contains_key(&namespace) {
+        if BUILTIN_NAMESPACES.contains(&namespace.as_str()) {
             return Err(format!("{namespace} is a built-in handler"));
         }
         let Some(program) = self.command.first() else {

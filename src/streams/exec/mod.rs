@@ -331,8 +331,8 @@ struct Publication {
 
 /// Output lines → publications, the schema sent once.
 struct Frames {
-    layout: crate::push::Layout,
-    precision: crate::push::Precision,
+    layout: crate::ingest::Layout,
+    precision: crate::ingest::Precision,
     /// Schema of the last frame converted from line protocol.
     schema: Option<String>,
 }
@@ -364,9 +364,13 @@ impl Frames {
                 payload: line.to_owned(),
             }]);
         }
-        let frames =
-            crate::push::convert::convert(line, self.layout, self.precision, crate::push::now_ns())
-                .map_err(|e| format!("line protocol: {e}"))?;
+        let frames = crate::ingest::convert::convert(
+            line,
+            self.layout,
+            self.precision,
+            crate::ingest::now_ns(),
+        )
+        .map_err(|e| format!("line protocol: {e}"))?;
         Ok(frames
             .into_iter()
             .map(|f| {
