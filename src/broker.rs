@@ -23,19 +23,27 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::channel_kind::{ChannelKind, ChannelKinds};
+use crate::frame::FrameJson;
 use crate::head::{Head, Position, Recovery, Sequenced};
 use crate::hub::{ClientId, Hub, Subscriber};
 use crate::json::CompactJson;
 use crate::outbox::Outbox;
 use crate::persist::{info_json, Ack, Busy, Persist, Request};
 use crate::protocol::reply::{self, ClientInfo, Publication, StoredPublication, SubscribeAnswer};
-use crate::routing::ChannelKind;
 
-/// Cheap-clone handle: the hub, the storage threads and what the broker reads of the settings.
+/// Cheap-clone handle (one pointer per connection that holds it).
 #[derive(Clone)]
 pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+/// The hub, the storage threads and what the broker reads of the settings.
+struct Inner {
     hub: Arc<Hub>,
     persist: Persist,
+    /// Which channels keep history (a push's frames are stored by their rule).
+    kinds: ChannelKinds,
     /// Most publications one recovery returns (`[storage] max_read`).
     max_read: usize,
 }
@@ -51,16 +59,38 @@ pub enum Joined {
 }
 
 impl Broker {
-    pub fn new(hub: Arc<Hub>, persist: Persist, max_read: usize) -> Broker {
+    pub fn new(hub: Arc<Hub>, persist: Persist, kinds: ChannelKinds, max_read: usize) -> Broker {
         Broker {
-            hub,
-            persist,
-            max_read,
+            inner: Arc::new(Inner {
+                hub,
+                persist,
+                kinds,
+                max_read,
+            }),
         }
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
+        &self.inner.hub
+    }
+
+    /// A push body's frames, for the managed streams' storage (the last frame is kept and
+    /// published schema-once there), all or none; `ack` makes each frame's acknowledgement.
+    pub fn push(
+        &self,
+        frames: Vec<(Arc<str>, FrameJson)>,
+        mut ack: impl FnMut() -> Ack,
+    ) -> Result<(), Busy> {
+        let requests = frames
+            .into_iter()
+            .map(|(key, frame)| Request::Push {
+                policy: self.inner.kinds.history_for(&key),
+                key,
+                frame,
+                ack: ack(),
+            })
+            .collect();
+        self.inner.persist.submit_all(requests)
     }
 
     /// Publishes on a routed channel; `ack` is completed once the publication is durable (at
@@ -74,7 +104,7 @@ impl Broker {
         ack: Ack,
     ) -> Result<(), Busy> {
         if !kind.is_sequenced() {
-            self.hub.broadcast(key, |name| {
+            self.inner.hub.broadcast(key, |name| {
                 reply::publication(
                     name,
                     Publication {
@@ -88,14 +118,14 @@ impl Broker {
             return Ok(());
         }
         let data = data.into_owned();
-        self.hub.with(key, |ch| {
+        self.inner.hub.with(key, |ch| {
             let next = match (ch.in_flight(), kind.managed) {
                 (0, false) => ch.head().and_then(Head::next_offset),
                 _ => None,
             };
             let Some(offset) = next else {
                 ch.begin();
-                let queued = self.persist.submit(Request::Publish {
+                let queued = self.inner.persist.submit(Request::Publish {
                     key: key.clone(),
                     policy: kind.history,
                     data,
@@ -114,7 +144,7 @@ impl Broker {
                 at: Instant::now(),
             });
             // Queued first: a full queue refuses the publication before it has an offset.
-            self.persist.submit(Request::Append {
+            self.inner.persist.submit(Request::Append {
                 key: key.clone(),
                 publication: p.clone(),
                 ack,
@@ -130,7 +160,7 @@ impl Broker {
                 )
             });
             ch.head_mut().expect("it gave the offset").record(p);
-            let n = &self.hub.stats.sequenced_in_memory;
+            let n = &self.inner.hub.stats.sequenced_in_memory;
             n.fetch_add(1, Ordering::Relaxed);
             Ok(())
         })
@@ -149,7 +179,7 @@ impl Broker {
         initial: Option<String>,
     ) -> Result<Joined, Busy> {
         let initial = initial.and_then(|s| CompactJson::from_string(s).ok());
-        let joined = self.hub.with(key, |ch| {
+        let joined = self.inner.hub.with(key, |ch| {
             let ready = if !kind.is_sequenced() {
                 Some(answer.result(&reply::SubscribeResult {
                     data: initial.as_ref(),
@@ -163,7 +193,7 @@ impl Broker {
             };
             let Some(msg) = ready else {
                 ch.begin();
-                let queued = self.persist.submit(Request::Subscribe {
+                let queued = self.inner.persist.submit(Request::Subscribe {
                     key: key.clone(),
                     kind,
                     sub,
@@ -205,12 +235,12 @@ impl Broker {
         info: &Arc<ClientInfo>,
         joined: Joined,
     ) {
-        let was = self.hub.leave(key, client, kind.join_leave);
+        let was = self.inner.hub.leave(key, client, kind.join_leave);
         let presence_written = match joined {
             // Its subscribe may still be queued at the storage thread, which would add it:
             // the storage thread removes it after that (and sends the leave then).
             Joined::Queued if !was => {
-                self.persist.submit_always(Request::Unsubscribe {
+                self.inner.persist.submit_always(Request::Unsubscribe {
                     key: key.clone(),
                     kind,
                     client,
@@ -222,7 +252,7 @@ impl Broker {
             Joined::Here { presence_written } => presence_written,
         };
         if presence_written {
-            self.persist.submit_always(Request::PresenceWrite {
+            self.inner.persist.submit_always(Request::PresenceWrite {
                 key: key.clone(),
                 client: info.client.clone(),
                 info: None,
@@ -232,7 +262,8 @@ impl Broker {
 
     /// Queues a presence entry for sled (`None` removes it); false when the queue is full.
     fn write_presence(&self, key: &Arc<str>, client: &str, info: Option<&ClientInfo>) -> bool {
-        self.persist
+        self.inner
+            .persist
             .submit(Request::PresenceWrite {
                 key: key.clone(),
                 client: client.to_owned(),
@@ -253,7 +284,7 @@ impl Broker {
         since: Option<Position>,
         reverse: bool,
     ) -> Result<(), Busy> {
-        self.persist.submit(Request::History {
+        self.inner.persist.submit(Request::History {
             key: key.clone(),
             policy: kind.history,
             outbox,
@@ -266,7 +297,7 @@ impl Broker {
 
     /// Who is subscribed to a channel, from the hub's memory.
     pub fn presence(&self, key: &str) -> Vec<Arc<ClientInfo>> {
-        self.hub.presence(key)
+        self.inner.hub.presence(key)
     }
 
     /// The subscribe reply from a head, or `None` when only the disk can answer.
@@ -288,7 +319,7 @@ impl Broker {
         let publications: Vec<StoredPublication>;
         if let Some(pos) = recover {
             res.was_recovering = true;
-            match head.recover(pos, self.max_read, Instant::now()) {
+            match head.recover(pos, self.inner.max_read, Instant::now()) {
                 Recovery::Cold => return None,
                 Recovery::Unrecoverable => {}
                 Recovery::Recovered(missed) => {
@@ -303,7 +334,7 @@ impl Broker {
                     res.recovered = true;
                     res.offset = pos.offset;
                     res.publications = &publications;
-                    let n = &self.hub.stats.recovered_from_memory;
+                    let n = &self.inner.hub.stats.recovered_from_memory;
                     n.fetch_add(1, Ordering::Relaxed);
                 }
             }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::routing::{default_history, HistoryRule};
+pub use crate::channel_kind::{default_history, HistoryRule};
 
 /// The config the daemon runs on when no file is given: every default.
 pub const EMBEDDED_DEFAULTS: &str = "";

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::channel_kind::HistoryPolicy;
 use crate::json::CompactJson;
 use crate::protocol::reply::ClientInfo;
-use crate::routing::HistoryPolicy;
 
 /// Most recent publications one head keeps (fewer when the channel keeps fewer).
 const RECENT_MAX: usize = 1024;

@@ -1,4 +1,5 @@
-//! HTTP routing: health, the WebSocket upgrade (origin check, connection limit) and JSON errors.
+//! HTTP routes: health, metrics, the push and publish endpoints, and the Centrifuge WebSocket
+//! upgrade (connection limit).
 
 use std::convert::Infallible;
 use std::net::IpAddr;

@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
+use crate::channel_kind::HistoryPolicy;
 use crate::head::{Head, RecentBudget, RECENT_BUDGET_BYTES};
 use crate::outbox::{Outbox, PushError};
 use crate::protocol::reply::{self, ClientInfo};
-use crate::routing::HistoryPolicy;
 
 /// Connection id inside the process (the protocol-level id is `ClientInfo::client`).
 pub type ClientId = u64;

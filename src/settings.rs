@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Auth;
+use crate::channel_kind::ChannelKinds;
 use crate::config::{Config, Durability};
-use crate::routing::Router;
 
 /// Hard cap on one incoming WebSocket message when `message_size_limit = -1`.
 pub const HARD_MESSAGE_CAP: usize = 64 << 20;
@@ -32,7 +32,7 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub write_timeout: Duration,
     /// Channel kinds and history rules.
-    pub router: Router,
+    pub kinds: ChannelKinds,
     pub durability: Durability,
     /// Most publications a history read or a recovery returns.
     pub max_read: usize,
@@ -117,7 +117,7 @@ impl Settings {
             pong_timeout: live.pong_timeout,
             connect_timeout: live.connect_timeout,
             write_timeout: live.write_timeout,
-            router: Router::new(
+            kinds: ChannelKinds::new(
                 config.history_rules(),
                 crate::streams::exec::config::namespaces(&exec),
             ),

@@ -85,7 +85,12 @@ impl Shared {
         persist: Persist,
         shutdown: CancellationToken,
     ) -> Arc<Shared> {
-        let broker = Broker::new(hub.clone(), persist.clone(), settings.max_read);
+        let broker = Broker::new(
+            hub.clone(),
+            persist.clone(),
+            settings.kinds.clone(),
+            settings.max_read,
+        );
         let streams = Streams::new(
             broker.clone(),
             settings.stream_timings,

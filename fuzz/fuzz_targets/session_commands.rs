@@ -109,7 +109,12 @@ fn world() -> &'static World {
             check_every: Duration::from_millis(200),
             ..Default::default()
         };
-        let broker = Broker::new(hub.clone(), persist.clone(), settings.max_read);
+        let broker = Broker::new(
+            hub.clone(),
+            persist.clone(),
+            settings.kinds.clone(),
+            settings.max_read,
+        );
         let streams = {
             let _g = rt.enter();
             Streams::new(
@@ -291,7 +296,7 @@ impl Json {
     }
 }
 
-/// Channel names that reach each routing branch, and odd ones.
+/// Channel names that reach each channel-kind branch, and odd ones.
 const KNOWN: &[&str] = &[
     "grafana/broadcast/x",
     "1/grafana/broadcast/x",

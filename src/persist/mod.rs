@@ -14,8 +14,8 @@
 //! Settling it gives the channel its head, so what follows is sequenced in memory again.
 
 mod flusher;
+mod frames;
 mod sequencer;
-mod streams;
 mod watchdog;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,17 +26,17 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::channel_kind::{ChannelKind, HistoryPolicy};
 use crate::hub::{ClientId, Hub, Subscriber};
 use crate::json::CompactJson;
 use crate::outbox::Outbox;
 use crate::protocol::reply::{self, ClientInfo};
 use crate::protocol::ErrorCode;
-use crate::routing::{ChannelKind, HistoryPolicy};
 use crate::settings::Settings;
 use edgelive_storage::{Reach, Store};
 
+pub use frames::Listed;
 pub use sequencer::HistorySizes;
-pub use streams::Listed;
 
 use crate::frame::FrameJson;
 

@@ -27,16 +27,16 @@ mod sizes;
 pub use sizes::HistorySizes;
 
 use super::flusher::Pending;
-use super::streams::{Pushed, Streams};
+use super::frames::{LastFrames, Pushed};
 use super::watchdog::Progress;
 use super::{info_json, Ack, Health, Position, Request, Slots};
+use crate::channel_kind::{ChannelKind, HistoryPolicy};
 use crate::config::Durability;
 use crate::head::Sequenced;
 use crate::hub::{Hub, Subscriber};
 use crate::json::CompactJson;
 use crate::protocol::reply::{self, ClientInfo, Publication};
 use crate::protocol::ErrorCode;
-use crate::routing::{ChannelKind, HistoryPolicy};
 use crate::settings::Settings;
 
 /// Offsets reserved per durable write of a channel's meta.
@@ -66,7 +66,7 @@ pub struct Sequencer {
     queued: Arc<Slots>,
     channels: HashMap<Arc<str>, Chan>,
     /// Managed streams' last frames.
-    streams: Streams,
+    frames: LastFrames,
     /// Epochs handed to subscribers and history readers of channels that have no publication
     /// yet. A read never creates durable state (a viewer could otherwise fill
     /// `max_channels` with reads of random names until `channel_idle_ttl`); the first
@@ -109,7 +109,7 @@ impl Sequencer {
             sizes: p.sizes,
             queued: p.queued,
             channels: HashMap::new(),
-            streams: Streams::default(),
+            frames: LastFrames::default(),
             promised: HashMap::new(),
             sweep_queue: Vec::new(),
             clock: Timeline::start(0),
@@ -123,7 +123,7 @@ impl Sequencer {
         if let Err(e) = self.load() {
             self.health.degrade(format!("cannot load channels: {e}"));
         }
-        match self.streams.load(&self.store) {
+        match self.frames.load(&self.store) {
             Ok(n) if n > 0 => info!(streams = n, "managed stream frames loaded"),
             Ok(_) => {}
             Err(e) => self
@@ -204,7 +204,7 @@ impl Sequencer {
                     "channel resumes above its offset reservation"
                 );
             }
-            let policy = self.settings.router.history_for(&name);
+            let policy = self.settings.kinds.history_for(&name);
             self.channels.insert(
                 Arc::from(name),
                 Chan {
@@ -290,7 +290,7 @@ impl Sequencer {
                 ack,
             } => self.push(key, policy, frame, ack),
             Request::List { reply } => {
-                let _ = reply.send(self.streams.list(self.clock.now_ms()));
+                let _ = reply.send(self.frames.list(self.clock.now_ms()));
             }
             Request::History {
                 key,
@@ -418,7 +418,7 @@ impl Sequencer {
         }
         let initial = initial.or_else(|| {
             kind.managed
-                .then(|| self.streams.initial_data(&key))
+                .then(|| self.frames.initial_data(&key))
                 .flatten()
                 .and_then(|s| CompactJson::from_string(s).ok())
         });
@@ -467,7 +467,7 @@ impl Sequencer {
     ) {
         let max = self.settings.max_channels;
         match self
-            .streams
+            .frames
             .push(&self.store, &key, frame, self.clock.now_ms(), max)
         {
             Ok(Pushed::Publish(payload)) => match CompactJson::from_string(payload) {

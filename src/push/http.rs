@@ -233,8 +233,8 @@ pub async fn publish(
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid channel: {e}")),
     };
     let kind = match settings
-        .router
-        .route(&channel)
+        .kinds
+        .kind_of(&channel)
         .and_then(|k| k.publish.map(|()| k))
     {
         Ok(k) => k,

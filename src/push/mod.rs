@@ -19,10 +19,10 @@ use tokio::sync::oneshot;
 pub use crate::ingest::{frames, now_ns, target, Layout, Precision, PushError, Target};
 
 use crate::auth::{Action, Identity};
+use crate::broker::Broker;
 use crate::frame::FrameJson;
-use crate::persist::{Ack, Persist, Request, Slots};
+use crate::persist::{Ack, Slots};
 use crate::protocol::ErrorCode;
-use crate::routing::Router;
 use crate::state::Shared;
 
 /// Work on inputs larger than this (parsing, decompressing) runs on the blocking pool, not on
@@ -70,23 +70,24 @@ pub async fn ingest(
                 needed,
             })?;
     }
-    publish(&shared.persist, &shared.settings.router, frames).await
+    publish(&shared.broker, frames).await
 }
 
-/// Hands the frames to the storage thread (all or none) and waits until each is published and
-/// durable as configured.
+/// Hands the frames to the broker (all or none) and waits until each is published and durable
+/// as configured.
 pub async fn publish(
-    persist: &Persist,
-    router: &Router,
+    broker: &Broker,
     frames: Vec<(Arc<str>, FrameJson)>,
 ) -> Result<usize, PushError> {
     let n = frames.len();
     let mut waits = Vec::with_capacity(n);
-    submit(persist, router, frames, || {
-        let (tx, rx) = oneshot::channel();
-        waits.push(rx);
-        Ack::Channel(tx)
-    })?;
+    broker
+        .push(frames, || {
+            let (tx, rx) = oneshot::channel();
+            waits.push(rx);
+            Ack::Channel(tx)
+        })
+        .map_err(|_| PushError::Busy)?;
     for rx in waits {
         match rx.await {
             Ok(Ok(_)) => {}
@@ -100,8 +101,7 @@ pub async fn publish(
 /// Hands the frames over without waiting (UDP has nobody to answer); each frame takes one of
 /// `slots` until it is stored, and none is taken beyond `max`.
 pub fn publish_detached(
-    persist: &Persist,
-    router: &Router,
+    broker: &Broker,
     frames: Vec<(Arc<str>, FrameJson)>,
     slots: &Arc<Slots>,
     max: usize,
@@ -110,27 +110,10 @@ pub fn publish_detached(
     if !slots.try_take(n, max) {
         return Err(PushError::Busy);
     }
-    submit(persist, router, frames, || Ack::Release(slots.clone()))
+    broker
+        .push(frames, || Ack::Release(slots.clone()))
+        .map_err(|_| PushError::Busy)
         .inspect_err(|_| slots.give_back(n))
-}
-
-/// One storage request per frame, queued all or none.
-fn submit(
-    persist: &Persist,
-    router: &Router,
-    frames: Vec<(Arc<str>, FrameJson)>,
-    mut ack: impl FnMut() -> Ack,
-) -> Result<(), PushError> {
-    let requests = frames
-        .into_iter()
-        .map(|(key, frame)| Request::Push {
-            policy: router.history_for(&key),
-            key,
-            frame,
-            ack: ack(),
-        })
-        .collect();
-    persist.submit_all(requests).map_err(|_| PushError::Busy)
 }
 
 #[cfg(test)]
@@ -139,22 +122,21 @@ mod tests {
 
     #[test]
     fn a_detached_publisher_takes_at_most_its_own_share_of_the_queue() {
-        let store = crate::persist::TestPersist::start(
-            Arc::new(crate::hub::Hub::new(1)),
-            &Default::default(),
-        );
+        let hub = Arc::new(crate::hub::Hub::new(1));
+        let store = crate::persist::TestPersist::start(hub.clone(), &Default::default());
         let (persist, settings) = (&store.persist, &store.settings);
+        let broker = Broker::new(hub, persist.clone(), settings.kinds.clone(), 100);
         let t = target("udp", None, Default::default()).unwrap();
         let slots = Arc::new(Slots::default());
         let body: String = (0..3).map(|i| format!("m{i} v=1\n")).collect();
         let three = || frames(body.as_bytes(), &t, 0).unwrap();
         // Three frames do not fit in a share of two: none is taken.
         assert!(matches!(
-            publish_detached(persist, &settings.router, three(), &slots, 2),
+            publish_detached(&broker, three(), &slots, 2),
             Err(PushError::Busy)
         ));
         assert_eq!(slots.taken(), 0);
-        publish_detached(persist, &settings.router, three(), &slots, 3).unwrap();
+        publish_detached(&broker, three(), &slots, 3).unwrap();
         // Each stored frame gives its slot back.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while slots.taken() > 0 && std::time::Instant::now() < deadline {

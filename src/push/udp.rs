@@ -74,12 +74,6 @@ fn take(
             })?;
     }
     let n = frames.len();
-    super::publish_detached(
-        &shared.persist,
-        &shared.settings.router,
-        frames,
-        slots,
-        udp.max_queued,
-    )?;
+    super::publish_detached(&shared.broker, frames, slots, udp.max_queued)?;
     Ok(n)
 }

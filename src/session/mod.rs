@@ -18,6 +18,7 @@ use tracing::debug;
 use crate::auth::{Action, Identity};
 use crate::broker::{Broker, Joined};
 use crate::channel::Channel;
+use crate::channel_kind::ChannelKind;
 use crate::hub::{ClientId, Subscriber};
 use crate::json::CompactJson;
 use crate::outbox::Outbox;
@@ -26,7 +27,6 @@ use crate::protocol::command::{ChannelRequest, HistoryRequest, PublishRequest, S
 use crate::protocol::reply::{self, ClientInfo, SubscribeAnswer};
 use crate::protocol::{split_frame, Command, Disconnect, ErrorCode, Method};
 use crate::ratelimit::{RateLimit, Verdict};
-use crate::routing::ChannelKind;
 use crate::settings::Settings;
 use crate::streams::{StreamHandler, Streams};
 
@@ -375,7 +375,7 @@ impl Session {
             code: ErrorCode::BadRequest,
             message: Some(format!("bad request: {e}")),
         })?;
-        let kind = self.settings.router.route(&channel)?;
+        let kind = self.settings.kinds.kind_of(&channel)?;
         Ok((channel, kind))
     }
 

@@ -22,8 +22,12 @@ impl World {
     fn with(config: Config) -> World {
         let hub = Arc::new(Hub::new(1));
         let store = TestPersist::start(hub.clone(), &config);
-        let broker =
-            crate::broker::Broker::new(hub.clone(), store.persist.clone(), store.settings.max_read);
+        let broker = crate::broker::Broker::new(
+            hub.clone(),
+            store.persist.clone(),
+            store.settings.kinds.clone(),
+            store.settings.max_read,
+        );
         let streams = crate::streams::Streams::new(
             broker.clone(),
             Default::default(),

@@ -18,11 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::channel::{Channel, Scope};
+use crate::channel_kind::ChannelKind;
 use crate::json::CompactJson;
 use crate::persist::Ack;
 use crate::protocol::reply;
 use crate::protocol::ErrorCode;
-use crate::routing::ChannelKind;
 use lifecycle::{Lifecycle, Run, Timings};
 
 /// A handler for one namespace (`plugin/testdata`, a configured exec handler, …).
@@ -78,7 +78,7 @@ fn builtin() -> HashMap<String, Arc<dyn StreamHandler>> {
 }
 
 /// Every handler by `scope/namespace`, the built-in ones and the configured exec handlers:
-/// the one list routing and `Streams` share.
+/// the one list the channel kinds and `Streams` share.
 fn handlers(exec: &[exec::Spec]) -> HashMap<String, Arc<dyn StreamHandler>> {
     let mut handlers = builtin();
     let mut by_namespace: Vec<(String, Vec<exec::Spec>)> = Vec::new();

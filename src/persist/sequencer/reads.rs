@@ -6,10 +6,10 @@ use edgelive_storage::Publication as Stored;
 use std::sync::Arc;
 
 use super::{Position, Sequencer};
+use crate::channel_kind::HistoryPolicy;
 use crate::json::CompactJson;
 use crate::protocol::reply::{self, ClientInfo, StoredPublication};
 use crate::protocol::ErrorCode;
-use crate::routing::HistoryPolicy;
 
 impl Sequencer {
     /// Position, and recovery when asked (design §6): the missed publications when the epoch

@@ -16,7 +16,7 @@ impl Sequencer {
             .map(|c| c.meta.last_ms)
             .max()
             .unwrap_or(0)
-            .max(self.streams.newest_ms());
+            .max(self.frames.newest_ms());
         self.clock = Timeline::start(newest);
         let wall = now_ms();
         if newest > wall.saturating_add(crate::clock::STEP_TOLERANCE_MS) {
@@ -45,7 +45,7 @@ impl Sequencer {
         let idle_ms = self.settings.frame_idle_ttl.as_millis() as u64;
         self.watch_clock();
         let now = self.clock.now_ms();
-        if let Err(e) = self.streams.evict_idle(&self.store, now, idle_ms) {
+        if let Err(e) = self.frames.evict_idle(&self.store, now, idle_ms) {
             self.health.degrade(e.to_string());
         }
         if self.sweep_queue.is_empty() {

@@ -16,12 +16,12 @@ impl Sequencer {
     pub(super) fn publish_sizes(&self, log: bool) {
         let mut by: Vec<(String, u64, u64, u64)> = self
             .settings
-            .router
+            .kinds
             .patterns()
             .map(|p| (p.to_owned(), 0, 0, 0))
             .collect();
         for (key, ch) in &self.channels {
-            let pattern = self.settings.router.pattern_of(key).unwrap_or("(no rule)");
+            let pattern = self.settings.kinds.pattern_of(key).unwrap_or("(no rule)");
             let i = match by.iter().position(|(p, ..)| p == pattern) {
                 Some(i) => i,
                 None => {

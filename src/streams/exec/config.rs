@@ -14,7 +14,7 @@ use crate::ingest::{Layout, Precision};
 /// test keeps the two the same).
 pub const BUILTIN_NAMESPACES: &[&str] = &["plugin/testdata"];
 
-/// The namespaces with a handler, as `scope/namespace` (for routing): the built-in ones and the
+/// The namespaces with a handler, as `scope/namespace` (for the channel kinds): the built-in ones and the
 /// configured exec handlers'.
 pub fn namespaces(specs: &[Spec]) -> Vec<String> {
     let mut all: Vec<String> = BUILTIN_NAMESPACES.iter().map(|s| s.to_string()).collect();

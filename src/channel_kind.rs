@@ -75,20 +75,22 @@ impl ChannelKind {
     }
 }
 
+/// Decides each channel's kind from its scope and namespace, the stream handlers there are and
+/// the `[[history]]` rules.
 #[derive(Debug, Clone, Default)]
-pub struct Router {
+pub struct ChannelKinds {
     history: Vec<HistoryRule>,
     /// `scope/namespace` of every stream handler.
     handlers: Vec<String>,
 }
 
-impl Router {
-    pub fn new(history: Vec<HistoryRule>, handlers: Vec<String>) -> Router {
-        Router { history, handlers }
+impl ChannelKinds {
+    pub fn new(history: Vec<HistoryRule>, handlers: Vec<String>) -> ChannelKinds {
+        ChannelKinds { history, handlers }
     }
 
-    /// Routes a channel; `Err` is the error a subscribe, publish or presence gets for it.
-    pub fn route(&self, channel: &Channel) -> Result<ChannelKind, ErrorCode> {
+    /// The kind of a channel; `Err` is the error a subscribe, publish or presence gets for it.
+    pub fn kind_of(&self, channel: &Channel) -> Result<ChannelKind, ErrorCode> {
         let mut kind = match (channel.scope(), channel.namespace()) {
             // Grafana's broadcast feature: anyone publishes, presence and join/leave on.
             (Scope::Grafana, "broadcast") => ChannelKind {
@@ -159,11 +161,11 @@ mod tests {
     use super::*;
 
     fn r(name: &str) -> Result<ChannelKind, ErrorCode> {
-        Router::new(
+        ChannelKinds::new(
             default_history(),
             crate::streams::exec::config::namespaces(&[]),
         )
-        .route(&Channel::parse(name, 1).unwrap())
+        .kind_of(&Channel::parse(name, 1).unwrap())
     }
 
     #[test]
@@ -197,12 +199,12 @@ mod tests {
                 ttl: Duration::from_secs(1),
             },
         ];
-        let router = Router::new(rules, Vec::new());
-        assert_eq!(router.history_for("stream/quiet/m"), None);
-        assert_eq!(router.history_for("stream/loud/m").unwrap().size, 7);
-        assert_eq!(router.pattern_of("stream/quiet/m"), Some("stream/quiet/*"));
-        let k = router
-            .route(&Channel::parse("stream/quiet/m", 1).unwrap())
+        let kinds = ChannelKinds::new(rules, Vec::new());
+        assert_eq!(kinds.history_for("stream/quiet/m"), None);
+        assert_eq!(kinds.history_for("stream/loud/m").unwrap().size, 7);
+        assert_eq!(kinds.pattern_of("stream/quiet/m"), Some("stream/quiet/*"));
+        let k = kinds
+            .kind_of(&Channel::parse("stream/quiet/m", 1).unwrap())
             .unwrap();
         assert!(k.managed && k.history.is_none());
     }
@@ -216,11 +218,11 @@ mod tests {
             size,
             ttl: Duration::from_secs(1),
         };
-        let router = Router::new(vec![rule("stream/*", 3), rule("stream/**", 9)], Vec::new());
-        assert_eq!(router.history_for("stream/a").unwrap().size, 3);
-        assert_eq!(router.history_for("stream/a/b/c").unwrap().size, 9);
-        assert_eq!(router.pattern_of("stream/a/b"), Some("stream/**"));
-        let defaults = Router::new(default_history(), Vec::new());
+        let kinds = ChannelKinds::new(vec![rule("stream/*", 3), rule("stream/**", 9)], Vec::new());
+        assert_eq!(kinds.history_for("stream/a").unwrap().size, 3);
+        assert_eq!(kinds.history_for("stream/a/b/c").unwrap().size, 9);
+        assert_eq!(kinds.pattern_of("stream/a/b"), Some("stream/**"));
+        let defaults = ChannelKinds::new(default_history(), Vec::new());
         assert_eq!(defaults.history_for("stream/a/b/c").unwrap().size, 1000);
         assert_eq!(
             defaults.history_for("grafana/broadcast/a/b").unwrap().size,

@@ -65,8 +65,10 @@ pub struct Listed {
     pub schema_only: String,
 }
 
+/// Every managed stream's last frame and push rate (not to be confused with `crate::streams`,
+/// the stream handlers).
 #[derive(Default)]
-pub struct Streams {
+pub struct LastFrames {
     streams: HashMap<Arc<str>, Stream>,
 }
 
@@ -78,7 +80,7 @@ pub enum Pushed {
     Full,
 }
 
-impl Streams {
+impl LastFrames {
     /// Loads the persisted frames (at startup, on the storage thread).
     pub fn load(&mut self, store: &Store) -> Result<usize, StoreError> {
         for r in store.frames() {
@@ -211,7 +213,7 @@ mod tests {
     fn schema_once_then_data_only_and_persisted() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&edgelive_storage::test_config(dir.path())).unwrap();
-        let mut s = Streams::default();
+        let mut s = LastFrames::default();
         let k: Arc<str> = Arc::from("stream/a/m");
         let p = |r| match r {
             Pushed::Publish(p) => p,
@@ -233,7 +235,7 @@ mod tests {
             s.initial_data(&k).unwrap(),
             "{\"schema\":{\"a\":2},\"data\":{\"v\":3}}"
         );
-        let mut again = Streams::default();
+        let mut again = LastFrames::default();
         assert_eq!(again.load(&store).unwrap(), 1);
         assert_eq!(again.initial_data(&k), s.initial_data(&k));
         // A limit of one stream refuses a second.
