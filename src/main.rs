@@ -235,7 +235,7 @@ fn run(config: Config, settings: Arc<Settings>) -> Result<(), Failure> {
     info!(path = %store.path().display(), "storage open");
 
     let hub = Arc::new(Hub::new(settings.org_id));
-    let (persist, threads) = Persist::start(store, hub.clone(), settings.clone())
+    let (persist, threads) = Persist::start(store, hub.clone(), (&*settings).into())
         .context("cannot start the storage threads")
         .map_err(|e| Failure(exit::IOERR, e))?;
     let rt = build_runtime(&config).map_err(|e| Failure(exit::TEMPFAIL, e))?;

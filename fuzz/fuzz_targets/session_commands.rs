@@ -102,7 +102,7 @@ fn world() -> &'static World {
             edgelive_storage::Store::open(&edgelive_storage::test_config(&dir)).expect("store");
         let hub = Arc::new(Hub::new(settings.org_id));
         let (persist, _threads) =
-            Persist::start(store, hub.clone(), settings.clone()).expect("storage threads");
+            Persist::start(store, hub.clone(), (&*settings).into()).expect("storage threads");
         // Producers stop soon after their last watcher, so executions do not pile them up.
         let timings = Timings {
             grace_checks: 1,

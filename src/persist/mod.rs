@@ -22,11 +22,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::channel_kind::ChannelKinds;
 use crate::channel_kind::{ChannelKind, HistoryPolicy};
+use crate::config::Durability;
 use crate::hub::{ClientId, Hub, Subscriber};
 use crate::json::CompactJson;
 use crate::outbox::Outbox;
@@ -145,7 +148,7 @@ pub enum Request {
 
 /// How far a commit must take writes under `durability`: to the device unless the level only
 /// promises to survive a crash.
-pub(crate) fn reach(durability: crate::config::Durability) -> Reach {
+pub(crate) fn reach(durability: Durability) -> Reach {
     if durability.syncs() {
         Reach::Device
     } else {
@@ -219,6 +222,35 @@ impl Health {
 #[error("the storage queue is full")]
 pub struct Busy;
 
+/// What the storage threads read of the settings (`[storage]`, the channel kinds).
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    /// Which channels keep history, and how much.
+    pub kinds: ChannelKinds,
+    pub durability: Durability,
+    /// Most publications a history read or a recovery from disk returns.
+    pub max_read: usize,
+    /// Most channels with history, and most managed streams.
+    pub max_channels: usize,
+    /// A channel nobody published on or watched for this long is forgotten.
+    pub channel_idle_ttl: Duration,
+    /// A managed stream nobody pushed to for this long loses its last frame.
+    pub frame_idle_ttl: Duration,
+}
+
+impl From<&Settings> for StorageSettings {
+    fn from(s: &Settings) -> StorageSettings {
+        StorageSettings {
+            kinds: s.kinds.clone(),
+            durability: s.durability,
+            max_read: s.max_read,
+            max_channels: s.max_channels,
+            channel_idle_ttl: s.channel_idle_ttl,
+            frame_idle_ttl: s.frame_idle_ttl,
+        }
+    }
+}
+
 /// Cheap-clone handle to the storage threads.
 #[derive(Clone)]
 pub struct Persist {
@@ -239,7 +271,7 @@ impl Persist {
     pub fn start(
         store: Store,
         hub: Arc<Hub>,
-        settings: Arc<Settings>,
+        settings: StorageSettings,
     ) -> std::io::Result<(Persist, Threads)> {
         let store = Arc::new(store);
         let health = Arc::new(Health::default());
@@ -344,7 +376,7 @@ impl TestPersist {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&edgelive_storage::test_config(dir.path())).unwrap();
         let settings = Arc::new(Settings::from_config(config).unwrap());
-        let (persist, threads) = Persist::start(store, hub, settings.clone()).unwrap();
+        let (persist, threads) = Persist::start(store, hub, (&*settings).into()).unwrap();
         TestPersist {
             persist,
             settings,

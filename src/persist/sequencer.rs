@@ -29,7 +29,7 @@ pub use sizes::HistorySizes;
 use super::flusher::Pending;
 use super::frames::{LastFrames, Pushed};
 use super::watchdog::Progress;
-use super::{info_json, Ack, Health, Position, Request, Slots};
+use super::{info_json, Ack, Health, Position, Request, Slots, StorageSettings};
 use crate::channel_kind::{ChannelKind, HistoryPolicy};
 use crate::config::Durability;
 use crate::head::Sequenced;
@@ -37,7 +37,6 @@ use crate::hub::{Hub, Subscriber};
 use crate::json::CompactJson;
 use crate::protocol::reply::{self, ClientInfo, Publication};
 use crate::protocol::ErrorCode;
-use crate::settings::Settings;
 
 /// Offsets reserved per durable write of a channel's meta.
 const RESERVE_BLOCK: u64 = 4096;
@@ -59,7 +58,7 @@ struct Chan {
 pub struct Sequencer {
     store: Arc<Store>,
     hub: Arc<Hub>,
-    settings: Arc<Settings>,
+    settings: StorageSettings,
     flush: mpsc::SyncSender<Pending>,
     health: Arc<Health>,
     sizes: Arc<Mutex<HistorySizes>>,
@@ -90,7 +89,7 @@ use crate::clock::Timeline;
 pub struct Parts {
     pub store: Arc<Store>,
     pub hub: Arc<Hub>,
-    pub settings: Arc<Settings>,
+    pub settings: StorageSettings,
     pub flush: mpsc::SyncSender<Pending>,
     pub health: Arc<Health>,
     pub sizes: Arc<Mutex<HistorySizes>>,
