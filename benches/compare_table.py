@@ -10,10 +10,14 @@ TARGETS = ["edgelive", "mosquitto", "nchan"]
 # (label, scenario, variant, value from one run's result)
 ROWS = [
     ("Idle RSS, no clients (KiB)", "idle", "off", lambda r: r["idle_rss_kib"]),
+    ("… of which anonymous (heap, stacks; not the binary's and libraries' pages) (KiB)", "idle",
+     "off", lambda r: r["idle_anon_kib"]),
     ("RSS per idle connection, 100 subscribers (KiB)", "idle", "off",
      lambda r: r["points"][1]["kib_per_connection"]),
     ("RSS per idle connection, 1,000 subscribers (KiB)", "idle", "off",
      lambda r: r["points"][-1]["kib_per_connection"]),
+    ("… of which anonymous (KiB)", "idle", "off",
+     lambda r: r["points"][-1]["anon_kib_per_connection"]),
     ("RSS above idle 10 s after 1,000 connections closed (KiB)", "idle", "off",
      lambda r: r["above_idle_after_close_kib"]),
     ("Fan-out 1→100, 1,000 msg/s (100k deliveries/s): server CPU per delivery (µs)", "fanout",

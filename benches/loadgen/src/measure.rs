@@ -54,6 +54,12 @@ impl Server {
     }
 
     /// Resident memory, KiB, summed over the processes.
+    /// Anonymous resident memory, KiB: the heap, stacks and buffers, without the pages of the
+    /// binary and shared libraries that RSS also counts.
+    pub fn anon_kib(&self) -> u64 {
+        self.status_kib("status", "RssAnon:")
+    }
+
     pub fn rss_kib(&self) -> u64 {
         self.status_kib("status", "VmRSS:")
     }

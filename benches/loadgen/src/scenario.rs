@@ -190,6 +190,7 @@ pub async fn idle(ctx: &Ctx, counts: &[usize]) -> Result<Value, Error> {
     let mut held = 0;
     let mut tasks = Vec::new();
     let base = ctx.server.rss_kib();
+    let base_anon = ctx.server.anon_kib();
     points.push(json!({"connections": 0, "rss_kib": base}));
     for &n in counts.iter().filter(|&&n| n > 0) {
         for start in (held..n).step_by(50) {
@@ -204,11 +205,12 @@ pub async fn idle(ctx: &Ctx, counts: &[usize]) -> Result<Value, Error> {
         }
         held = n;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss = ctx.server.rss_kib();
+        let (rss, anon) = (ctx.server.rss_kib(), ctx.server.anon_kib());
         points.push(json!({
             "connections": n,
             "rss_kib": rss,
             "kib_per_connection": (rss as f64 - base as f64) / n as f64,
+            "anon_kib_per_connection": (anon as f64 - base_anon as f64) / n as f64,
         }));
     }
     for t in tasks {
@@ -219,6 +221,7 @@ pub async fn idle(ctx: &Ctx, counts: &[usize]) -> Result<Value, Error> {
     let after = ctx.server.rss_kib();
     Ok(json!({
         "idle_rss_kib": base,
+        "idle_anon_kib": base_anon,
         "points": points,
         "rss_after_close_kib": after,
         "above_idle_after_close_kib": after as f64 - base as f64,
