@@ -20,11 +20,12 @@ use crate::protocol::reply::ClientInfo;
 /// Most recent publications one head keeps (fewer when the channel keeps fewer).
 const RECENT_MAX: usize = 1024;
 /// Most bytes of recent publications one head keeps.
-const RECENT_BYTES_MAX: usize = 256 * 1024;
+const RECENT_BYTES_MAX: usize = 64 * 1024;
 /// Most bytes of recent publications all heads keep together: memory on a 256 MiB board stays
 /// bounded however many channels there are; beyond it a channel keeps fewer (and recovery
-/// goes to disk).
-pub const RECENT_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+/// goes to disk). Measured with 100 channels × 1,000 publications of 200 B: 8 MiB took history
+/// memory from 1.9× to 2.1–2.3× the payload, 2 MiB left it at 1.85–1.96×.
+pub const RECENT_BUDGET_BYTES: usize = 2 * 1024 * 1024;
 /// What a kept publication costs beyond its payload (the `Arc`, its slot, the info pointer).
 const ENTRY_OVERHEAD: usize = 64;
 
