@@ -31,7 +31,9 @@ i=0
 while :; do
   i=$((i+1))
   echo "temp,room=$EDGELIVE_PATH celsius=$i"
-  sleep 0.1 & echo $! > "$EXEC_PIDS/$EDGELIVE_PATH.sleeper"; wait $!
+  # Written aside and renamed, so a kill between the two never leaves the file empty.
+  sleep 0.1 & echo $! > "$EXEC_PIDS/$EDGELIVE_PATH.sleeper.new"
+  mv "$EXEC_PIDS/$EDGELIVE_PATH.sleeper.new" "$EXEC_PIDS/$EDGELIVE_PATH.sleeper"; wait $!
 done
 "#;
 
