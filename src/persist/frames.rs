@@ -1,6 +1,12 @@
 //! Managed streams (`stream/<id>/<measurement>`), owned by the storage thread: the last full
 //! frame of each channel (persisted in sled), schema-once publishing, the one-minute push rate
 //! for `/api/live/list`, and eviction of streams nobody pushed to for `frame_idle_ttl`.
+//!
+//! A push is written once. Where the channel keeps history, a data-only push is stored only
+//! as its history record, and the frames tree keeps the frame of the last schema change
+//! (`dirty` says the newer data is in history): a clean stop writes the newest frames, after a
+//! crash `restore` takes them back from each channel's newest record, and retention writes a
+//! frame before it would expire the record that holds its data.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,6 +60,8 @@ struct Stream {
     frame: FrameJson,
     last_ms: u64,
     rate: Rate,
+    /// The frames tree holds an older data than `frame`'s (the newer is in history).
+    dirty: bool,
 }
 
 /// One row of `/api/live/list`.
@@ -94,6 +102,7 @@ impl LastFrames {
                     },
                     last_ms: f.time_ms,
                     rate: Rate::default(),
+                    dirty: false,
                 },
             );
         }
@@ -110,9 +119,10 @@ impl LastFrames {
         self.streams.is_empty()
     }
 
-    /// Records `frame` as the channel's last frame (in memory and in the store) and says what to
-    /// publish: schema + data when the schema bytes differ from the previous frame's (or there
-    /// was none), data only otherwise.
+    /// Records `frame` as the channel's last frame and says what to publish: schema + data
+    /// when the schema bytes differ from the previous frame's (or there was none), data only
+    /// otherwise. The frame is written to the store unless it is data only and `in_history`
+    /// (the publication, stored in the channel's history, holds it).
     pub fn push(
         &mut self,
         store: &Store,
@@ -120,41 +130,93 @@ impl LastFrames {
         frame: FrameJson,
         now_ms: u64,
         max: usize,
+        in_history: bool,
     ) -> Result<Pushed, StoreError> {
-        if !self.streams.contains_key(key) && self.streams.len() >= max {
+        let known = self.streams.get(key);
+        if known.is_none() && self.streams.len() >= max {
             return Ok(Pushed::Full);
         }
-        store.set_frame(key, &frame.schema, &frame.data, now_ms)?;
-        let now_sec = now_ms / 1000;
-        let payload = match self.streams.get_mut(key) {
-            Some(s) => {
-                let same = s.frame.schema == frame.schema;
-                let payload = if same {
-                    frame.data_only()
-                } else {
-                    frame.full()
-                };
-                s.frame = frame;
-                s.last_ms = now_ms;
-                s.rate.hit(now_sec);
-                payload
-            }
-            None => {
-                let payload = frame.full();
-                let mut rate = Rate::default();
-                rate.hit(now_sec);
-                self.streams.insert(
-                    key.clone(),
-                    Stream {
-                        frame,
-                        last_ms: now_ms,
-                        rate,
-                    },
-                );
-                payload
-            }
+        let same = known.is_some_and(|s| s.frame.schema == frame.schema);
+        let dirty = same && in_history;
+        if !dirty {
+            store.set_frame(key, &frame.schema, &frame.data, now_ms)?;
+        }
+        let payload = if same {
+            frame.data_only()
+        } else {
+            frame.full()
         };
+        let s = self.streams.entry(key.clone()).or_insert_with(|| Stream {
+            frame: FrameJson {
+                schema: String::new(),
+                data: String::new(),
+            },
+            last_ms: now_ms,
+            rate: Rate::default(),
+            dirty: false,
+        });
+        s.frame = frame;
+        s.last_ms = now_ms;
+        s.rate.hit(now_ms / 1000);
+        s.dirty = dirty;
         Ok(Pushed::Publish(payload))
+    }
+
+    /// Writes the frame of `key` if the store's is older.
+    pub fn write_back(&mut self, store: &Store, key: &str) -> Result<(), StoreError> {
+        if let Some(s) = self.streams.get_mut(key).filter(|s| s.dirty) {
+            store.set_frame(key, &s.frame.schema, &s.frame.data, s.last_ms)?;
+            s.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Writes every frame whose stored copy is older (a clean stop).
+    pub fn write_back_all(&mut self, store: &Store) -> Result<usize, StoreError> {
+        let dirty: Vec<Arc<str>> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.dirty)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &dirty {
+            self.write_back(store, k)?;
+        }
+        Ok(dirty.len())
+    }
+
+    /// After a start: a stream whose history holds a newer publication than its stored frame
+    /// (the store's frame is written on schema changes only) takes that publication's schema
+    /// (when it has one) and data: `payload` and `time_ms` are the newest record's.
+    pub fn restore(&mut self, key: &str, payload: &str, time_ms: u64) {
+        #[derive(serde::Deserialize)]
+        struct Payload<'a> {
+            #[serde(borrow)]
+            schema: Option<&'a serde_json::value::RawValue>,
+            #[serde(borrow)]
+            data: &'a serde_json::value::RawValue,
+        }
+        let Some(s) = self.streams.get_mut(key) else {
+            return;
+        };
+        if time_ms < s.last_ms {
+            return;
+        }
+        let Ok(p) = serde_json::from_str::<Payload>(payload) else {
+            tracing::warn!(channel = %key, "a managed stream's newest record is not a frame; its stored frame stays");
+            return;
+        };
+        if let Some(schema) = p.schema {
+            s.frame.schema = schema.get().to_owned();
+        }
+        s.frame.data = p.data.get().to_owned();
+        s.last_ms = time_ms;
+        s.dirty = true;
+    }
+
+    /// The managed streams, by channel (to look up their history at a start).
+    pub fn keys(&self) -> Vec<Arc<str>> {
+        self.streams.keys().cloned().collect()
     }
 
     /// The last full frame, which a new subscriber gets as its subscribe data.
@@ -220,15 +282,15 @@ mod tests {
             Pushed::Full => panic!("full"),
         };
         let first = p(s
-            .push(&store, &k, fj("{\"a\":1}", "{\"v\":1}"), 1000, 10)
+            .push(&store, &k, fj("{\"a\":1}", "{\"v\":1}"), 1000, 10, false)
             .unwrap());
         assert_eq!(first, "{\"schema\":{\"a\":1},\"data\":{\"v\":1}}");
         let second = p(s
-            .push(&store, &k, fj("{\"a\":1}", "{\"v\":2}"), 2000, 10)
+            .push(&store, &k, fj("{\"a\":1}", "{\"v\":2}"), 2000, 10, false)
             .unwrap());
         assert_eq!(second, "{\"data\":{\"v\":2}}");
         let third = p(s
-            .push(&store, &k, fj("{\"a\":2}", "{\"v\":3}"), 2500, 10)
+            .push(&store, &k, fj("{\"a\":2}", "{\"v\":3}"), 2500, 10, false)
             .unwrap());
         assert!(third.starts_with("{\"schema\""));
         assert_eq!(
@@ -241,7 +303,7 @@ mod tests {
         // A limit of one stream refuses a second.
         let k2: Arc<str> = Arc::from("stream/a/n");
         assert!(matches!(
-            s.push(&store, &k2, fj("{}", "{}"), 3000, 1).unwrap(),
+            s.push(&store, &k2, fj("{}", "{}"), 3000, 1, false).unwrap(),
             Pushed::Full
         ));
         let l = s.list(3000);
@@ -252,6 +314,50 @@ mod tests {
         assert_eq!(s.evict_idle(&store, 100_000, 10_000).unwrap(), 1);
         assert!(s.is_empty());
         assert_eq!(store.frame(&k).unwrap(), None);
+    }
+
+    /// With history, a data-only push is not written to the frames tree (its history record
+    /// holds it); a restart without a clean stop takes the newest record back, a clean stop
+    /// writes the frame.
+    #[test]
+    fn with_history_a_data_only_push_is_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&edgelive_storage::test_config(dir.path())).unwrap();
+        let mut s = LastFrames::default();
+        let k: Arc<str> = Arc::from("stream/a/m");
+        s.push(&store, &k, fj("{\"a\":1}", "{\"v\":1}"), 1000, 10, true)
+            .unwrap();
+        s.push(&store, &k, fj("{\"a\":1}", "{\"v\":2}"), 2000, 10, true)
+            .unwrap();
+        assert_eq!(
+            store.frame(&k).unwrap().unwrap().data,
+            "{\"v\":1}",
+            "not written"
+        );
+        let full_v2 = "{\"schema\":{\"a\":1},\"data\":{\"v\":2}}";
+        assert_eq!(s.initial_data(&k).unwrap(), full_v2);
+
+        // A crash: the store's frame is the older one; the newest record gives the newer.
+        let mut again = LastFrames::default();
+        again.load(&store).unwrap();
+        again.restore(&k, "{\"data\":{\"v\":0}}", 500);
+        assert_ne!(again.initial_data(&k).unwrap(), full_v2, "an older record");
+        again.restore(&k, "{\"data\":{\"v\":2}}", 2000);
+        assert_eq!(again.initial_data(&k).unwrap(), full_v2);
+        again.restore(&k, "{\"schema\":{\"a\":9},\"data\":{\"v\":3}}", 3000);
+        let full_a9 = "{\"schema\":{\"a\":9},\"data\":{\"v\":3}}";
+        assert_eq!(again.initial_data(&k).unwrap(), full_a9);
+        again.restore(&k, "not a frame", 4000);
+        assert_eq!(again.initial_data(&k).unwrap(), full_a9);
+
+        // A clean stop writes what is newer than the store's.
+        assert_eq!(s.write_back_all(&store).unwrap(), 1);
+        assert_eq!(store.frame(&k).unwrap().unwrap().data, "{\"v\":2}");
+        assert_eq!(s.write_back_all(&store).unwrap(), 0);
+        // A schema change is written at once.
+        s.push(&store, &k, fj("{\"a\":2}", "{\"v\":4}"), 5000, 10, true)
+            .unwrap();
+        assert_eq!(store.frame(&k).unwrap().unwrap().data, "{\"v\":4}");
     }
 
     #[test]

@@ -129,6 +129,10 @@ impl Sequencer {
                 .health
                 .degrade(format!("cannot load managed stream frames: {e}")),
         }
+        if let Err(e) = self.restore_frames() {
+            self.health
+                .degrade(format!("cannot read managed streams' history: {e}"));
+        }
         self.start_clock();
         self.publish_sizes(true);
     }
@@ -217,9 +221,27 @@ impl Sequencer {
         Ok(())
     }
 
-    /// Records every channel's exact top so that a clean restart recovers exactly.
+    /// Managed streams with history store a data-only push only in history (see
+    /// `frames.rs`): after a crash, each takes its newest record back as its last frame.
+    fn restore_frames(&mut self) -> Result<(), StoreError> {
+        for key in self.frames.keys() {
+            let Some(ch) = self.channels.get(&key) else {
+                continue;
+            };
+            let Some(last) = self.store.last_offset(ch.meta.id)? else {
+                continue;
+            };
+            if let Some((_, p)) = self.store.read(ch.meta.id, last, last, 1, false)?.pop() {
+                self.frames.restore(&key, &p.data, p.time_ms);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records every channel's exact top and every managed stream's newest frame, so that a
+    /// clean restart recovers exactly and needs no history to rebuild a frame.
     fn stop_cleanly(&mut self) {
-        let mut failed = None;
+        let mut failed = self.frames.write_back_all(&self.store).err();
         for (name, ch) in &mut self.channels {
             ch.meta.reserved = ch.meta.top;
             if let Err(e) = self.store.save_channel(name, &ch.meta) {
@@ -465,10 +487,14 @@ impl Sequencer {
         ack: Ack,
     ) {
         let max = self.settings.max_channels;
-        match self
-            .frames
-            .push(&self.store, &key, frame, self.clock.now_ms(), max)
-        {
+        match self.frames.push(
+            &self.store,
+            &key,
+            frame,
+            self.clock.now_ms(),
+            max,
+            policy.is_some(),
+        ) {
             Ok(Pushed::Publish(payload)) => match CompactJson::from_string(payload) {
                 Ok(data) if policy.is_some() => self.publish(key, policy, data, None, ack),
                 Ok(data) => {

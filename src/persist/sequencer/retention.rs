@@ -73,7 +73,12 @@ impl Sequencer {
                     unused
                 });
             if forget {
-                match self.store.drop_channel(&key, ch.meta.id) {
+                // The history holding a managed stream's newest frame goes: the frame first.
+                let dropped = self
+                    .frames
+                    .write_back(&self.store, &key)
+                    .and_then(|()| self.store.drop_channel(&key, ch.meta.id));
+                match dropped {
                     Ok(()) => {
                         self.channels.remove(&key);
                     }
@@ -83,6 +88,13 @@ impl Sequencer {
             }
             let Some(policy) = ch.policy else { continue };
             let cutoff = now.saturating_sub(policy.ttl.as_millis() as u64);
+            if ch.meta.last_ms < cutoff {
+                // Every record may expire now, the one holding the stream's frame with them.
+                if let Err(e) = self.frames.write_back(&self.store, &key) {
+                    self.health.degrade(e.to_string());
+                    continue;
+                }
+            }
             match self.store.remove_expired(ch.meta.id, cutoff, TRIM_BATCH) {
                 Ok(removed) if removed.entries > 0 => {
                     ch.size.entries -= removed.entries.min(ch.size.entries);
