@@ -149,16 +149,7 @@ impl Broker {
                 publication: p.clone(),
                 ack,
             })?;
-            ch.broadcast(|name| {
-                reply::publication(
-                    name,
-                    Publication {
-                        data: &p.data,
-                        info: p.info.as_deref(),
-                        offset,
-                    },
-                )
-            });
+            ch.broadcast(|name| p.push(name));
             ch.head_mut().expect("it gave the offset").record(p);
             let n = &self.inner.hub.stats.sequenced_in_memory;
             n.fetch_add(1, Ordering::Relaxed);

@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::channel_kind::HistoryPolicy;
+use bytes::Bytes;
+
 use crate::json::CompactJson;
-use crate::protocol::reply::ClientInfo;
+use crate::protocol::reply::{self, ClientInfo, Publication};
 
 /// Most recent publications one head keeps (fewer when the channel keeps fewer).
 const RECENT_MAX: usize = 1024;
@@ -48,6 +50,18 @@ pub struct Sequenced {
 }
 
 impl Sequenced {
+    /// Its publication push, for subscribers who wrote the channel as `name`.
+    pub fn push(&self, name: &str) -> Bytes {
+        reply::publication(
+            name,
+            Publication {
+                data: &self.data,
+                info: self.info.as_deref(),
+                offset: self.offset,
+            },
+        )
+    }
+
     fn cost(&self) -> usize {
         ENTRY_OVERHEAD + self.data.get().len()
     }

@@ -38,6 +38,8 @@ const COALESCE_BYTES: usize = 64 * 1024;
 /// of at most `IDLE_BUF_BYTES` frees more than that.
 const IDLE_BUF_BYTES: usize = 4096;
 const IDLE_QUEUE_LEN: usize = 16;
+/// How long a connection over the limit may take to send its first frame before it is closed.
+const REFUSE_WAIT: Duration = Duration::from_millis(500);
 /// After our close frame, how long the peer gets to answer before the socket is dropped.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
@@ -72,9 +74,7 @@ where
     rd.set_max_message_size(conn.settings.message_size_limit + 1);
 
     let outbox = Arc::new(Outbox::new(conn.settings.client_queue_max_size));
-    if let Some(d) = conn.refuse.clone() {
-        outbox.close(d);
-    }
+    let refuse = conn.refuse.clone();
     let id = conn.id;
     let settings = conn.settings.clone();
     let shutdown = conn.shutdown;
@@ -87,6 +87,16 @@ where
         conn.identity,
     );
     async move {
+        if let Some(d) = refuse {
+            // Over the limit: the close answers the client's first frame (its connect), as
+            // Centrifuge refuses at connect, or comes after `REFUSE_WAIT` if nothing arrives.
+            // Closed before the client has sent its connect, centrifuge-python can take the
+            // close for a lost transport and reconnect instead of stopping at the terminal code
+            // (its tests saw that twice in nine runs).
+            let mut no_send = |_: Frame<'_>| async { Ok::<(), Infallible>(()) };
+            let _ = timeout(REFUSE_WAIT, rd.read_frame(&mut no_send)).await;
+            outbox.close(d);
+        }
         let peer_closed = {
             let reader = read_loop(
                 id,

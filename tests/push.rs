@@ -283,10 +283,7 @@ fn the_last_frame_and_history_survive_a_restart_and_list_shows_streams() {
     assert!(channels[1]["data"].get("data").is_none());
 
     let d = d.restart(false);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let (mut p, res) = subscriber(&d, "stream/plant/temp").await;
         assert_eq!(res["data"]["schema"]["name"], "temp", "{res}");
@@ -450,10 +447,7 @@ fn an_acknowledged_last_frame_survives_sigkill_also_without_history() {
         assert_eq!(status, 200);
     }
     let d = d.restart(true);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let (_p, res) = subscriber(&d, "stream/k/m").await;
         assert!(res.get("recoverable").is_none(), "no history here: {res}");
@@ -476,10 +470,7 @@ fn with_history_the_last_frame_comes_back_from_history_after_sigkill() {
         assert_eq!(push(&d, "/api/live/push/k", body).0, 200);
     }
     let d = d.restart(true);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let (_p, res) = subscriber(&d, "stream/k/m").await;
         assert_eq!(
@@ -507,10 +498,7 @@ fn an_expired_history_keeps_the_last_frame_across_sigkill() {
     for i in 1..=3 {
         assert_eq!(push(&d, "/api/live/push/t", &format!("m v={i}")).0, 200);
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let (mut p, _) = subscriber(&d, "stream/t/m").await;
         let mut h = Value::Null;
@@ -536,6 +524,14 @@ fn an_expired_history_keeps_the_last_frame_across_sigkill() {
         let (_p, res) = subscriber(&d, "stream/t/m").await;
         assert_eq!(res["data"]["data"]["values"][2], json!([3]), "{res}");
     });
+}
+
+/// A runtime for the tests that restart the daemon between async parts.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// The managed streams in `/api/live/list` (it also lists stream-handler channels).

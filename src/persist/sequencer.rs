@@ -541,16 +541,7 @@ impl Sequencer {
                     if let Some(head) = ch.head_mut() {
                         head.record(p.clone());
                     }
-                    ch.broadcast(|name| {
-                        reply::publication(
-                            name,
-                            Publication {
-                                data: &p.data,
-                                info: p.info.as_deref(),
-                                offset,
-                            },
-                        )
-                    });
+                    ch.broadcast(|name| p.push(name));
                 });
                 self.acknowledge(ack, offset);
             }
