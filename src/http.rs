@@ -149,6 +149,7 @@ fn websocket_upgrade(
         id: shared.next_client.fetch_add(1, Ordering::Relaxed),
         broker: shared.broker.clone(),
         settings: settings.clone(),
+        session: shared.session.clone(),
         shutdown: shared.shutdown.clone(),
         refuse,
         identity,

@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::hub::Hub;
 use crate::persist::Persist;
+use crate::session::SessionSettings;
 use crate::settings::Settings;
 use crate::streams::Streams;
 
@@ -21,6 +22,8 @@ pub struct Shared {
     pub persist: Persist,
     /// Where publications, subscribes, history and presence go.
     pub broker: Broker,
+    /// What every session reads of the settings.
+    pub session: Arc<SessionSettings>,
     /// Open WebSocket connections (including ones being refused over the limit).
     connections: AtomicUsize,
     pub next_client: AtomicU64,
@@ -102,6 +105,7 @@ impl Shared {
             hub,
             persist,
             broker,
+            session: Arc::new((&*settings).into()),
             settings,
             connections: AtomicUsize::new(0),
             next_client: AtomicU64::new(1),

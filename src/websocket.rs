@@ -47,7 +47,10 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 pub struct Conn {
     pub id: ClientId,
     pub broker: Broker,
+    /// The transport's settings (limits, timers).
     pub settings: Arc<Settings>,
+    /// The session's.
+    pub session: Arc<crate::session::SessionSettings>,
     pub shutdown: CancellationToken,
     /// Close at once with this code (the connection limit), without reading anything.
     pub refuse: Option<Disconnect>,
@@ -82,7 +85,7 @@ where
         conn.id,
         outbox.clone(),
         conn.broker,
-        conn.settings,
+        conn.session,
         conn.streams,
         conn.identity,
     );

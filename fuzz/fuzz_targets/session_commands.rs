@@ -770,7 +770,7 @@ impl Client {
             NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
             outbox.clone(),
             w.broker.clone(),
-            w.settings.clone(),
+            Arc::new((&*w.settings).into()),
             w.streams.clone(),
             upgrade.identity(w),
         );

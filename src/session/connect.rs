@@ -29,10 +29,7 @@ impl Session {
             conn_info: who.info.clone(),
             chan_info: None,
         });
-        let ping = self
-            .settings
-            .ping_interval
-            .map_or(0, |d| d.as_secs() as u32);
+        let ping = self.settings.ping_secs;
         self.outbox.set_expiry(who.expires);
         self.send(reply::reply(
             id,

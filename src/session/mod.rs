@@ -15,10 +15,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::debug;
 
-use crate::auth::{Action, Identity};
+use crate::auth::{Action, Auth, Identity};
 use crate::broker::{Broker, Joined};
 use crate::channel::Channel;
 use crate::channel_kind::ChannelKind;
+use crate::channel_kind::ChannelKinds;
 use crate::hub::{ClientId, Subscriber};
 use crate::json::CompactJson;
 use crate::outbox::Outbox;
@@ -72,10 +73,39 @@ struct Subscription {
     joined: Joined,
 }
 
+/// What a session reads of the settings (built once, shared by every session).
+pub struct SessionSettings {
+    pub org_id: i64,
+    /// Each channel's kind: where it may be published, presence, history.
+    pub kinds: ChannelKinds,
+    /// Credentials, roles and channel rules.
+    pub auth: Arc<Auth>,
+    pub client_channel_limit: usize,
+    /// Seconds between server pings, told to the client at connect (0: none).
+    pub ping_secs: u32,
+    /// Commands per second on average (0 = unlimited), and in one burst.
+    pub command_rate: u32,
+    pub command_burst: u32,
+}
+
+impl From<&Settings> for SessionSettings {
+    fn from(s: &Settings) -> SessionSettings {
+        SessionSettings {
+            org_id: s.org_id,
+            kinds: s.kinds.clone(),
+            auth: s.auth.clone(),
+            client_channel_limit: s.client_channel_limit,
+            ping_secs: s.ping_interval.map_or(0, |d| d.as_secs() as u32),
+            command_rate: s.command_rate,
+            command_burst: s.command_burst,
+        }
+    }
+}
+
 pub struct Session {
     id: ClientId,
     outbox: Arc<Outbox>,
-    settings: Arc<Settings>,
+    settings: Arc<SessionSettings>,
     /// Where publications, subscribes, history and presence go.
     broker: Broker,
     /// Who the HTTP upgrade authenticated (loopback in protected mode, a bearer token or
@@ -97,7 +127,7 @@ impl Session {
         id: ClientId,
         outbox: Arc<Outbox>,
         broker: Broker,
-        settings: Arc<Settings>,
+        settings: Arc<SessionSettings>,
         streams: Arc<Streams>,
         upgraded_as: Option<Identity>,
     ) -> Self {

@@ -53,7 +53,7 @@ impl World {
             id,
             outbox.clone(),
             self.broker.clone(),
-            self.store.settings.clone(),
+            Arc::new((&*self.store.settings).into()),
             self.streams.clone(),
             upgraded_as,
         );
