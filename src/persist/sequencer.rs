@@ -570,28 +570,16 @@ impl Sequencer {
     /// Extends a channel's reservation once half of it is used, synced before the head may
     /// hand out the new offsets, so a head rarely runs out and sends a publication here.
     fn reserve_ahead(&mut self, key: &Arc<str>) {
-        let now = self.clock.now_ms();
-        let reach = super::reach(self.settings.durability);
-        let Some(ch) = self.channels.get_mut(key) else {
+        let Some(ch) = self.channels.get(key) else {
             return;
         };
         if ch.meta.top + RESERVE_BLOCK / 2 <= ch.meta.reserved {
             return;
         }
-        let mut meta = ch.meta.clone();
-        meta.reserved = meta.top + RESERVE_BLOCK;
-        meta.last_ms = now;
-        let saved = self
-            .store
-            .save_channel(key, &meta)
-            .and_then(|()| self.store.commit(reach));
-        if let Err(e) = saved {
-            // The head keeps its reservation; past it, publications come here and fail.
-            self.health.degrade(e.to_string());
+        // On failure the head keeps its reservation; past it, publications come here and fail.
+        let Ok(reserved) = self.extend_reservation(key) else {
             return;
-        }
-        ch.meta.reserved = meta.reserved;
-        let reserved = meta.reserved;
+        };
         self.hub.with(key, |c| {
             if let Some(h) = c.head_mut() {
                 h.reserved = h.reserved.max(reserved);
@@ -618,6 +606,28 @@ impl Sequencer {
         }
     }
 
+    /// Reserves the next `RESERVE_BLOCK` offsets above the channel's top, synced (not only
+    /// flushed) before any of them is broadcast: an offset a subscriber saw must never be
+    /// handed out again after a power cut. Returns the new reservation.
+    fn extend_reservation(&mut self, key: &Arc<str>) -> Result<u64, ErrorCode> {
+        let now = self.clock.now_ms();
+        let reach = super::reach(self.settings.durability);
+        let ch = self.channels.get_mut(key).ok_or(ErrorCode::Internal)?;
+        let mut meta = ch.meta.clone();
+        meta.reserved = meta.top + RESERVE_BLOCK;
+        meta.last_ms = now;
+        let saved = self
+            .store
+            .save_channel(key, &meta)
+            .and_then(|()| self.store.commit(reach));
+        if let Err(e) = saved {
+            self.health.degrade(e.to_string());
+            return Err(ErrorCode::Internal);
+        }
+        ch.meta.reserved = meta.reserved;
+        Ok(meta.reserved)
+    }
+
     /// Assigns the next offset (creating the channel, extending its reservation when needed),
     /// stores the publication, trims by size.
     fn append(
@@ -627,26 +637,10 @@ impl Sequencer {
         data: &CompactJson<'_>,
         info: Option<&ClientInfo>,
     ) -> Result<u64, ErrorCode> {
-        let store = self.store.clone();
-        let health = self.health.clone();
-        let now = self.clock.now_ms();
-        let reach = super::reach(self.settings.durability);
         let ch = self.channel(key, Some(policy))?;
         let offset = ch.meta.top + 1;
         if offset > ch.meta.reserved {
-            let mut meta = ch.meta.clone();
-            meta.reserved = meta.top + RESERVE_BLOCK;
-            meta.last_ms = now;
-            // Synced (not only flushed) before the first offset of the block is broadcast: an
-            // offset a subscriber saw must never be handed out again after a power cut.
-            store
-                .save_channel(key, &meta)
-                .and_then(|()| store.commit(reach))
-                .map_err(|e| {
-                    health.degrade(e.to_string());
-                    ErrorCode::Internal
-                })?;
-            ch.meta.reserved = meta.reserved;
+            self.extend_reservation(key)?;
         }
         self.write(key, offset, data, info)?;
         Ok(offset)
