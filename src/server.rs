@@ -23,8 +23,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let shutdown = shared.shutdown.clone();
     // HTTP connections that have not become WebSockets (or finished): a flood of half-open
     // sockets is closed at accept beyond this, so it costs a socket each, never a task.
-    let pending = Arc::new(Semaphore::new(shared.settings.max_pending_connections));
+    let pending = Arc::new(Semaphore::new(shared.settings().max_pending_connections));
     shared.tracker.spawn(trim_after_closes(shared.clone()));
+    // The watchdog tells systemd we are alive only while this task runs.
+    shared
+        .tracker
+        .spawn(shared.persist.heartbeat.clone().run(shutdown.clone()));
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -40,7 +44,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         };
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             if shared.refused_connections.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
-                warn!(%peer, max = shared.settings.max_pending_connections, "too many pending HTTP connections; closing new ones at accept");
+                warn!(%peer, max = shared.settings().max_pending_connections, "too many pending HTTP connections; closing new ones at accept");
             }
             drop(stream);
             continue;
@@ -52,7 +56,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
     drop(listener);
     shared.tracker.close();
-    if tokio::time::timeout(shared.settings.shutdown_timeout, shared.tracker.wait())
+    if tokio::time::timeout(shared.settings().shutdown_timeout, shared.tracker.wait())
         .await
         .is_err()
     {
@@ -63,7 +67,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
     // Producers were cancelled with everything else; exec handlers' programs get their
     // SIGTERM and stop_timeout (then SIGKILL), so this wait is bounded by the longest one.
-    let producers = shared.settings.producers_stop_timeout();
+    let producers = shared.settings().producers_stop_timeout();
     if tokio::time::timeout(producers, shared.streams.lifecycle.stopped())
         .await
         .is_err()
@@ -110,9 +114,9 @@ async fn serve_http(
     let service = service_fn(move |req| crate::http::handle(req, svc_shared.clone(), ip));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(shared.settings.header_read_timeout)
-        .max_buf_size(shared.settings.max_header_bytes)
-        .max_header_size(shared.settings.max_header_bytes)
+        .header_read_timeout(shared.settings().header_read_timeout)
+        .max_buf_size(shared.settings().max_header_bytes)
+        .max_header_size(shared.settings().max_header_bytes)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);

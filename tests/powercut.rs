@@ -490,3 +490,73 @@ async fn only_what_is_stored_waits_for_the_disk_and_fan_out_never_does() {
         fs.unmount();
     }
 }
+
+/// Under systemd's watchdog (`WATCHDOG_USEC`), `WATCHDOG=1` goes out while the storage threads
+/// make progress, stops while one is stuck on a held `fsync` (so systemd, not the daemon, decides
+/// to restart it), and resumes once the disk answers.
+#[tokio::test]
+async fn systemd_watchdog_is_fed_only_while_the_storage_threads_make_progress() {
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::{Arc, Mutex};
+    const KEPT: &str = "grafana/broadcast/watched";
+    let tmp = tempfile::tempdir().unwrap();
+    let backing = tmp.path().join("disk");
+    std::fs::create_dir_all(&backing).unwrap();
+    let mut fs = CutFs::mount(&backing, &tmp.path().join("mnt"));
+    let sock_path = tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // Every WATCHDOG=1, with when it arrived.
+    let pings: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = {
+        let (pings, stop) = (pings.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
+                        pings.lock().unwrap().push(Instant::now());
+                    }
+                }
+            }
+        })
+    };
+    let since = |t: Instant| pings.lock().unwrap().iter().filter(|p| **p >= t).count();
+    let env = [
+        ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "1000000"),
+    ];
+    let d = Daemon::start_with_config_in(&tmp.path().join("mnt/data"), CONFIG, &env);
+    let start = Instant::now();
+    common::eventually("WATCHDOG=1 every half period", || since(start) >= 2);
+    let (mut p, _) = Peer::connected(&d.ws_url()).await;
+    send_publish(&mut p, 10, KEPT, 1).await;
+    assert_eq!(next_reply(&mut p).await, json!({"id": 10, "publish": {}}));
+
+    // A publication whose commit waits on the held disk: the flush thread is stuck in fsync.
+    fs.hold();
+    send_publish(&mut p, 11, KEPT, 2).await;
+    assert!(d.logged("storage thread stalled"), "{}", d.log_text());
+    // From a half period after the stall was seen (2 s), no ping; the daemon does not exit.
+    let quiet_from = Instant::now() + Duration::from_millis(600);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        since(quiet_from),
+        0,
+        "WATCHDOG=1 sent while a storage thread was stuck"
+    );
+    let r = call(&mut p, 12, "presence_stats", json!({"channel": KEPT})).await;
+    assert_eq!(r["id"], 12, "the event loop still answers: {r}");
+
+    fs.release();
+    assert_eq!(next_reply(&mut p).await, json!({"id": 11, "publish": {}}));
+    let released = Instant::now();
+    common::eventually("WATCHDOG=1 again", || since(released) >= 1);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    listener.join().unwrap();
+    drop(p);
+    drop(d);
+    fs.unmount();
+}

@@ -10,9 +10,9 @@ use std::thread::JoinHandle;
 
 use edgelive_storage::{Reach, Store};
 
-use super::watchdog::Progress;
 use super::{Ack, Health};
 use crate::protocol::ErrorCode;
+use crate::watchdog::Progress;
 
 /// An acknowledgement and the offset it is for.
 pub(super) type Pending = (Ack, u64);

@@ -16,8 +16,8 @@
 mod flusher;
 mod frames;
 mod sequencer;
-mod watchdog;
 
+use crate::watchdog::{Heartbeat, Progress};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -258,6 +258,9 @@ pub struct Persist {
     queued: Arc<Slots>,
     pub health: Arc<Health>,
     pub sizes: Arc<Mutex<HistorySizes>>,
+    /// The event loop stamps it (`Heartbeat::run`); the watchdog that also watches these
+    /// threads reads it.
+    pub heartbeat: Arc<Heartbeat>,
 }
 
 /// The running threads, joined by `Persist::stop`.
@@ -277,9 +280,14 @@ impl Persist {
         let health = Arc::new(Health::default());
         let sizes = Arc::new(Mutex::new(HistorySizes::default()));
         let queued = Arc::new(Slots::default());
-        let seq_progress = watchdog::Progress::new("edgelive-store");
-        let flush_progress = watchdog::Progress::new("edgelive-flush");
-        watchdog::start(vec![seq_progress.clone(), flush_progress.clone()])?;
+        let seq_progress = Progress::new("edgelive-store");
+        let flush_progress = Progress::new("edgelive-flush");
+        let heartbeat = Heartbeat::new();
+        crate::watchdog::start(
+            vec![seq_progress.clone(), flush_progress.clone()],
+            heartbeat.clone(),
+            sd_notify::watchdog_enabled(),
+        )?;
         let (flush_tx, flusher) = flusher::start(
             store.clone(),
             health.clone(),
@@ -307,6 +315,7 @@ impl Persist {
                 queued,
                 health,
                 sizes,
+                heartbeat,
             },
             Threads { sequencer, flusher },
         ))

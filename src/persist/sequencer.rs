@@ -28,7 +28,6 @@ pub use sizes::HistorySizes;
 
 use super::flusher::Pending;
 use super::frames::{LastFrames, Pushed};
-use super::watchdog::Progress;
 use super::{info_json, Ack, Health, Position, Request, Slots, StorageSettings};
 use crate::channel_kind::{ChannelKind, HistoryPolicy};
 use crate::config::Durability;
@@ -37,6 +36,7 @@ use crate::hub::{Hub, Subscriber};
 use crate::json::CompactJson;
 use crate::protocol::reply::{self, ClientInfo, Publication};
 use crate::protocol::ErrorCode;
+use crate::watchdog::Progress;
 
 /// Offsets reserved per durable write of a channel's meta.
 const RESERVE_BLOCK: u64 = 4096;
