@@ -352,14 +352,27 @@ impl From<OriginsRepr> for Origins {
 pub struct LogConfig {
     /// tracing filter, e.g. "info" or "edgelive=debug,info"; RUST_LOG wins when set.
     pub level: String,
+    /// Lines for people (and the journal) or one JSON object per line for log shippers.
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line per event; under journald without colours or timestamps, with priorities.
+    Text,
+    /// One JSON object per event (timestamp, level, target, fields).
+    Json,
 }
 
 /// Everything wrong with a config, one line per problem.
