@@ -17,6 +17,7 @@
 //! Either way one order holds per channel: queue order at the storage thread follows the shard
 //! lock, so a read there sees every write sequenced before it.
 
+use arc_swap::ArcSwap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,8 +43,9 @@ pub struct Broker {
 struct Inner {
     hub: Arc<Hub>,
     persist: Persist,
-    /// Which channels keep history (a push's frames are stored by their rule).
-    kinds: ChannelKinds,
+    /// Which channels keep history (a push's frames are stored by their rule); a reload swaps
+    /// it for channels created from then on.
+    kinds: ArcSwap<ChannelKinds>,
     /// Most publications one recovery returns (`[storage] max_read`).
     max_read: usize,
 }
@@ -64,10 +66,15 @@ impl Broker {
             inner: Arc::new(Inner {
                 hub,
                 persist,
-                kinds,
+                kinds: ArcSwap::from_pointee(kinds),
                 max_read,
             }),
         }
+    }
+
+    /// Reloaded history rules and handler namespaces.
+    pub fn set_kinds(&self, kinds: ChannelKinds) {
+        self.inner.kinds.store(Arc::new(kinds));
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -81,10 +88,11 @@ impl Broker {
         frames: Vec<(Arc<str>, FrameJson)>,
         mut ack: impl FnMut() -> Ack,
     ) -> Result<(), Busy> {
+        let kinds = self.inner.kinds.load();
         let requests = frames
             .into_iter()
             .map(|(key, frame)| Request::Push {
-                policy: self.inner.kinds.history_for(&key),
+                policy: kinds.history_for(&key),
                 key,
                 frame,
                 ack: ack(),

@@ -29,7 +29,7 @@ pub async fn handle(
     peer: IpAddr,
 ) -> Result<Response<Body>, Infallible> {
     let who = shared
-        .settings
+        .settings()
         .auth
         .identify(req.headers(), req.uri().query(), peer);
     // Liveness answers everyone, in both modes and whatever credentials came along: a
@@ -119,7 +119,7 @@ fn websocket_upgrade(
     shared: &Arc<Shared>,
     identity: Option<Identity>,
 ) -> Response<Body> {
-    let settings = &shared.settings;
+    let settings = &shared.settings();
     if !settings.websocket_enabled {
         return error(
             StatusCode::NOT_FOUND,
@@ -149,7 +149,7 @@ fn websocket_upgrade(
         id: shared.next_client.fetch_add(1, Ordering::Relaxed),
         broker: shared.broker.clone(),
         settings: settings.clone(),
-        session: shared.session.clone(),
+        session: shared.session_settings(),
         shutdown: shared.shutdown.clone(),
         refuse,
         identity,

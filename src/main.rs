@@ -1,6 +1,5 @@
 //! The `edgelive` binary: CLI, config, logging, runtime, signals, systemd notification.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,10 +10,12 @@ use edgelive::auth::{jwt, Role};
 use edgelive::config::Config;
 use edgelive::hub::Hub;
 use edgelive::persist::Persist;
+use edgelive::reload::{ConfigSource, Reloader};
 use edgelive::server;
 use edgelive::settings::Settings;
 use edgelive::state::Shared;
 use edgelive_storage::{Store, StoreConfig, StoreError};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -31,7 +32,7 @@ mod exit {
 #[derive(Parser)]
 #[command(
     name = "edgelive",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("EDGELIVE_BUILD_TARGET"), ")"),
     about = "Grafana Live for edge and IoT devices"
 )]
 struct Cli {
@@ -125,25 +126,26 @@ fn main() -> ExitCode {
             }
         };
     }
-    let mut config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+    if let Some(listen) = &cli.listen {
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            eprintln!("--listen {listen:?} is not an IP:port address");
+            return ExitCode::from(exit::USAGE);
+        }
+    }
+    let source = ConfigSource {
+        path: cli.config.clone(),
+        listen: cli.listen.clone(),
+        data_dir: cli.data_dir.clone(),
+    };
+    let config = match source.load() {
         Ok(c) => c,
-        Err(e) => {
-            for p in &e.problems {
+        Err(problems) => {
+            for p in &problems {
                 eprintln!("config: {p}");
             }
             return ExitCode::from(exit::CONFIG);
         }
     };
-    if let Some(listen) = cli.listen {
-        if listen.parse::<std::net::SocketAddr>().is_err() {
-            eprintln!("--listen {listen:?} is not an IP:port address");
-            return ExitCode::from(exit::USAGE);
-        }
-        config.server.listen = listen;
-    }
-    if let Some(dir) = cli.data_dir {
-        config.storage.path = dir;
-    }
     let settings = match Settings::from_config(&config) {
         Ok(s) => Arc::new(s),
         Err(problems) => {
@@ -163,11 +165,12 @@ fn main() -> ExitCode {
     {
         return mint(&settings, sub, ttl, role, info, channels);
     }
-    init_logging(&config.log.level);
+    let log = edgelive::logging::init(&config.log.level, config.log.format);
     for w in config.warnings() {
         warn!(warning = %w, "config");
     }
-    match run(config, settings) {
+    let reloader = Reloader::new(source, config.clone(), log);
+    match run(config, settings, reloader) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, e)) => {
             error!("{e:#}");
@@ -215,7 +218,7 @@ fn mint(
     ExitCode::SUCCESS
 }
 
-fn run(config: Config, settings: Arc<Settings>) -> Result<(), Failure> {
+fn run(config: Config, settings: Arc<Settings>, reloader: Reloader) -> Result<(), Failure> {
     // Opened before the runtime exists: no async worker ever blocks on sled.
     let store = Store::open(&StoreConfig {
         path: config.storage.path.clone(),
@@ -268,7 +271,11 @@ fn run(config: Config, settings: Arc<Settings>) -> Result<(), Failure> {
                 .tracker
                 .spawn(edgelive::push::udp::serve(socket, u, shared.clone()));
         }
-        tokio::spawn(wait_for_signal(shutdown));
+        // Installed before READY=1 and the "listening" line: a signal sent as soon as either
+        // is seen must find its handler, not the default action (which ends the process).
+        let signals = Signals::install().map_err(|e| Failure(exit::TEMPFAIL, e))?;
+        tokio::spawn(wait_for_signal(signals.term, signals.int, shutdown));
+        tokio::spawn(reload_on_sighup(signals.hup, reloader, shared.clone()));
         info!(%addr, "listening");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         server::serve(listener, shared).await;
@@ -298,15 +305,24 @@ fn build_runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-async fn wait_for_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        error!("cannot install signal handlers");
-        return;
-    };
+/// The signals the daemon handles.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        })
+    }
+}
+
+async fn wait_for_signal(mut term: Signal, mut int: Signal, shutdown: CancellationToken) {
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
@@ -316,18 +332,15 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // Under journald (JOURNAL_STREAM set) the journal adds its own timestamps and has no colours.
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && !journald);
-    if journald {
-        builder.without_time().init();
-    } else {
-        builder.init();
+/// SIGHUP (`systemctl reload`): re-reads the config and puts what can change live in force.
+/// Reloads run one at a time; signals that arrive during one make one more.
+async fn reload_on_sighup(mut hup: Signal, mut reloader: Reloader, shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        info!(signal = "SIGHUP", "reloading the config");
+        reloader.reload(&shared).await;
     }
 }

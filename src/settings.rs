@@ -187,6 +187,7 @@ fn udp(push: &crate::config::PushConfig) -> Option<UdpSettings> {
             info: None,
             expires: None,
             channels: Vec::new(),
+            credential: 0,
         },
         max_queued: c.max_queued,
     })

@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -16,14 +18,17 @@ use crate::streams::Streams;
 
 /// State every request handler and connection shares.
 pub struct Shared {
-    pub settings: Arc<Settings>,
+    /// Swapped whole at a reload (SIGHUP); each request reads the one in force when it began.
+    settings: ArcSwap<Settings>,
     pub hub: Arc<Hub>,
     /// The storage threads (history, presence).
     pub persist: Persist,
     /// Where publications, subscribes, history and presence go.
     pub broker: Broker,
-    /// What every session reads of the settings.
-    pub session: Arc<SessionSettings>,
+    /// What every session reads of the settings. A reload sends the new ones; each connection
+    /// watches this, so one whose credentials were revoked is closed at once, not at its next
+    /// command.
+    session: watch::Sender<Arc<SessionSettings>>,
     /// Open WebSocket connections (including ones being refused over the limit).
     connections: AtomicUsize,
     pub next_client: AtomicU64,
@@ -105,8 +110,8 @@ impl Shared {
             hub,
             persist,
             broker,
-            session: Arc::new((&*settings).into()),
-            settings,
+            session: watch::Sender::new(Arc::new((&*settings).into())),
+            settings: ArcSwap::new(settings),
             connections: AtomicUsize::new(0),
             next_client: AtomicU64::new(1),
             shutdown,
@@ -115,6 +120,26 @@ impl Shared {
             refused_connections: AtomicU64::new(0),
             closed_since_trim: AtomicUsize::new(0),
         })
+    }
+
+    /// The settings in force now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    /// What a new session starts with, and where it hears of a reload.
+    pub fn session_settings(&self) -> watch::Receiver<Arc<SessionSettings>> {
+        self.session.subscribe()
+    }
+
+    /// Puts reloaded settings in force: new requests and connections use them, the broker and
+    /// stream handlers take their parts (history rules and exec tables for channels created
+    /// from now on), and every session re-checks its credentials and subscriptions.
+    pub fn apply(&self, settings: Arc<Settings>) {
+        self.broker.set_kinds(settings.kinds.clone());
+        self.streams.set_exec(&settings.exec);
+        self.settings.store(settings.clone());
+        self.session.send_replace(Arc::new((&*settings).into()));
     }
 
     pub fn connection_slot(self: &Arc<Self>) -> ConnectionSlot {

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use fastwebsockets::{
     Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -49,8 +50,8 @@ pub struct Conn {
     pub broker: Broker,
     /// The transport's settings (limits, timers).
     pub settings: Arc<Settings>,
-    /// The session's.
-    pub session: Arc<crate::session::SessionSettings>,
+    /// The session's, and where a reload sends new ones.
+    pub session: watch::Receiver<Arc<crate::session::SessionSettings>>,
     pub shutdown: CancellationToken,
     /// Close at once with this code (the connection limit), without reading anything.
     pub refuse: Option<Disconnect>,
@@ -81,14 +82,17 @@ where
     let id = conn.id;
     let settings = conn.settings.clone();
     let shutdown = conn.shutdown;
-    let mut session = Session::new(
+    let mut reload = conn.session;
+    // The reader hands it messages and the writer hands it reloads; both run in this one task
+    // and lock it only between awaits, so the lock is never contended.
+    let session = Mutex::new(Session::new(
         conn.id,
         outbox.clone(),
         conn.broker,
-        conn.session,
+        reload.borrow_and_update().clone(),
         conn.streams,
         conn.identity,
-    );
+    ));
     async move {
         if let Some(d) = refuse {
             // Over the limit: the close answers the client's first frame (its connect), as
@@ -101,14 +105,15 @@ where
             outbox.close(d);
         }
         let peer_closed = {
-            let reader = read_loop(
-                id,
-                &mut rd,
-                &mut session,
+            let reader = read_loop(id, &mut rd, &session, &outbox, settings.message_size_limit);
+            let writer = write_loop(
+                &mut wr,
                 &outbox,
-                settings.message_size_limit,
+                &settings,
+                &shutdown,
+                &session,
+                &mut reload,
             );
-            let writer = write_loop(&mut wr, &outbox, &settings, &shutdown);
             tokio::pin!(reader, writer);
             tokio::select! {
                 peer_closed = &mut reader => {
@@ -134,6 +139,11 @@ where
     }
 }
 
+/// The session, for one synchronous call (a panic in an earlier one already ended the task).
+fn lock(session: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
+    session.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Reads frames until the peer's close frame or the end of the stream, dropping them.
 pub(crate) async fn drain<S: AsyncRead + Unpin>(rd: &mut WebSocketRead<ReadHalf<S>>) {
     let mut no_send = |_: Frame<'_>| async { Ok::<(), Infallible>(()) };
@@ -149,7 +159,7 @@ pub(crate) async fn drain<S: AsyncRead + Unpin>(rd: &mut WebSocketRead<ReadHalf<
 async fn read_loop<S: AsyncRead + Unpin>(
     id: ClientId,
     rd: &mut WebSocketRead<ReadHalf<S>>,
-    session: &mut Session,
+    session: &Mutex<Session>,
     outbox: &Outbox,
     limit: usize,
 ) -> bool {
@@ -188,7 +198,7 @@ async fn read_loop<S: AsyncRead + Unpin>(
             }
             OpCode::Pong => None,
             OpCode::Text | OpCode::Binary | OpCode::Continuation => match assembly.feed(&frame) {
-                Ok(Some(message)) => Some(session.handle_message(&message)),
+                Ok(Some(message)) => Some(lock(session).handle_message(&message)),
                 Ok(None) => None,
                 Err(d) => Some(Err(d)),
             },
@@ -302,7 +312,12 @@ async fn write_loop<S: AsyncWrite + Unpin>(
     outbox: &Outbox,
     settings: &Settings,
     shutdown: &CancellationToken,
+    session: &Mutex<Session>,
+    reload: &mut watch::Receiver<Arc<crate::session::SessionSettings>>,
 ) {
+    // False once the sender is gone (the server is stopping): `changed` would then be ready
+    // at every turn.
+    let mut reloads = true;
     let stale_at = Instant::now() + settings.connect_timeout;
     let grace_ms = settings.expired_close_delay.as_millis() as u64;
     let mut next_ping: Option<Instant> = None;
@@ -334,6 +349,15 @@ async fn write_loop<S: AsyncWrite + Unpin>(
             biased;
             _ = shutdown.cancelled() => outbox.close(Disconnect::SHUTDOWN),
             _ = outbox.wait() => {}
+            changed = reload.changed(), if reloads => match changed {
+                Ok(()) => {
+                    let new = reload.borrow_and_update().clone();
+                    if let Err(d) = lock(session).reconfigure(new) {
+                        outbox.close(d);
+                    }
+                }
+                Err(_) => reloads = false,
+            },
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 let now = Instant::now();
                 if !outbox.is_connected() && now >= stale_at {

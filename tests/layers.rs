@@ -23,6 +23,7 @@ const FLOORS: &[&[&str]] = &[
         "query",
         "json",
         "allocator",
+        "watchdog",
     ],
     // Policy.
     &[
@@ -44,7 +45,7 @@ const FLOORS: &[&[&str]] = &[
     &["websocket"],
     &["state", "respond"],
     &["push", "metrics", "http"],
-    &["server"],
+    &["server", "reload", "logging"],
 ];
 
 /// Module path (`a::b`) → source without its unit tests.

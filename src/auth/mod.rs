@@ -84,6 +84,10 @@ pub struct Identity {
     pub expires: Option<f64>,
     /// JWT `channels`: server-side subscriptions.
     pub channels: Vec<String>,
+    /// Which configured credential let it in (the first 8 bytes of the API token's SHA-256,
+    /// or of the JWT secret's), so a reload can tell whether it still exists without keeping
+    /// the token itself for the life of the connection.
+    pub credential: u64,
 }
 
 impl Identity {
@@ -96,6 +100,7 @@ impl Identity {
             info: None,
             expires: None,
             channels: Vec::new(),
+            credential: 0,
         }
     }
 }
@@ -111,6 +116,15 @@ pub enum Denied {
     Invalid(String),
     #[error("token expired")]
     Expired,
+}
+
+/// Why a connected client's credentials no longer hold after a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Revoked {
+    #[error("token revoked")]
+    Token,
+    #[error("credentials are now required")]
+    ProtectedModeEnded,
 }
 
 struct ApiToken {
@@ -231,6 +245,7 @@ impl Auth {
                 info: None,
                 expires: None,
                 channels: Vec::new(),
+                credential: fingerprint(&sha256(token.as_bytes())),
             });
         }
         match &self.jwt_secret {
@@ -242,6 +257,7 @@ impl Auth {
                     info: c.info,
                     expires: c.exp,
                     channels: c.channels,
+                    credential: fingerprint(&sha256(secret)),
                 }),
                 Err(jwt::JwtError::Expired) => Err(Denied::Expired),
                 Err(e) => Err(Denied::Invalid(e.to_string())),
@@ -271,6 +287,27 @@ impl Auth {
         }
     }
 
+    /// Whether a client let in under earlier settings is still let in under these (a reload),
+    /// and with which role now: an API token keeps its entry's current role, a JWT its own
+    /// claim while its secret is unchanged.
+    pub fn recheck(&self, who: &Identity) -> Result<Role, Revoked> {
+        match who.source {
+            Source::Loopback if self.is_protected_mode() => Ok(who.role),
+            Source::Loopback => Err(Revoked::ProtectedModeEnded),
+            Source::Datagram => Ok(who.role),
+            Source::ApiToken => self
+                .tokens
+                .iter()
+                .find(|(digest, _)| fingerprint(digest) == who.credential)
+                .map(|(_, t)| t.role)
+                .ok_or(Revoked::Token),
+            Source::Jwt => match &self.jwt_secret {
+                Some(secret) if fingerprint(&sha256(secret)) == who.credential => Ok(who.role),
+                _ => Err(Revoked::Token),
+            },
+        }
+    }
+
     /// `Ok` when `who` may do `action` on `channel` (a key without org prefix); else the role
     /// it would need.
     pub fn check(&self, who: &Identity, action: Action, channel: &str) -> Result<(), Role> {
@@ -288,6 +325,11 @@ pub fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The first 8 bytes of a SHA-256: names a credential without keeping it.
+fn fingerprint(digest: &[u8; 32]) -> u64 {
+    u64::from_le_bytes(digest[..8].try_into().expect("8 of 32 bytes"))
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -349,6 +391,53 @@ mod tests {
         c.validate(&mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         Auth::from_config(&c).unwrap()
+    }
+
+    fn auth_from(toml_text: &str) -> Auth {
+        let c: AuthConfig = toml::from_str(toml_text).unwrap();
+        Auth::from_config(&c).unwrap()
+    }
+
+    #[test]
+    fn a_reload_keeps_existing_credentials_and_revokes_removed_ones() {
+        let before = configured();
+        let api = before.verify("viewer-token-0123456789", now()).unwrap();
+        let claims = jwt::Claims {
+            sub: "ann".into(),
+            role: Some(Role::Publisher),
+            ..Default::default()
+        };
+        let jwt = before
+            .verify(&jwt::sign(&claims, before.jwt_secret().unwrap()), now())
+            .unwrap();
+        // The same credentials: both hold, with their roles.
+        let same = configured();
+        assert_eq!(same.recheck(&api), Ok(Role::Viewer));
+        assert_eq!(same.recheck(&jwt), Ok(Role::Publisher));
+        // The token's role raised, the JWT secret changed: the token holds with its new role,
+        // every JWT signed with the old secret is revoked.
+        let after = auth_from(
+            r#"
+            jwt_hmac_secret = "another-secret-0123456789"
+            [[tokens]]
+            name = "grafana"
+            role = "publisher"
+            token = "viewer-token-0123456789"
+            "#,
+        );
+        assert_eq!(after.recheck(&api), Ok(Role::Publisher));
+        assert_eq!(after.recheck(&jwt), Err(Revoked::Token));
+        // The token gone too; and loopback clients of protected mode once credentials exist.
+        let none = auth_from(r#"jwt_hmac_secret = "another-secret-0123456789""#);
+        assert_eq!(none.recheck(&api), Err(Revoked::Token));
+        assert_eq!(
+            none.recheck(&Identity::anonymous()),
+            Err(Revoked::ProtectedModeEnded)
+        );
+        assert_eq!(
+            Auth::protected_mode().recheck(&Identity::anonymous()),
+            Ok(Role::Admin)
+        );
     }
 
     fn headers(auth: Option<&str>) -> HeaderMap {

@@ -183,7 +183,7 @@ async fn push_body(
         debug!(stream = stream_id, error = %e, "push refused");
         push_error(&e)
     };
-    let settings = &shared.settings;
+    let settings = &shared.settings();
     let target =
         super::target(stream_id, req.uri().query(), settings.push_limits).map_err(refuse)?;
     let body = read_body(req, settings.push_max_body, settings.push_body_timeout).await?;
@@ -204,7 +204,7 @@ pub async fn publish(
     shared: Arc<Shared>,
     who: &Identity,
 ) -> Response<Body> {
-    let settings = shared.settings.clone();
+    let settings = shared.settings();
     let body = match read_body(req, settings.push_max_body, settings.push_body_timeout).await {
         Ok(b) => b,
         Err(e) => return e.into(),

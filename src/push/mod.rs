@@ -62,7 +62,7 @@ pub async fn ingest(
     let frames = parse(body, target).await?;
     for (channel, _) in &frames {
         shared
-            .settings
+            .settings()
             .auth
             .check(who, Action::Publish, channel)
             .map_err(|needed| PushError::Forbidden {

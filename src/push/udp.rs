@@ -58,14 +58,14 @@ fn take(
 ) -> Result<usize, PushError> {
     let source = source.to_canonical();
     let allowed = udp.allowed_sources.iter().any(|net| net.contains(&source))
-        && (source.is_loopback() || !shared.settings.auth.is_protected_mode());
+        && (source.is_loopback() || !shared.settings().auth.is_protected_mode());
     if !allowed {
         return Err(PushError::SourceRefused(source));
     }
     let frames = super::frames(datagram, &udp.target, super::now_ns())?;
     for (channel, _) in &frames {
         shared
-            .settings
+            .settings()
             .auth
             .check(&udp.identity, Action::Publish, channel)
             .map_err(|needed| PushError::Forbidden {

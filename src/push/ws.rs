@@ -41,7 +41,7 @@ pub fn upgrade(
     stream_id: &str,
     who: Identity,
 ) -> Response<Body> {
-    let target = match super::target(stream_id, req.uri().query(), shared.settings.push_limits) {
+    let target = match super::target(stream_id, req.uri().query(), shared.settings().push_limits) {
         Ok(t) => t,
         Err(e) => return super::http::push_error(&e),
     };
@@ -58,13 +58,13 @@ pub fn upgrade(
     }
     let slot = shared.connection_slot();
     if shared
-        .settings
+        .settings()
         .max_connections
         .is_some_and(|max| slot.count() > max)
     {
         return error(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached");
     }
-    let (resp, fut) = match crate::respond::accept_upgrade(&mut req, &shared.settings) {
+    let (resp, fut) = match crate::respond::accept_upgrade(&mut req, &shared.settings()) {
         Ok(v) => v,
         Err(refused) => return *refused,
     };
@@ -88,7 +88,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let (mut rd, mut wr) = ws.split(tokio::io::split);
     rd.set_auto_close(false);
     rd.set_auto_pong(false);
-    let limit = shared.settings.push_max_body;
+    let limit = shared.settings().push_max_body;
     rd.set_max_message_size(limit + 1);
     let started = Instant::now();
     // Milliseconds since `started` of the last frame from the client.
@@ -193,8 +193,8 @@ async fn write_loop<S: AsyncWrite + Unpin>(
     last_seen: &AtomicU64,
     started: Instant,
 ) {
-    let every = shared.settings.ping_interval;
-    let grace = shared.settings.pong_timeout;
+    let every = shared.settings().ping_interval;
+    let grace = shared.settings().pong_timeout;
     let mut next_ping = every.map(|p| Instant::now() + p);
     loop {
         let out = tokio::select! {
@@ -223,7 +223,7 @@ async fn write_loop<S: AsyncWrite + Unpin>(
             Out::Pong(p) => (Frame::pong(Payload::Borrowed(p)), false),
             Out::Close(code, reason) => (Frame::close(*code, reason.as_bytes()), true),
         };
-        let r = timeout(shared.settings.write_timeout, async {
+        let r = timeout(shared.settings().write_timeout, async {
             wr.write_frame(frame).await?;
             wr.flush().await
         })

@@ -6,6 +6,7 @@
 //! connection with this code"; dropping the session leaves every channel it was in.
 
 mod connect;
+mod reconfigure;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod lifecycle;
 pub mod testdata;
 
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -65,7 +66,9 @@ impl Sender {
 
 /// The handlers by namespace, and the producers' lifecycle.
 pub struct Streams {
-    handlers: HashMap<String, Arc<dyn StreamHandler>>,
+    /// Swapped by a reload: channels started from then on get the new exec tables, running
+    /// producers keep the handler they started with.
+    handlers: ArcSwap<HashMap<String, Arc<dyn StreamHandler>>>,
     pub lifecycle: Arc<Lifecycle>,
     broker: Broker,
 }
@@ -108,16 +111,23 @@ impl Streams {
         let counted = broker.hub().clone();
         let watchers: lifecycle::Watchers = Arc::new(move |key| counted.num_subscribers(key));
         Arc::new(Streams {
-            handlers,
+            handlers: ArcSwap::from_pointee(handlers),
             lifecycle: Lifecycle::new(timings, shutdown, watchers),
             broker,
         })
     }
 
+    /// Reloaded `[[streams.exec]]` tables.
+    pub fn set_exec(&self, exec: &[exec::Spec]) {
+        self.handlers.store(Arc::new(handlers(exec)));
+    }
+
     /// The handler of a `plugin/…` or `ds/…` channel.
     pub fn handler(&self, channel: &Channel) -> Option<Arc<dyn StreamHandler>> {
         match channel.scope() {
-            Scope::Plugin | Scope::Ds => self.handlers.get(channel.scope_namespace()).cloned(),
+            Scope::Plugin | Scope::Ds => {
+                self.handlers.load().get(channel.scope_namespace()).cloned()
+            }
             _ => None,
         }
     }

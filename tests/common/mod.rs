@@ -240,6 +240,11 @@ impl Daemon {
         }
     }
 
+    /// Sends SIGHUP: the daemon reloads its config.
+    pub fn hangup(&self) {
+        unsafe_kill(self.child.id(), "HUP");
+    }
+
     /// Resident memory of the daemon, KiB (from /proc).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
