@@ -264,12 +264,19 @@ async fn sigterm_closes_every_client_with_3001_and_exits_0() {
 #[test]
 fn check_config_exits_0_or_78_with_every_problem() {
     let bin = env!("CARGO_BIN_EXE_edgelive");
-    let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/config/edgelive.toml");
-    // The packaged file requires credentials from $CREDENTIALS_DIRECTORY (systemd's
-    // LoadCredential=): without them it is refused, with them it passes.
+    // The packaged file requires the credentials the package makes at install
+    // (/etc/edgelive/credentials): here a copy names a temp dir instead. Without the files it
+    // is refused, naming them; with them it passes.
+    let creds = tempfile::tempdir().unwrap();
+    let packaged = creds.path().join("edgelive.toml");
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/edgelive.toml"))
+            .unwrap();
+    let here = format!("{}/", creds.path().display());
+    std::fs::write(&packaged, text.replace("/etc/edgelive/credentials/", &here)).unwrap();
     let out = Command::new(bin)
-        .args(["check-config", packaged])
-        .env_remove("CREDENTIALS_DIRECTORY")
+        .arg("check-config")
+        .arg(&packaged)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
@@ -278,7 +285,6 @@ fn check_config_exits_0_or_78_with_every_problem() {
         err.contains("admin.token") && err.contains("jwt.key"),
         "{err}"
     );
-    let creds = tempfile::tempdir().unwrap();
     std::fs::write(
         creds.path().join("admin.token"),
         "an-admin-token-0123456789\n",
@@ -286,8 +292,8 @@ fn check_config_exits_0_or_78_with_every_problem() {
     .unwrap();
     std::fs::write(creds.path().join("jwt.key"), "a-jwt-key-0123456789abcdef").unwrap();
     let out = Command::new(bin)
-        .args(["check-config", packaged])
-        .env("CREDENTIALS_DIRECTORY", creds.path())
+        .arg("check-config")
+        .arg(&packaged)
         .output()
         .unwrap();
     assert_eq!(

@@ -62,7 +62,7 @@ fn check_config_warns_about_lone_stars_and_still_passes() {
         "{err}"
     );
     // The packaged file's patterns mean what they meant: no warning there.
-    // (It reads its credentials from systemd's $CREDENTIALS_DIRECTORY.)
+    // (It names the credentials the package makes; a copy names a temp dir instead.)
     let creds = tempfile::tempdir().unwrap();
     std::fs::write(
         creds.path().join("admin.token"),
@@ -70,10 +70,15 @@ fn check_config_warns_about_lone_stars_and_still_passes() {
     )
     .unwrap();
     std::fs::write(creds.path().join("jwt.key"), "a-jwt-key-0123456789abcdef").unwrap();
-    let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/config/edgelive.toml");
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/edgelive.toml"))
+            .unwrap();
+    let packaged = creds.path().join("edgelive.toml");
+    let here = format!("{}/", creds.path().display());
+    std::fs::write(&packaged, text.replace("/etc/edgelive/credentials/", &here)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_edgelive"))
-        .args(["check-config", packaged])
-        .env("CREDENTIALS_DIRECTORY", creds.path())
+        .arg("check-config")
+        .arg(&packaged)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
