@@ -101,6 +101,17 @@ impl ChannelKinds {
                 managed: false,
                 handler: false,
             },
+            // Grafana's dashboard events (`grafana/dashboard/uid/<uid>`): the server publishes
+            // `{"uid","action"}` when a dashboard is saved or deleted; watchers see each other
+            // through presence and join/leave, as in Grafana.
+            (Scope::Grafana, "dashboard") => ChannelKind {
+                presence: true,
+                join_leave: true,
+                publish: Err(ErrorCode::PermissionDenied),
+                history: None,
+                managed: false,
+                handler: false,
+            },
             // Managed streams are fed only by the push API.
             (Scope::Stream, _) => ChannelKind {
                 presence: false,
@@ -181,7 +192,10 @@ mod tests {
         assert!(t.handler && !t.is_sequenced());
         assert_eq!(r("plugin/other/x"), Err(ErrorCode::UnknownChannel));
         assert_eq!(r("ds/uid/x"), Err(ErrorCode::UnknownChannel));
-        assert_eq!(r("grafana/dashboard/uid/x"), Err(ErrorCode::UnknownChannel));
+        let d = r("grafana/dashboard/uid/x").unwrap();
+        assert!(d.presence && d.join_leave);
+        assert_eq!(d.publish, Err(ErrorCode::PermissionDenied));
+        assert_eq!(r("grafana/other/x"), Err(ErrorCode::UnknownChannel));
         assert_eq!(r("watch/x/y"), Err(ErrorCode::UnknownChannel));
     }
 

@@ -169,7 +169,36 @@ pub struct PushConfig {
     /// Most values the frames of one body may hold, padding nulls and wide-layout labels
     /// included (400 naming the line that crosses it).
     pub max_values_per_request: usize,
+    /// A managed stream keeps the union of the fields it has seen (missing ones padded with
+    /// null), so alternating field sets keep one schema.
+    pub sticky_fields: bool,
+    /// What a new subscriber of a managed stream with history gets before live data.
+    pub backfill: BackfillConfig,
     pub udp: UdpConfig,
+}
+
+/// `[push.backfill]`: a managed stream's subscribe reply carries its last frame extended with
+/// its recent rows from history, so a chart opens drawn.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackfillConfig {
+    /// Most rows (0 = off: the last frame alone, as Grafana sends it).
+    pub rows: usize,
+    /// Rows older than this are left out.
+    #[serde(with = "crate::duration")]
+    pub window: Duration,
+    /// Most bytes of row data in one reply.
+    pub max_bytes: usize,
+}
+
+impl Default for BackfillConfig {
+    fn default() -> Self {
+        Self {
+            rows: 1000,
+            window: Duration::from_secs(600),
+            max_bytes: 256 * 1024,
+        }
+    }
 }
 
 impl Default for PushConfig {
@@ -181,6 +210,8 @@ impl Default for PushConfig {
             max_tags_per_line: 256,
             max_fields_per_line: 1024,
             max_values_per_request: 1_000_000,
+            sticky_fields: true,
+            backfill: BackfillConfig::default(),
             udp: UdpConfig::default(),
         }
     }
@@ -548,6 +579,12 @@ impl Config {
                 "[push] max_tags_per_line, max_fields_per_line and max_values_per_request must be at least 1"
                     .into(),
             );
+        }
+        if push.backfill.max_bytes > 16 << 20 {
+            problems.push(format!(
+                "[push.backfill] max_bytes = {} is above 16 MiB",
+                push.backfill.max_bytes
+            ));
         }
         let udp = &push.udp;
         if !udp.listen.is_empty() && udp.listen.parse::<SocketAddr>().is_err() {

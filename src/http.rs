@@ -20,6 +20,8 @@ use crate::websocket::{self, Conn};
 
 /// Paths of the Centrifuge WebSocket endpoint (Grafana's, and centrifuge's default).
 const WS_PATHS: [&str; 2] = ["/api/live/ws", "/connection/websocket"];
+/// `GET` or `DELETE` `/api/dashboards/uid/:uid`.
+const DASHBOARD_PREFIX: &str = "/api/dashboards/uid/";
 /// `POST` (line protocol) or `GET` (WebSocket) `/api/live/push/:streamId`.
 const PUSH_PREFIX: &str = "/api/live/push/";
 
@@ -36,7 +38,16 @@ pub async fn handle(
     // monitoring host or a load balancer on the LAN must not see the device as down. Only the
     // reason of a degraded store, which may name paths, needs an identity.
     if req.method() == Method::GET && req.uri().path() == "/api/health" {
-        return Ok(health(&shared, matches!(who, Ok(Some(_)))));
+        let access = match &who {
+            Ok(Some(_)) => "granted",
+            Err(Denied::LoopbackOnly) => "loopback-only",
+            _ => "required",
+        };
+        return Ok(health(&shared, matches!(who, Ok(Some(_))), access));
+    }
+    // The dashboard's page and files hold no secret: they ask for a token themselves.
+    if req.method() == Method::GET && crate::web::serves(req.uri().path()) {
+        return Ok(crate::web::asset(req.uri().path(), req.headers()).await);
     }
     // Protected mode refuses other hosts everything else; bad credentials are refused everywhere.
     let who = match who {
@@ -59,6 +70,22 @@ pub async fn handle(
         }
         (_, p) if WS_PATHS.contains(&p) => websocket_upgrade(req, &shared, who),
         (&Method::GET, "/api/live/list") => crate::push::http::list(shared).await,
+        (&Method::GET, "/api/status") => crate::status::status(shared).await,
+        (&Method::POST, "/api/dashboards/db") => {
+            crate::dashboards::save(req, shared, &expect(who)).await
+        }
+        (m, p) if p.starts_with(DASHBOARD_PREFIX) => {
+            let uid = p[DASHBOARD_PREFIX.len()..].to_owned();
+            match *m {
+                Method::GET => crate::dashboards::get(shared, &uid, &expect(who)).await,
+                Method::DELETE => crate::dashboards::delete(shared, &uid, &expect(who)).await,
+                _ => error(StatusCode::METHOD_NOT_ALLOWED, "use GET or DELETE"),
+            }
+        }
+        (&Method::GET, "/api/search") => {
+            let query = req.uri().query().map(str::to_owned);
+            crate::dashboards::search(shared, query.as_deref()).await
+        }
         (&Method::POST, "/api/live/publish") => {
             crate::push::http::publish(req, shared, &expect(who)).await
         }
@@ -78,17 +105,24 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// `{"status":"ok"}`, or 503 degraded (with the reason for an identified client).
-fn health(shared: &Shared, identified: bool) -> Response<Body> {
+/// `{"status":"ok"}`, or 503 degraded (with the reason for an identified client). `access`
+/// says whether this request's credentials (or protected mode) let it in: "granted",
+/// "required" (none, or refused) or "loopback-only", so the dashboard knows whether to ask
+/// for a token without provoking a 401.
+fn health(shared: &Shared, identified: bool, access: &str) -> Response<Body> {
     match shared.persist.health.degraded() {
-        None => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+        None => json(
+            StatusCode::OK,
+            format!(r#"{{"status":"ok","access":"{access}"}}"#),
+        ),
         Some(reason) if identified => json(
             StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({ "status": "degraded", "reason": reason }).to_string(),
+            serde_json::json!({ "status": "degraded", "reason": reason, "access": access })
+                .to_string(),
         ),
         Some(_) => json(
             StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"status":"degraded"}"#.into(),
+            format!(r#"{{"status":"degraded","access":"{access}"}}"#),
         ),
     }
 }

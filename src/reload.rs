@@ -172,6 +172,7 @@ fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!("[runtime]", runtime);
     keep!("[storage]", storage);
     keep!("[push] frame_idle_ttl", push.frame_idle_ttl);
+    keep!("[push.backfill]", push.backfill);
     // The UDP socket and the task that reads it.
     keep!("[push.udp]", push.udp);
     // The hub's channel names.

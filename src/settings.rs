@@ -44,6 +44,10 @@ pub struct Settings {
     /// What one push body may make.
     pub push_limits: crate::ingest::convert::Limits,
     pub frame_idle_ttl: Duration,
+    /// Managed streams keep the union of their fields (`ingest::sticky`).
+    pub push_sticky: bool,
+    /// Recent rows in a managed stream's subscribe reply.
+    pub backfill: crate::config::BackfillConfig,
     /// The UDP push listener, when on.
     pub udp: Option<UdpSettings>,
     /// Credentials, roles and channel rules.
@@ -129,6 +133,8 @@ impl Settings {
             push_body_timeout: config.push.body_timeout,
             push_limits: push_limits(&config.push),
             frame_idle_ttl: config.push.frame_idle_ttl,
+            push_sticky: config.push.sticky_fields,
+            backfill: config.push.backfill.clone(),
             udp: udp(&config.push),
             auth,
             command_rate: live.client_command_rate,

@@ -43,6 +43,10 @@ pub struct Shared {
     pub refused_connections: AtomicU64,
     /// WebSocket connections closed since the heap was last trimmed.
     pub(crate) closed_since_trim: AtomicUsize,
+    /// When the server started (`/api/status` uptime).
+    pub started: std::time::Instant,
+    /// `/api/status`'s publication rate between two calls.
+    pub publication_rate: std::sync::Mutex<RateSample>,
 }
 
 /// Push API counters for `/metrics` (HTTP requests, WebSocket messages and UDP datagrams).
@@ -61,6 +65,23 @@ impl PushStats {
             Ok(n) => self.frames.fetch_add(*n as u64, Ordering::Relaxed),
             Err(_) => self.errors.fetch_add(1, Ordering::Relaxed),
         };
+    }
+}
+
+/// The publication count when `/api/status` last took its rate.
+pub struct RateSample {
+    pub(crate) at: std::time::Instant,
+    pub(crate) count: u64,
+    pub(crate) per_second: f64,
+}
+
+impl RateSample {
+    pub fn new() -> std::sync::Mutex<RateSample> {
+        std::sync::Mutex::new(RateSample {
+            at: std::time::Instant::now(),
+            count: 0,
+            per_second: 0.0,
+        })
     }
 }
 
@@ -119,6 +140,8 @@ impl Shared {
             push_stats: PushStats::default(),
             refused_connections: AtomicU64::new(0),
             closed_since_trim: AtomicUsize::new(0),
+            started: std::time::Instant::now(),
+            publication_rate: RateSample::new(),
         })
     }
 

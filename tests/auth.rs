@@ -89,7 +89,12 @@ async fn protected_mode_serves_loopback_and_refuses_other_hosts_with_403() {
     let lo = std::net::SocketAddr::from(([127, 0, 0, 1], d.addr.port()));
     // Liveness answers a monitoring host on the LAN too (it reveals nothing); the rest not.
     let (status, body) = http(lan, "GET", "/api/health", &[], b"");
-    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"status":"ok","access":"loopback-only"}"#)
+    );
+    let (_, body) = http(lo, "GET", "/api/health", &[], b"");
+    assert_eq!(body, r#"{"status":"ok","access":"granted"}"#);
     for path in ["/metrics", "/api/live/list"] {
         let (status, body) = http(lan, "GET", path, &[], b"");
         assert_eq!(status, 403, "{path}: {body}");

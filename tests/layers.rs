@@ -44,7 +44,7 @@ const FLOORS: &[&[&str]] = &[
     &["session"],
     &["websocket"],
     &["state", "respond"],
-    &["push", "metrics", "http"],
+    &["push", "metrics", "status", "dashboards", "web", "http"],
     &["server", "reload", "logging"],
 ];
 

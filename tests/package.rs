@@ -444,6 +444,9 @@ fn arm64_package_cross_builds_and_its_binary_answers_health() {
     };
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let status = daemon.wait().unwrap();
-    assert_eq!(answered, (200, r#"{"status":"ok"}"#.to_owned()));
+    assert_eq!(
+        answered,
+        (200, r#"{"status":"ok","access":"granted"}"#.to_owned())
+    );
     assert!(status.success(), "{status}");
 }

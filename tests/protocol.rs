@@ -14,7 +14,7 @@ async fn health_answers_ok_once_listening() {
     assert_eq!(status, 200);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&body).unwrap(),
-        json!({"status":"ok"})
+        json!({"status":"ok","access":"granted"})
     );
     let (status, body) = http(d.addr, "GET", "/nowhere", &[], b"");
     assert_eq!(status, 404);

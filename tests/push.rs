@@ -125,7 +125,9 @@ async fn telegraf_batches_reach_subscribers_as_grafana_frames_schema_once() {
     assert!(f.get("schema").is_none(), "{f}");
     assert_eq!(f["data"]["values"][2], json!([1]));
 
-    // A new field changes the schema: schema and data again.
+    // A new field changes the schema: schema and data again. The stream keeps the fields it
+    // has seen in order of first appearance (sticky fields), as Grafana orders them within one
+    // body: the new one comes last.
     let (status, _) = push(
         &d,
         "/api/live/push/telegraf",
@@ -135,7 +137,7 @@ async fn telegraf_batches_reach_subscribers_as_grafana_frames_schema_once() {
     let f = next_pub(&mut cpu).await;
     assert_eq!(
         field_names(&f),
-        ["labels", "time", "usage_idle", "usage_system", "usage_user"]
+        ["labels", "time", "usage_idle", "usage_user", "usage_system"]
     );
 
     // A late subscriber gets the last full frame as subscribe data.
@@ -257,14 +259,20 @@ async fn wide_format_publishes_one_frame_per_timestamp_and_precision_scales_time
     assert_eq!(field_names(&first), ["time", "u", "u"]);
     assert_eq!(first["schema"]["fields"][2]["labels"], json!({"cpu": "b"}));
     assert_eq!(first["data"]["values"][0], json!([1700000000000u64]));
+    // The second timestamp's frame lacks u{cpu=b}: padded with null to the stream's field
+    // set (sticky fields), it has the first one's schema and goes out as data only.
     let second = next_pub(&mut p).await;
-    assert_eq!(field_names(&second), ["time", "u"], "{second}");
-    assert_eq!(second["data"]["values"], json!([[1700000001000u64], [3]]));
+    assert!(second.get("schema").is_none(), "{second}");
+    assert_eq!(
+        second["data"]["values"],
+        json!([[1700000001000u64], [3], [null]])
+    );
 }
 
 #[test]
 fn the_last_frame_and_history_survive_a_restart_and_list_shows_streams() {
-    let d = Daemon::start(&[]);
+    // The last frame alone in the subscribe reply (backfill is tested in real_clients.rs).
+    let d = Daemon::start(&[("EDGELIVE_PUSH_BACKFILL", "{rows = 0}")]);
     for i in 0..3 {
         let (status, _) = push(
             &d,
@@ -459,7 +467,8 @@ fn an_acknowledged_last_frame_survives_sigkill_also_without_history() {
 /// last frame is rebuilt from the schema of the last change and the newest record's data.
 #[test]
 fn with_history_the_last_frame_comes_back_from_history_after_sigkill() {
-    let d = Daemon::start(&[]);
+    // The last frame alone in the subscribe reply (backfill is tested in real_clients.rs).
+    let d = Daemon::start(&[("EDGELIVE_PUSH_BACKFILL", "{rows = 0}")]);
     for body in [
         "m,a=b v=1",
         "m,a=b v=2",
@@ -546,4 +555,29 @@ fn managed_streams(d: &Daemon) -> Vec<Value> {
         .filter(|c| c["channel"].as_str().unwrap().starts_with("stream/"))
         .cloned()
         .collect()
+}
+
+/// Backfill: with history, the subscribe reply holds the stream's recent rows (the last frame
+/// extended); without history, the last frame alone.
+#[tokio::test]
+async fn the_subscribe_reply_is_backfilled_from_history_only_where_history_is_kept() {
+    let config = "[[history]]\npattern = \"stream/quiet/**\"\nsize = 0\nttl = \"1h\"\n\
+                  [[history]]\npattern = \"stream/**\"\nsize = 100\nttl = \"1h\"\n";
+    let d = Daemon::start_with_config(config, &[]);
+    for stream in ["kept", "quiet"] {
+        for i in 0..3 {
+            let body = format!("m v={i}");
+            let (status, _) = push(&d, &format!("/api/live/push/{stream}"), &body);
+            assert_eq!(status, 200);
+        }
+    }
+    let (_, kept) = subscriber(&d, "stream/kept/m").await;
+    assert_eq!(
+        kept["data"]["data"]["values"][2],
+        json!([0, 1, 2]),
+        "{kept}"
+    );
+    assert!(kept["data"]["schema"].is_object());
+    let (_, quiet) = subscriber(&d, "stream/quiet/m").await;
+    assert_eq!(quiet["data"]["data"]["values"][2], json!([2]), "{quiet}");
 }

@@ -203,6 +203,19 @@ fn grafana_streaming_data_frame_decodes_pushed_frames_across_a_schema_change_and
     run_script("node", "js/frames.mjs", &env, "ok frames", &d);
 }
 
+/// Grafana's StreamingDataFrame never throws on a stream whose field sets alternate (sticky
+/// fields), and a late subscriber's frame starts with the backfilled rows, then appends.
+#[test]
+fn grafana_streaming_data_frame_takes_alternating_field_sets_and_backfill() {
+    ensure_node_packages();
+    let d = Daemon::start(&[]);
+    let env = [
+        ("EDGELIVE_URL", d.ws_url()),
+        ("EDGELIVE_HTTP", d.http_url()),
+    ];
+    run_script("node", "js/sticky.mjs", &env, "ok sticky", &d);
+}
+
 /// Connection JWTs and API tokens with both official clients: refresh through getToken /
 /// get_token, a server-side subscription, 109 then a fresh token, 3500 for a forged token, a
 /// viewer's publish refused.

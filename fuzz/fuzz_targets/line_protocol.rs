@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         ("gf_live_frame_format=wide", small),
     ] {
         let t = target("fuzz", Some(query), limits).expect("valid target");
-        match frames(data, &t, 1_700_000_000_000_000_000) {
+        match frames(data, &t, 1_700_000_000_000_000_000, None) {
             Ok(out) => {
                 for (channel, _) in out {
                     Channel::parse_bare(&channel).expect("converted frames name valid channels");

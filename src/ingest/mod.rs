@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod lineproto;
+pub mod sticky;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,6 +16,7 @@ use crate::auth::Role;
 use crate::channel::{Channel, ChannelError};
 use crate::frame::FrameJson;
 use crate::query::query_pairs;
+use sticky::Sticky;
 
 /// Where a body goes and how it is read.
 #[derive(Debug, Clone)]
@@ -117,6 +119,7 @@ pub fn frames(
     body: &[u8],
     t: &Target,
     now_ns: i64,
+    sticky: Option<&Sticky>,
 ) -> Result<Vec<(Arc<str>, FrameJson)>, PushError> {
     let text = lineproto::utf8(body)?;
     let frames = convert::convert_with(text, t.layout, t.precision, now_ns, t.limits)?;
@@ -125,13 +128,16 @@ pub fn frames(
     }
     frames
         .into_iter()
-        .map(|f| {
+        .map(|mut f| {
             let name = format!("stream/{}/{}", t.stream_id, f.name);
             let channel =
                 Channel::parse_bare(&name).map_err(|error| PushError::BadMeasurement {
                     measurement: f.name.clone(),
                     error,
                 })?;
+            if let Some(sticky) = sticky {
+                sticky.fit(channel.key(), &mut f);
+            }
             Ok((channel.key().clone(), f.to_json()))
         })
         .collect()
@@ -177,12 +183,12 @@ mod tests {
     #[test]
     fn a_measurement_that_cannot_form_a_channel_is_refused() {
         let t = target_d("s", None).unwrap();
-        let e = frames(b"ok f=1\nbad:name f=1", &t, 0).unwrap_err();
+        let e = frames(b"ok f=1\nbad:name f=1", &t, 0, None).unwrap_err();
         assert!(
             matches!(e, PushError::BadMeasurement { ref measurement, .. } if measurement == "bad:name"),
             "{e}"
         );
-        let ok = frames(b"cpu f=1\nmem f=2\ncpu f=3", &t, 0).unwrap();
+        let ok = frames(b"cpu f=1\nmem f=2\ncpu f=3", &t, 0, None).unwrap();
         let names: Vec<&str> = ok.iter().map(|(k, _)| &**k).collect();
         assert_eq!(names, ["stream/s/cpu", "stream/s/mem"]);
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use edgelive_storage::{Store, StoreError};
 
 use crate::frame::FrameJson;
+use crate::ingest::sticky::Sticky;
 
 /// Pushes per second over the last minute.
 #[derive(Debug, Clone)]
@@ -69,6 +70,8 @@ struct Stream {
 pub struct Listed {
     pub channel: String,
     pub minute_rate: u64,
+    /// The last push, ms since the epoch.
+    pub last_ms: u64,
     /// `{"schema":...}`
     pub schema_only: String,
 }
@@ -78,6 +81,8 @@ pub struct Listed {
 #[derive(Default)]
 pub struct LastFrames {
     streams: HashMap<Arc<str>, Stream>,
+    /// The push side's field sets, forgotten with their streams.
+    sticky: Option<Arc<Sticky>>,
 }
 
 /// What to publish for a pushed frame.
@@ -89,6 +94,14 @@ pub enum Pushed {
 }
 
 impl LastFrames {
+    /// Frames whose evictions also reset the streams' sticky field sets.
+    pub fn new(sticky: Arc<Sticky>) -> LastFrames {
+        LastFrames {
+            streams: HashMap::new(),
+            sticky: Some(sticky),
+        }
+    }
+
     /// Loads the persisted frames (at startup, on the storage thread).
     pub fn load(&mut self, store: &Store) -> Result<usize, StoreError> {
         for r in store.frames() {
@@ -219,6 +232,11 @@ impl LastFrames {
         self.streams.keys().cloned().collect()
     }
 
+    /// The schema of the stream's last frame.
+    pub fn schema_of(&self, key: &str) -> Option<&str> {
+        self.streams.get(key).map(|s| s.frame.schema.as_str())
+    }
+
     /// The last full frame, which a new subscriber gets as its subscribe data.
     pub fn initial_data(&self, key: &str) -> Option<String> {
         self.streams.get(key).map(|s| s.frame.full())
@@ -240,6 +258,9 @@ impl LastFrames {
         for k in &idle {
             store.remove_frame(k)?;
             self.streams.remove(k);
+            if let Some(sticky) = &self.sticky {
+                sticky.forget(k);
+            }
         }
         Ok(idle.len())
     }
@@ -252,6 +273,7 @@ impl LastFrames {
             .map(|(k, s)| Listed {
                 channel: k.to_string(),
                 minute_rate: s.rate.per_minute(now_ms / 1000),
+                last_ms: s.last_ms,
                 schema_only: s.frame.schema_only(),
             })
             .collect();

@@ -13,10 +13,12 @@
 //! recovered and live publications are gap-free and duplicate-free and the reply comes first.
 //! Settling it gives the channel its head, so what follows is sequenced in memory again.
 
+mod backfill;
 mod flusher;
 mod frames;
 mod sequencer;
 
+use crate::ingest::sticky::Sticky;
 use crate::watchdog::{Heartbeat, Progress};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -122,7 +124,7 @@ pub enum Request {
         ack: Ack,
     },
     /// The managed streams, for `/api/live/list`.
-    List { reply: oneshot::Sender<Vec<Listed>> },
+    List { reply: oneshot::Sender<Listing> },
     History {
         key: Arc<str>,
         policy: Option<HistoryPolicy>,
@@ -236,6 +238,8 @@ pub struct StorageSettings {
     pub channel_idle_ttl: Duration,
     /// A managed stream nobody pushed to for this long loses its last frame.
     pub frame_idle_ttl: Duration,
+    /// Recent rows in a managed stream's subscribe reply.
+    pub backfill: crate::config::BackfillConfig,
 }
 
 impl From<&Settings> for StorageSettings {
@@ -247,6 +251,7 @@ impl From<&Settings> for StorageSettings {
             max_channels: s.max_channels,
             channel_idle_ttl: s.channel_idle_ttl,
             frame_idle_ttl: s.frame_idle_ttl,
+            backfill: s.backfill.clone(),
         }
     }
 }
@@ -261,6 +266,21 @@ pub struct Persist {
     /// The event loop stamps it (`Heartbeat::run`); the watchdog that also watches these
     /// threads reads it.
     pub heartbeat: Arc<Heartbeat>,
+    /// Managed streams' field sets (`[push] sticky_fields`): the push side fits frames to them,
+    /// the storage thread forgets a stream's when it evicts its frame.
+    pub sticky: Arc<Sticky>,
+    /// The store, for what is not in the storage thread's order (saved dashboards; their calls
+    /// run on the blocking pool).
+    pub store: Arc<Store>,
+}
+
+/// What `/api/live/list` shows of the storage thread's channels.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Managed streams, sorted by channel.
+    pub streams: Vec<Listed>,
+    /// Other channels with history: (name, last publication in ms since the epoch).
+    pub history: Vec<(String, u64)>,
 }
 
 /// The running threads, joined by `Persist::stop`.
@@ -277,12 +297,14 @@ impl Persist {
         settings: StorageSettings,
     ) -> std::io::Result<(Persist, Threads)> {
         let store = Arc::new(store);
+        let store_handle = store.clone();
         let health = Arc::new(Health::default());
         let sizes = Arc::new(Mutex::new(HistorySizes::default()));
         let queued = Arc::new(Slots::default());
         let seq_progress = Progress::new("edgelive-store");
         let flush_progress = Progress::new("edgelive-flush");
         let heartbeat = Heartbeat::new();
+        let sticky = Sticky::new(settings.max_channels);
         crate::watchdog::start(
             vec![seq_progress.clone(), flush_progress.clone()],
             heartbeat.clone(),
@@ -304,6 +326,7 @@ impl Persist {
             sizes: sizes.clone(),
             queued: queued.clone(),
             progress: seq_progress,
+            sticky: sticky.clone(),
         });
         seq.start();
         let sequencer = std::thread::Builder::new()
@@ -316,6 +339,8 @@ impl Persist {
                 health,
                 sizes,
                 heartbeat,
+                sticky,
+                store: store_handle,
             },
             Threads { sequencer, flusher },
         ))

@@ -95,6 +95,8 @@ pub struct Parts {
     pub sizes: Arc<Mutex<HistorySizes>>,
     pub queued: Arc<Slots>,
     pub progress: Arc<Progress>,
+    /// Managed streams' field sets, reset when their frames are evicted.
+    pub sticky: Arc<crate::ingest::sticky::Sticky>,
 }
 
 impl Sequencer {
@@ -108,7 +110,7 @@ impl Sequencer {
             sizes: p.sizes,
             queued: p.queued,
             channels: HashMap::new(),
-            frames: LastFrames::default(),
+            frames: LastFrames::new(p.sticky),
             promised: HashMap::new(),
             sweep_queue: Vec::new(),
             clock: Timeline::start(0),
@@ -311,7 +313,15 @@ impl Sequencer {
                 ack,
             } => self.push(key, policy, frame, ack),
             Request::List { reply } => {
-                let _ = reply.send(self.frames.list(self.clock.now_ms()));
+                let streams = self.frames.list(self.clock.now_ms());
+                let mut history: Vec<(String, u64)> = self
+                    .channels
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with("stream/"))
+                    .map(|(k, c)| (k.to_string(), c.meta.last_ms))
+                    .collect();
+                history.sort();
+                let _ = reply.send(super::Listing { streams, history });
             }
             Request::History {
                 key,
@@ -439,7 +449,7 @@ impl Sequencer {
         }
         let initial = initial.or_else(|| {
             kind.managed
-                .then(|| self.frames.initial_data(&key))
+                .then(|| self.managed_initial(&key, kind.history.is_some()))
                 .flatten()
                 .and_then(|s| CompactJson::from_string(s).ok())
         });
@@ -475,6 +485,33 @@ impl Sequencer {
                 self.fail(&e);
             }
         }
+    }
+
+    /// A managed stream's subscribe data: its last frame, extended with its recent rows from
+    /// history where it keeps history and `[push.backfill]` is on (`backfill.rs`).
+    fn managed_initial(&self, key: &Arc<str>, history: bool) -> Option<String> {
+        let last = self.frames.initial_data(key)?;
+        let b = &self.settings.backfill;
+        let Some(ch) = self.channels.get(key).filter(|_| history && b.rows > 0) else {
+            return Some(last);
+        };
+        let schema = self.frames.schema_of(key)?;
+        let records: Vec<(u64, String)> = self
+            .store
+            .read(ch.meta.id, ch.first, ch.meta.top, b.rows, true)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, p)| (p.time_ms, p.data))
+            .collect();
+        let bounds = super::backfill::Bounds {
+            rows: b.rows,
+            since_ms: self
+                .clock
+                .now_ms()
+                .saturating_sub(b.window.as_millis() as u64),
+            max_bytes: b.max_bytes,
+        };
+        Some(super::backfill::merge(schema, &records, bounds).unwrap_or(last))
     }
 
     /// A managed-stream frame: recorded as the last frame, then published like any publication

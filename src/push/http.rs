@@ -29,7 +29,7 @@ use crate::protocol::ErrorCode;
 use crate::state::Shared;
 
 /// Why a body could not be read.
-enum BodyError {
+pub(crate) enum BodyError {
     TooLarge(usize),
     Timeout,
     Broken(String),
@@ -64,7 +64,7 @@ impl From<BodyError> for Response<Body> {
 }
 
 /// Reads a whole body within the size limit and time, undoing `Content-Encoding: gzip`.
-async fn read_body(
+pub(crate) async fn read_body(
     req: Request<Incoming>,
     limit: usize,
     within: Duration,
@@ -295,7 +295,10 @@ fn code_response(code: ErrorCode) -> Response<Body> {
 }
 
 /// `GET /api/live/list`: `{"channels":[{"channel","minute_rate","data":{"schema":...}}]}`,
-/// sorted by channel.
+/// sorted by channel, as Grafana answers it: managed streams and stream-handler channels. Each
+/// entry also says how many `subscribers` it has, and a managed stream when it was last pushed
+/// to (`last_ms`); channels with history that are neither follow (`"history":true`), for the
+/// on-device dashboard's channel list. Grafana's clients ignore keys they do not know.
 pub async fn list(shared: Arc<Shared>) -> Response<Body> {
     let (tx, rx) = oneshot::channel();
     if shared
@@ -305,17 +308,24 @@ pub async fn list(shared: Arc<Shared>) -> Response<Body> {
     {
         return push_error(&PushError::Busy);
     }
-    let Ok(items) = rx.await else {
+    let Ok(listing) = rx.await else {
         return push_error(&PushError::Storage);
     };
+    let subscribers = |channel: &str| shared.hub.num_subscribers(channel);
     // Managed streams, then stream-handler channels: those whose producer runs, and Grafana's
     // four testdata channels, which Grafana always lists (with its advertised rates).
-    let mut entries: Vec<(String, String)> = items
+    let mut entries: Vec<(String, String)> = listing
+        .streams
         .iter()
         .map(|l| {
             let mut e = String::from("{\"channel\":");
             crate::frame::json_str(&mut e, &l.channel);
-            e.push_str(&format!(",\"minute_rate\":{},\"data\":", l.minute_rate));
+            e.push_str(&format!(
+                ",\"minute_rate\":{},\"subscribers\":{},\"last_ms\":{},\"data\":",
+                l.minute_rate,
+                subscribers(&l.channel),
+                l.last_ms
+            ));
             e.push_str(&l.schema_only);
             e.push('}');
             (l.channel.clone(), e)
@@ -335,7 +345,10 @@ pub async fn list(shared: Arc<Shared>) -> Response<Body> {
         let mut e = String::from("{\"channel\":");
         crate::frame::json_str(&mut e, &channel);
         let is_running = running.iter().any(|r| **r == *channel);
-        e.push_str(&format!(",\"minute_rate\":{rate},\"running\":{is_running}"));
+        e.push_str(&format!(
+            ",\"minute_rate\":{rate},\"running\":{is_running},\"subscribers\":{}",
+            subscribers(&channel)
+        ));
         let schema = Channel::parse_bare(&channel)
             .ok()
             .and_then(|c| Some((shared.streams.handler(&c)?, c)))
@@ -345,6 +358,18 @@ pub async fn list(shared: Arc<Shared>) -> Response<Body> {
             e.push_str(&s);
         }
         e.push('}');
+        entries.push((channel, e));
+    }
+    for (channel, last_ms) in listing.history {
+        if entries.iter().any(|(c, _)| *c == channel) {
+            continue;
+        }
+        let mut e = String::from("{\"channel\":");
+        crate::frame::json_str(&mut e, &channel);
+        e.push_str(&format!(
+            ",\"minute_rate\":0,\"history\":true,\"subscribers\":{},\"last_ms\":{last_ms}}}",
+            subscribers(&channel)
+        ));
         entries.push((channel, e));
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));

@@ -11,6 +11,7 @@ pub mod http;
 pub mod udp;
 pub mod ws;
 
+use crate::ingest::sticky::Sticky;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -41,13 +42,27 @@ pub async fn sized_work<T: Send + 'static>(
     tokio::task::spawn_blocking(work).await.ok()
 }
 
+/// The managed streams' field sets, when `[push] sticky_fields` is on.
+fn sticky(shared: &Shared) -> Option<Arc<Sticky>> {
+    shared
+        .settings()
+        .push_sticky
+        .then(|| shared.persist.sticky.clone())
+}
+
 /// Parses a body, off the event loop when it is large.
-async fn parse(body: Bytes, target: &Target) -> Result<Vec<(Arc<str>, FrameJson)>, PushError> {
+async fn parse(
+    body: Bytes,
+    target: &Target,
+    sticky: Option<Arc<Sticky>>,
+) -> Result<Vec<(Arc<str>, FrameJson)>, PushError> {
     let now = now_ns();
     let target = target.clone();
-    sized_work(body.len(), move || frames(&body, &target, now))
-        .await
-        .unwrap_or(Err(PushError::Storage))
+    sized_work(body.len(), move || {
+        frames(&body, &target, now, sticky.as_deref())
+    })
+    .await
+    .unwrap_or(Err(PushError::Storage))
 }
 
 /// A whole body from HTTP or the push WebSocket: parsed, converted, published and durable.
@@ -59,7 +74,7 @@ pub async fn ingest(
     target: &Target,
     who: &Identity,
 ) -> Result<usize, PushError> {
-    let frames = parse(body, target).await?;
+    let frames = parse(body, target, sticky(shared)).await?;
     for (channel, _) in &frames {
         shared
             .settings()
@@ -129,7 +144,7 @@ mod tests {
         let t = target("udp", None, Default::default()).unwrap();
         let slots = Arc::new(Slots::default());
         let body: String = (0..3).map(|i| format!("m{i} v=1\n")).collect();
-        let three = || frames(body.as_bytes(), &t, 0).unwrap();
+        let three = || frames(body.as_bytes(), &t, 0, None).unwrap();
         // Three frames do not fit in a share of two: none is taken.
         assert!(matches!(
             publish_detached(&broker, three(), &slots, 2),

@@ -62,7 +62,8 @@ fn take(
     if !allowed {
         return Err(PushError::SourceRefused(source));
     }
-    let frames = super::frames(datagram, &udp.target, super::now_ns())?;
+    let sticky = super::sticky(shared);
+    let frames = super::frames(datagram, &udp.target, super::now_ns(), sticky.as_deref())?;
     for (channel, _) in &frames {
         shared
             .settings()

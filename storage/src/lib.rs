@@ -1,14 +1,15 @@
 //! edgelive's on-disk store, on sled 0.34 (synchronous; no async runtime here).
 //!
-//! The daemon owns one `Store` and calls it only from its storage thread, never from an async
-//! worker. Trees:
+//! The daemon owns one `Store` and calls it from its storage threads, and for saved dashboards
+//! from a blocking-pool thread, never from an async worker. Trees:
 //! - `meta`: the on-disk format version, checked on every open (an incompatible data dir is
 //!   refused, never misread or wiped);
 //! - `channels`: channel name → `ChannelMeta` (id, epoch, top offset, offset reservation);
 //! - `history`: channel id ‖ offset (both big-endian u64) → `Publication`;
 //! - `presence`: channel ‖ 0 ‖ client id → ClientInfo JSON; cleared on open, since no
 //!   connection survives a restart;
-//! - `frames`: managed-stream name → last full frame (used by the push API).
+//! - `frames`: managed-stream name → last full frame (used by the push API);
+//! - `dashboards`: uid → a dashboard saved through the dashboard HTTP API.
 //!
 //! Values are a version byte + `rmp_serde::to_vec_named` (see `record`). sled's page cache is
 //! set explicitly (its default of 1 GiB must never apply on a small board).
@@ -26,11 +27,13 @@
 
 use std::path::{Path, PathBuf};
 
+mod dashboards;
 mod frames;
 mod history;
 mod presence;
 mod record;
 
+pub use dashboards::StoredDashboard;
 pub use frames::StoredFrame;
 pub use history::HistorySize;
 pub use record::{ChannelMeta, Publication, Publisher};
@@ -53,6 +56,7 @@ const CHANNELS_TREE: &str = "channels";
 const HISTORY_TREE: &str = "history";
 const PRESENCE_TREE: &str = "presence";
 const FRAMES_TREE: &str = "frames";
+const DASHBOARDS_TREE: &str = "dashboards";
 const FORMAT_KEY: &[u8] = b"format_version";
 /// A file beside sled's, written once the store's format key is durable: a store with it
 /// but without the key is damaged.
@@ -127,6 +131,7 @@ pub struct Store {
     history: sled::Tree,
     presence: sled::Tree,
     frames: sled::Tree,
+    dashboards: sled::Tree,
 }
 
 impl Store {
@@ -185,6 +190,7 @@ impl Store {
             history: tree(HISTORY_TREE)?,
             presence: tree(PRESENCE_TREE)?,
             frames: tree(FRAMES_TREE)?,
+            dashboards: tree(DASHBOARDS_TREE)?,
             db,
             path: path.clone(),
             log,
