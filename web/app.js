@@ -339,8 +339,14 @@
     if (boardSub && boardSub.channel === channel) return;
     if (boardSub) { boardSub.unsubscribe(); centrifuge.removeSubscription(boardSub); }
     boardSub = centrifuge.newSubscription(channel, { joinLeave: true });
-    const watchers = () => boardSub.presenceStats()
-      .then((s) => { $("watchers").textContent = s.numClients + " watching"; })
+    const watchers = () => boardSub.presence()
+      .then((p) => {
+        const clients = Object.values(p.clients || {});
+        const names = Array.from(new Set(clients.map((c) => c.user || "anonymous"))).sort();
+        $("watchers").textContent = clients.length + " watching";
+        $("watchers").title = names.join(", ");
+        $("watchers").textContent += names.length ? ": " + names.join(", ") : "";
+      })
       .catch(() => {});
     boardSub.on("subscribed", watchers);
     boardSub.on("join", watchers);

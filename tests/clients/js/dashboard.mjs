@@ -100,7 +100,7 @@ try {
   await b.goto(dashUrl);
   await b.locator('.panel').nth(1).waitFor({ timeout: T });
   assert.equal(await b.locator('.panel').count(), 2);
-  await shows(b.locator('#watchers'), '2 watching');
+  await shows(b.locator('#watchers'), '2 watching: admin');
   await a.locator('tr[data-channel="plugin/testdata/random-2s-stream"]').click();
   await a.locator('.panel').nth(2).waitFor({ timeout: T });
   await a.click('#save');
@@ -127,6 +127,12 @@ try {
   await shows(points(small, 'stream/early/level'), 'points');
   const overflow = await small.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `horizontal scroll of ${overflow} px at 800x480`);
+  // A phone, upright.
+  const phone = await page(admin, { width: 390, height: 844 });
+  await phone.goto(dashUrl);
+  await shows(points(phone, 'stream/early/level'), 'points');
+  const phoneOverflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(phoneOverflow <= 0, `horizontal scroll of ${phoneOverflow} px on a phone`);
   if (process.env.SCREENSHOT) {
     await a.screenshot({ path: process.env.SCREENSHOT });
   }
