@@ -36,6 +36,8 @@ pub struct Config {
     pub streams: StreamsConfig,
     /// History per channel pattern, first match wins. When absent, `default_history()`.
     pub history: Option<Vec<HistoryRule>>,
+    /// `[[mqtt]]`: bridges from MQTT brokers into managed streams.
+    pub mqtt: Vec<crate::mqtt::config::MqttConfig>,
 }
 
 /// When a publisher's acknowledgement is sent, named for what an acknowledged publication
@@ -466,8 +468,9 @@ impl Config {
                     config.history = Some(rules);
                     r
                 }
+                "mqtt" => section_into(value, &mut config.mqtt),
                 other => Err(format!(
-                    "unknown section [{other}] (expected server, runtime, storage, live, log, push, auth, streams or [[history]])"
+                    "unknown section [{other}] (expected server, runtime, storage, live, log, push, auth, streams, [[history]] or [[mqtt]])"
                 )),
             };
             if let Err(e) = res {
@@ -483,6 +486,9 @@ impl Config {
     }
 
     fn validate(&self, problems: &mut Vec<String>) {
+        for (i, m) in self.mqtt.iter().enumerate() {
+            m.validate(i + 1, problems);
+        }
         if self.server.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(
                 "[server] listen = {:?} is not an IP:port address",
@@ -685,7 +691,7 @@ fn section_into<T: serde::de::DeserializeOwned>(
 /// (one word each, so the first `_` after the section ends it). `[[history]]` is a list of
 /// tables and cannot be set this way, but its name is still ours: naming it is an error.
 const ENV_SECTIONS: &[&str] = &[
-    "server", "runtime", "storage", "live", "log", "push", "auth", "streams", "history",
+    "server", "runtime", "storage", "live", "log", "push", "auth", "streams", "history", "mqtt",
 ];
 
 /// Applies `EDGELIVE_<SECTION>_<KEY>=value`. The value is read as a TOML value when it parses as

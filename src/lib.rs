@@ -23,6 +23,7 @@ pub mod json;
 pub mod logging;
 pub mod masking;
 pub mod metrics;
+pub mod mqtt;
 pub mod origin;
 pub mod outbox;
 pub mod persist;

@@ -273,6 +273,15 @@ fn run(config: Config, settings: Arc<Settings>, reloader: Reloader) -> Result<()
         }
         // Installed before READY=1 and the "listening" line: a signal sent as soon as either
         // is seen must find its handler, not the default action (which ends the process).
+        for (spec, stats) in shared.settings().mqtt.iter().zip(&shared.mqtt) {
+            let parts = edgelive::mqtt::bridge::Parts {
+                shared: shared.clone(),
+                stats: stats.clone(),
+            };
+            shared
+                .tracker
+                .spawn(edgelive::mqtt::bridge::run(spec.clone(), parts));
+        }
         let signals = Signals::install().map_err(|e| Failure(exit::TEMPFAIL, e))?;
         tokio::spawn(wait_for_signal(signals.term, signals.int, shutdown));
         tokio::spawn(reload_on_sighup(signals.hup, reloader, shared.clone()));

@@ -155,5 +155,56 @@ pub fn render(shared: &Shared) -> String {
             n.load(Ordering::Relaxed)
         );
     }
+    if !shared.mqtt.is_empty() {
+        mqtt(&mut out, &shared.mqtt);
+    }
     out
+}
+
+/// Per bridge: connected, messages in, drops by cause, reconnects.
+fn mqtt(out: &mut String, bridges: &[std::sync::Arc<crate::mqtt::stats::BridgeStats>]) {
+    let label = |b: &crate::mqtt::stats::BridgeStats| b.name.replace(['"', '\\', '\n'], "_");
+    let _ = writeln!(
+        out,
+        "# HELP edgelive_mqtt_connected Whether the bridge is connected to its broker.\n# TYPE edgelive_mqtt_connected gauge"
+    );
+    for b in bridges {
+        let v = u8::from(b.connected.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "edgelive_mqtt_connected{{bridge=\"{}\"}} {v}",
+            label(b)
+        );
+    }
+    for (name, help, read) in [
+        (
+            "edgelive_mqtt_messages_total",
+            "Messages received from the broker.",
+            (|b: &crate::mqtt::stats::BridgeStats| b.messages.load(Ordering::Relaxed))
+                as fn(&crate::mqtt::stats::BridgeStats) -> u64,
+        ),
+        (
+            "edgelive_mqtt_reconnects_total",
+            "Failed or lost connections to the broker.",
+            |b| b.reconnects.load(Ordering::Relaxed),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for b in bridges {
+            let _ = writeln!(out, "{name}{{bridge=\"{}\"}} {}", label(b), read(b));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP edgelive_mqtt_dropped_total Messages dropped, by cause.\n# TYPE edgelive_mqtt_dropped_total counter"
+    );
+    for b in bridges {
+        for (cause, n) in b.dropped() {
+            let _ = writeln!(
+                out,
+                "edgelive_mqtt_dropped_total{{bridge=\"{}\",cause=\"{cause}\"}} {n}",
+                label(b)
+            );
+        }
+    }
 }

@@ -183,6 +183,8 @@ fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!("[streams] check_every", streams.check_every);
     keep!("[streams] backoff_min", streams.backoff_min);
     keep!("[streams] backoff_max", streams.backoff_max);
+    // The bridges' connections.
+    keep!("[[mqtt]]", mqtt);
     // The log subscriber is built once.
     keep!("[log] format", log.format);
     changed

@@ -66,6 +66,8 @@ pub struct Settings {
     pub stream_timings: crate::streams::lifecycle::Timings,
     /// `[[streams.exec]]` handlers.
     pub exec: Vec<crate::streams::exec::config::Spec>,
+    /// `[[mqtt]]` bridges.
+    pub mqtt: Vec<Arc<crate::mqtt::MqttSpec>>,
 }
 
 impl Settings {
@@ -97,6 +99,10 @@ impl Settings {
         let live = &config.live;
         let auth = Arc::new(Auth::from_config(&config.auth)?);
         let exec = exec_specs(&config.streams.exec)?;
+        let mqtt = crate::mqtt::specs(&config.mqtt)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         Ok(Settings {
             listen: config
                 .server
@@ -149,6 +155,7 @@ impl Settings {
                 backoff_max: config.streams.backoff_max,
             },
             exec,
+            mqtt,
         })
     }
 }

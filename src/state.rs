@@ -45,6 +45,8 @@ pub struct Shared {
     pub(crate) closed_since_trim: AtomicUsize,
     /// When the server started (`/api/status` uptime).
     pub started: std::time::Instant,
+    /// The MQTT bridges' counters (one per `[[mqtt]]`, in order).
+    pub mqtt: Vec<Arc<crate::mqtt::stats::BridgeStats>>,
     /// `/api/status`'s publication rate between two calls.
     pub publication_rate: std::sync::Mutex<RateSample>,
 }
@@ -126,6 +128,11 @@ impl Shared {
             &settings.exec,
             shutdown.clone(),
         );
+        let mqtt = settings
+            .mqtt
+            .iter()
+            .map(|m| crate::mqtt::stats::BridgeStats::new(m.client_id.clone()))
+            .collect();
         Arc::new(Shared {
             streams,
             hub,
@@ -140,6 +147,7 @@ impl Shared {
             push_stats: PushStats::default(),
             refused_connections: AtomicU64::new(0),
             closed_since_trim: AtomicUsize::new(0),
+            mqtt,
             started: std::time::Instant::now(),
             publication_rate: RateSample::new(),
         })

@@ -60,6 +60,13 @@ pub async fn status(shared: Arc<Shared>) -> Response<Body> {
         "publications_total": publications,
         "publications_per_second": publication_rate(&shared.publication_rate, publications),
         "deliveries_total": stats.deliveries.load(Ordering::Relaxed),
+        "mqtt": shared.mqtt.iter().map(|b| json!({
+            "bridge": b.name,
+            "connected": b.connected.load(Ordering::Relaxed),
+            "messages": b.messages.load(Ordering::Relaxed),
+            "reconnects": b.reconnects.load(Ordering::Relaxed),
+            "dropped": b.dropped().collect::<std::collections::BTreeMap<_, _>>(),
+        })).collect::<Vec<_>>(),
     });
     json(StatusCode::OK, body.to_string())
 }

@@ -153,20 +153,33 @@ pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Reads a secret file: relative paths go to `$CREDENTIALS_DIRECTORY` when it is set.
+/// Reads a secret file of ours (at least `MIN_SECRET_LEN` bytes): relative paths go to
+/// `$CREDENTIALS_DIRECTORY` when it is set.
 pub fn read_secret(path: &Path) -> Result<String, String> {
-    let full = match std::env::var_os("CREDENTIALS_DIRECTORY") {
-        Some(dir) if path.is_relative() => Path::new(&dir).join(path),
-        _ => path.to_owned(),
-    };
-    let text = std::fs::read_to_string(&full)
-        .map_err(|e| format!("{}: cannot read: {e}", full.display()))?;
-    let secret = text.trim_end_matches(['\n', '\r']).to_owned();
+    let secret = read_secret_any(path)?;
     if secret.len() < MIN_SECRET_LEN {
+        let full = resolve(path);
         return Err(format!(
             "{}: holds fewer than {MIN_SECRET_LEN} bytes",
             full.display()
         ));
     }
     Ok(secret)
+}
+
+/// Where a secret file is: relative paths go to `$CREDENTIALS_DIRECTORY` when it is set.
+fn resolve(path: &Path) -> std::path::PathBuf {
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if path.is_relative() => Path::new(&dir).join(path),
+        _ => path.to_owned(),
+    }
+}
+
+/// Reads a secret file of any length (another system's password, such as an MQTT broker's),
+/// without its trailing newline.
+pub fn read_secret_any(path: &Path) -> Result<String, String> {
+    let full = resolve(path);
+    let text = std::fs::read_to_string(&full)
+        .map_err(|e| format!("{}: cannot read: {e}", full.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
 }

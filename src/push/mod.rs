@@ -43,7 +43,7 @@ pub async fn sized_work<T: Send + 'static>(
 }
 
 /// The managed streams' field sets, when `[push] sticky_fields` is on.
-fn sticky(shared: &Shared) -> Option<Arc<Sticky>> {
+pub(crate) fn sticky(shared: &Shared) -> Option<Arc<Sticky>> {
     shared
         .settings()
         .push_sticky

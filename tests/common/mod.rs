@@ -106,7 +106,12 @@ impl Daemon {
 
     /// Stops this daemon (SIGTERM, or SIGKILL when `kill`) and starts a new one on the same
     /// address and data directory.
-    pub fn restart(mut self, kill: bool) -> Daemon {
+    pub fn restart(self, kill: bool) -> Daemon {
+        self.restart_after(kill, || {})
+    }
+
+    /// Like `restart`, running `meanwhile` while the daemon is down.
+    pub fn restart_after(mut self, kill: bool, meanwhile: impl FnOnce()) -> Daemon {
         if kill {
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -123,6 +128,7 @@ impl Daemon {
         let tmpfs = self.tmpfs.clone();
         let data = self.data.clone();
         drop(self);
+        meanwhile();
         Self::spawn_in(dir, &addr.to_string(), env, args, tmpfs, data)
     }
 

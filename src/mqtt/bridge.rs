@@ -1,0 +1,185 @@
+//! One MQTT bridge: a client of the broker (rumqttc, on our event loop) whose messages become
+//! rows of managed streams, one channel per topic, through the same path as the push API
+//! (sticky fields, history, backfill, `/api/live/list`, rules, metrics).
+//!
+//! QoS 1 messages are acknowledged to the broker only once their frames are stored as
+//! `[storage] durability` says, in the order they arrived (a companion task publishes and
+//! acknowledges them one after another). With `clean_session = false` the broker keeps our
+//! subscriptions and queues messages while we are away, so a restart of either side loses
+//! nothing acknowledged. When storage is busy the companion retries, its bounded queue fills,
+//! and the bridge stops reading from the broker, which holds the messages meanwhile. A message
+//! that cannot be read (see `payload.rs`) is counted, logged (at most once a minute per cause)
+//! and acknowledged, so it is never redelivered forever.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::payload::{self, Dropped};
+use super::stats::BridgeStats;
+use super::topic;
+use super::MqttSpec;
+use crate::broker::Broker;
+use crate::channel::Channel;
+use crate::frame::FrameJson;
+use crate::ingest::PushError;
+use crate::state::Shared;
+
+/// Messages read from the broker and waiting to be stored and acknowledged.
+const PENDING: usize = 256;
+
+/// A message and the frames it became, waiting to be stored and acknowledged.
+type Pending = (Publish, Vec<(Arc<str>, FrameJson)>);
+/// How long a message waits before storage is tried again when its queue is full.
+const BUSY_RETRY: Duration = Duration::from_millis(50);
+
+/// What the bridge needs besides its settings.
+pub struct Parts {
+    /// The broker, the settings in force (`[push] sticky_fields`), shutdown.
+    pub shared: Arc<Shared>,
+    pub stats: Arc<BridgeStats>,
+}
+
+fn options(spec: &MqttSpec) -> MqttOptions {
+    let mut o = MqttOptions::new(spec.client_id.clone(), spec.host.clone(), spec.port);
+    o.set_keep_alive(spec.keep_alive);
+    o.set_clean_session(spec.clean_session);
+    o.set_manual_acks(true);
+    o.set_max_packet_size(spec.limits.max_bytes + 1024, 256 * 1024);
+    if let Some((user, password)) = &spec.credentials {
+        o.set_credentials(user.clone(), password.clone());
+    }
+    o
+}
+
+/// Runs the bridge until `stop`.
+pub async fn run(spec: Arc<MqttSpec>, parts: Parts) {
+    let (client, mut events) = AsyncClient::new(options(&spec), 64);
+    let (pending_tx, pending_rx) = tokio::sync::mpsc::channel(PENDING);
+    let stop = parts.shared.shutdown.clone();
+    let companion = tokio::spawn(store_and_ack(
+        pending_rx,
+        client.clone(),
+        parts.shared.broker.clone(),
+        stop.clone(),
+    ));
+    let stats = parts.stats.clone();
+    let mut backoff = spec.backoff_min;
+    loop {
+        let polled = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = events.poll() => p,
+        };
+        match polled {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                stats.connected.store(true, Ordering::Relaxed);
+                backoff = spec.backoff_min;
+                info!(bridge = %stats.name, broker = %spec.broker, session_present = ack.session_present, "mqtt connected");
+                if !ack.session_present {
+                    let filters = spec.topics.iter().map(|t| rumqttc::SubscribeFilter {
+                        path: t.clone(),
+                        qos: spec.qos,
+                    });
+                    if let Err(e) = client.try_subscribe_many(filters) {
+                        warn!(bridge = %stats.name, error = %e, "mqtt subscribe failed");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                stats.messages.fetch_add(1, Ordering::Relaxed);
+                match convert(&spec, &parts, &p) {
+                    Ok(frames) => {
+                        // Bounded: when storage lags, this waits and the broker holds the rest.
+                        if pending_tx.send((p, frames)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(why) => {
+                        stats.drop_one(why, &p.topic);
+                        let _ = client.try_ack(&p);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if stats.connected.swap(false, Ordering::Relaxed) {
+                    warn!(bridge = %stats.name, broker = %spec.broker, error = %e, "mqtt disconnected; reconnecting");
+                } else {
+                    debug!(bridge = %stats.name, error = %e, "mqtt connect failed");
+                }
+                stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(spec.backoff_max);
+            }
+        }
+    }
+    drop(pending_tx);
+    let _ = companion.await;
+    let _ = client.try_disconnect();
+    stats.connected.store(false, Ordering::Relaxed);
+}
+
+/// A message's frames, fitted to their stream's field set and encoded.
+fn convert(
+    spec: &MqttSpec,
+    parts: &Parts,
+    p: &Publish,
+) -> Result<Vec<(Arc<str>, FrameJson)>, Dropped> {
+    let name = topic::channel_of(&spec.stream, &p.topic).map_err(|_| Dropped::Topic)?;
+    let channel = Channel::parse_bare(&name).map_err(|_| Dropped::Topic)?;
+    let frames = payload::frames(
+        &p.payload,
+        &p.topic,
+        crate::ingest::now_ns(),
+        &spec.time_keys,
+        &spec.limits,
+    )?;
+    let sticky = crate::push::sticky(&parts.shared);
+    Ok(frames
+        .into_iter()
+        .map(|mut f| {
+            if let Some(sticky) = &sticky {
+                sticky.fit(channel.key(), &mut f);
+            }
+            (channel.key().clone(), f.to_json())
+        })
+        .collect())
+}
+
+/// Stores each message's frames, then acknowledges it to the broker, in arrival order.
+async fn store_and_ack(
+    mut pending: tokio::sync::mpsc::Receiver<Pending>,
+    client: AsyncClient,
+    broker: Broker,
+    stop: CancellationToken,
+) {
+    while let Some((p, frames)) = pending.recv().await {
+        loop {
+            if stop.is_cancelled() {
+                // Not acknowledged: the broker gives it to our session again after the
+                // restart.
+                return;
+            }
+            match crate::push::publish(&broker, frames.clone()).await {
+                Err(PushError::Busy) => tokio::time::sleep(BUSY_RETRY).await,
+                Ok(_) => break,
+                Err(e) => {
+                    // Refused for good (the stream table is full): acknowledged and dropped,
+                    // or the broker would offer it forever.
+                    warn!(topic = %p.topic, error = %e, "mqtt message not stored");
+                    break;
+                }
+            }
+        }
+        if p.qos != QoS::AtMostOnce {
+            let _ = client.ack(&p).await;
+        }
+    }
+}

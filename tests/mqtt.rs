@@ -1,0 +1,295 @@
+//! MQTT bridges against a real Mosquitto (Debian's package), started here on a free loopback
+//! port with its own directory, and stopped: payloads of every kind become frames on one
+//! channel per topic or counted drops, retained values are there at start, and QoS 1 messages
+//! queued for our persistent session while we were away arrive once, in order, across a
+//! restart of the broker.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{call, eventually, http, Daemon, Peer};
+use serde_json::{json, Value};
+
+/// A Mosquitto of our own.
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Mosquitto {
+    /// Starts it on `port` with persistence in `dir` (kept across restarts), `extra` config.
+    fn start(dir: &Path, port: u16, extra: &str) -> Mosquitto {
+        // Run as root, Mosquitto drops to its own user: it must be able to write its
+        // persistence file here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {}/\nlog_dest stderr\n{extra}",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian package mosquitto; tests/run installs it)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "mosquitto did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mosquitto {
+            child,
+            port,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Stops it with SIGTERM (it writes its persistence file) and waits.
+    fn stop(mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
+    fn publish(&self, topic: &str, payload: &[u8], args: &[&str]) {
+        let file = self.dir.join("payload");
+        std::fs::write(&file, payload).unwrap();
+        let st = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-f",
+            ])
+            .arg(&file)
+            .args(args)
+            .status()
+            .expect("mosquitto_pub (Debian package mosquitto-clients)");
+        assert!(st.success());
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bridge_config(port: u16, extra: &str) -> String {
+    format!(
+        "[[mqtt]]\nbroker = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"edgelive-test\"\n\
+         topics = [\"sensors/#\", \"plant/+/state\"]\nstream = \"mqtt\"\nmax_payload = 1024\n\
+         backoff_min = \"100ms\"\nbackoff_max = \"500ms\"\n{extra}"
+    )
+}
+
+fn metric(d: &Daemon, line_start: &str) -> Option<u64> {
+    let (_, text) = http(d.addr, "GET", "/metrics", &[], b"");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn connected(d: &Daemon) -> bool {
+    metric(d, "edgelive_mqtt_connected{bridge=\"edgelive-test\"} ") == Some(1)
+}
+
+fn dropped(d: &Daemon, cause: &str) -> u64 {
+    metric(
+        d,
+        &format!("edgelive_mqtt_dropped_total{{bridge=\"edgelive-test\",cause=\"{cause}\"}} "),
+    )
+    .unwrap()
+}
+
+/// Every row of a channel's history: the publications' data, oldest first.
+async fn rows(d: &Daemon, channel: &str) -> Vec<Value> {
+    let (mut p, _) = Peer::connected(&d.ws_url()).await;
+    let r = call(
+        &mut p,
+        9,
+        "history",
+        json!({"channel": channel, "limit": -1}),
+    )
+    .await;
+    r["history"]["publications"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p["data"].clone())
+        .collect()
+}
+
+async fn wait_rows(d: &Daemon, channel: &str, n: usize) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let r = rows(d, channel).await;
+        if r.len() >= n || started.elapsed() > Duration::from_secs(15) {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The field names of a full frame.
+fn names(frame: &Value) -> Vec<String> {
+    frame["schema"]["fields"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no schema: {frame}"))
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn payloads_become_frames_on_one_channel_per_topic_or_counted_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), free_port(), "");
+    let d = Daemon::start_with_config(&bridge_config(broker.port, ""), &[]);
+    eventually("the bridge connects", || connected(&d));
+
+    broker.publish(
+        "sensors/room1/env",
+        br#"{"env":{"t":21.5,"rh":40},"ok":true,"ts":1700000000}"#,
+        &[],
+    );
+    broker.publish("sensors/bare", b"42", &[]);
+    broker.publish("sensors/lp", b"env,room=a temp=20 1700000000000000000", &[]);
+    broker.publish("sensors/a/x", b"1", &[]);
+    broker.publish("sensors/b/x", b"2", &[]);
+    broker.publish("plant/3/state", b"running", &[]);
+    broker.publish("sensors/room 1", b"7", &[]);
+    broker.publish("sensors/bin", &[0xff, 0xfe, 0x00], &[]);
+    broker.publish("sensors/big", &vec![b'1'; 2000], &[]);
+    broker.publish("sensors/deep", "[".repeat(100).as_bytes(), &[]);
+
+    let env = wait_rows(&d, "stream/mqtt/sensors/room1/env", 1).await;
+    assert_eq!(names(&env[0]), ["time", "env.rh", "env.t", "ok"]);
+    assert_eq!(
+        env[0]["data"]["values"],
+        json!([[1700000000000u64], [40], [21.5], [true]])
+    );
+    let bare = wait_rows(&d, "stream/mqtt/sensors/bare", 1).await;
+    assert_eq!(names(&bare[0]), ["time", "value"]);
+    assert_eq!(bare[0]["data"]["values"][1], json!([42]));
+    let lp = wait_rows(&d, "stream/mqtt/sensors/lp", 1).await;
+    assert_eq!(names(&lp[0]), ["labels", "time", "temp"]);
+    // A wildcard yields one channel per topic.
+    assert_eq!(wait_rows(&d, "stream/mqtt/sensors/a/x", 1).await.len(), 1);
+    assert_eq!(wait_rows(&d, "stream/mqtt/sensors/b/x", 1).await.len(), 1);
+    let state = wait_rows(&d, "stream/mqtt/plant/3/state", 1).await;
+    assert_eq!(state[0]["data"]["values"][1], json!(["running"]));
+    // A topic outside the channel alphabet is escaped, reversibly.
+    assert_eq!(
+        wait_rows(&d, "stream/mqtt/sensors/room=201", 1).await.len(),
+        1
+    );
+    let (_, list) = http(d.addr, "GET", "/api/live/list", &[], b"");
+    assert!(list.contains("stream/mqtt/sensors/room=201"), "{list}");
+
+    eventually("the drops are counted", || {
+        dropped(&d, "not_utf8") == 1
+            && dropped(&d, "too_large") == 1
+            && dropped(&d, "too_deep") == 1
+    });
+    assert!(d.logged("mqtt message dropped"), "{}", d.log_text());
+    assert_eq!(
+        metric(
+            &d,
+            "edgelive_mqtt_messages_total{bridge=\"edgelive-test\"} "
+        ),
+        Some(10)
+    );
+    let (_, status) = http(d.addr, "GET", "/api/status", &[], b"");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["mqtt"][0]["connected"], true, "{status}");
+}
+
+#[tokio::test]
+async fn retained_values_are_the_initial_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), free_port(), "");
+    broker.publish("sensors/setpoint", b"{\"c\":19.5}", &["-r"]);
+    let d = Daemon::start_with_config(&bridge_config(broker.port, ""), &[]);
+    eventually("the bridge connects", || connected(&d));
+    wait_rows(&d, "stream/mqtt/sensors/setpoint", 1).await;
+    let (mut p, _) = Peer::connected(&d.ws_url()).await;
+    let r = call(
+        &mut p,
+        2,
+        "subscribe",
+        json!({"channel": "stream/mqtt/sensors/setpoint"}),
+    )
+    .await;
+    assert_eq!(
+        r["subscribe"]["data"]["data"]["values"][1],
+        json!([19.5]),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn qos1_messages_queued_while_we_were_away_arrive_once_in_order_across_a_broker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let broker = Mosquitto::start(dir.path(), port, "");
+    let config = bridge_config(port, "clean_session = false\n");
+    let d = Daemon::start_with_config(&config, &[]);
+    eventually("the bridge connects", || connected(&d));
+    broker.publish("sensors/seq", b"0", &[]);
+    assert_eq!(wait_rows(&d, "stream/mqtt/sensors/seq", 1).await.len(), 1);
+
+    // We go away; the broker queues for our session, and restarts (its queue persisted).
+    let mut restarted = None;
+    let d = d.restart_after(false, || {
+        for i in 1..=5 {
+            broker.publish("sensors/seq", i.to_string().as_bytes(), &[]);
+        }
+        broker.stop();
+        restarted = Some(Mosquitto::start(dir.path(), port, ""));
+    });
+    let broker = restarted.unwrap();
+    eventually("the bridge reconnects", || connected(&d));
+    let seq = wait_rows(&d, "stream/mqtt/sensors/seq", 6).await;
+    let values: Vec<Value> = seq
+        .iter()
+        .map(|r| r["data"]["values"][1][0].clone())
+        .collect();
+    assert_eq!(
+        values,
+        json!([0, 1, 2, 3, 4, 5]).as_array().unwrap().clone()
+    );
+    // Nothing more comes: each was acknowledged once stored.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rows(&d, "stream/mqtt/sensors/seq").await.len(), 6);
+    drop(broker);
+}
