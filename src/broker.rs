@@ -86,6 +86,7 @@ impl Broker {
     pub fn push(
         &self,
         frames: Vec<(Arc<str>, FrameJson)>,
+        retained: bool,
         mut ack: impl FnMut() -> Ack,
     ) -> Result<(), Busy> {
         let kinds = self.inner.kinds.load();
@@ -95,6 +96,7 @@ impl Broker {
                 policy: kinds.history_for(&key),
                 key,
                 frame,
+                retained,
                 ack: ack(),
             })
             .collect();

@@ -64,6 +64,9 @@ pub struct ChannelKind {
     /// A stream handler's channel (`plugin/…`, `ds/…`): it authorizes subscribes and publishes
     /// and a producer runs while someone watches.
     pub handler: bool,
+    /// A managed stream written back to its source: a client publish goes to the stream's
+    /// writer (an MQTT bridge with `publish = true` sends it to the topic), not to subscribers.
+    pub written_back: bool,
 }
 
 impl ChannelKind {
@@ -82,11 +85,23 @@ pub struct ChannelKinds {
     history: Vec<HistoryRule>,
     /// `scope/namespace` of every stream handler.
     handlers: Vec<String>,
+    /// Stream ids whose channels are written back to their source (`stream/<id>/…`).
+    written_back: Vec<String>,
 }
 
 impl ChannelKinds {
     pub fn new(history: Vec<HistoryRule>, handlers: Vec<String>) -> ChannelKinds {
-        ChannelKinds { history, handlers }
+        ChannelKinds {
+            history,
+            handlers,
+            written_back: Vec::new(),
+        }
+    }
+
+    /// These streams' channels take client publishes, for their writers.
+    pub fn with_written_back(mut self, streams: Vec<String>) -> ChannelKinds {
+        self.written_back = streams;
+        self
     }
 
     /// The kind of a channel; `Err` is the error a subscribe, publish or presence gets for it.
@@ -100,6 +115,7 @@ impl ChannelKinds {
                 history: None,
                 managed: false,
                 handler: false,
+                written_back: false,
             },
             // Grafana's dashboard events (`grafana/dashboard/uid/<uid>`): the server publishes
             // `{"uid","action"}` when a dashboard is saved or deleted; watchers see each other
@@ -111,16 +127,26 @@ impl ChannelKinds {
                 history: None,
                 managed: false,
                 handler: false,
+                written_back: false,
             },
-            // Managed streams are fed only by the push API.
-            (Scope::Stream, _) => ChannelKind {
-                presence: false,
-                join_leave: false,
-                publish: Err(ErrorCode::PermissionDenied),
-                history: None,
-                managed: true,
-                handler: false,
-            },
+            // Managed streams are fed only by the push API and bridges; a bridge that writes
+            // back takes client publishes on its stream.
+            (Scope::Stream, ns) => {
+                let written_back = self.written_back.iter().any(|s| s == ns);
+                ChannelKind {
+                    presence: false,
+                    join_leave: false,
+                    publish: if written_back {
+                        Ok(())
+                    } else {
+                        Err(ErrorCode::PermissionDenied)
+                    },
+                    history: None,
+                    managed: true,
+                    handler: false,
+                    written_back,
+                }
+            }
             // Stream handlers decide subscribes and publishes themselves.
             (Scope::Plugin | Scope::Ds, _)
                 if self.handlers.iter().any(|h| h == channel.scope_namespace()) =>
@@ -132,6 +158,7 @@ impl ChannelKinds {
                     history: None,
                     managed: false,
                     handler: true,
+                    written_back: false,
                 }
             }
             // Other grafana features, namespaces without a handler and unknown scopes do not

@@ -99,9 +99,14 @@ impl Settings {
         let live = &config.live;
         let auth = Arc::new(Auth::from_config(&config.auth)?);
         let exec = exec_specs(&config.streams.exec)?;
-        let mqtt = crate::mqtt::specs(&config.mqtt)?
+        let mqtt: Vec<Arc<crate::mqtt::MqttSpec>> = crate::mqtt::specs(&config.mqtt)?
             .into_iter()
             .map(Arc::new)
+            .collect();
+        let written_back = mqtt
+            .iter()
+            .filter(|m| m.publish)
+            .map(|m| m.stream.clone())
             .collect();
         Ok(Settings {
             listen: config
@@ -130,7 +135,8 @@ impl Settings {
             kinds: ChannelKinds::new(
                 config.history_rules(),
                 crate::streams::exec::config::namespaces(&exec),
-            ),
+            )
+            .with_written_back(written_back),
             durability: config.storage.durability,
             max_read: config.storage.max_read,
             max_channels: config.storage.max_channels,

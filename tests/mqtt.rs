@@ -104,8 +104,13 @@ impl Drop for Mosquitto {
 }
 
 fn bridge_config(port: u16, extra: &str) -> String {
+    let clean = if extra.contains("clean_session") {
+        ""
+    } else {
+        "clean_session = true\n"
+    };
     format!(
-        "[[mqtt]]\nbroker = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"edgelive-test\"\n\
+        "[[mqtt]]\nbroker = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"edgelive-test\"\n{clean}\
          topics = [\"sensors/#\", \"plant/+/state\"]\nstream = \"mqtt\"\nmax_payload = 1024\n\
          backoff_min = \"100ms\"\nbackoff_max = \"500ms\"\n{extra}"
     )
@@ -292,4 +297,281 @@ async fn qos1_messages_queued_while_we_were_away_arrive_once_in_order_across_a_b
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(rows(&d, "stream/mqtt/sensors/seq").await.len(), 6);
     drop(broker);
+}
+
+/// A Mosquitto that wants a username and password (`mosquitto_passwd`).
+fn with_password(dir: &Path, port: u16) -> Mosquitto {
+    let file = dir.join("passwords");
+    let st = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&file)
+        .args(["bridge", "s3cret"])
+        .status()
+        .expect("mosquitto_passwd");
+    assert!(st.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    Mosquitto::start(
+        dir,
+        port,
+        &format!("allow_anonymous false\npassword_file {}\n", file.display()),
+    )
+}
+
+#[tokio::test]
+async fn a_password_protected_broker_and_client_publishes_written_back_to_the_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = with_password(dir.path(), port);
+    std::fs::write(dir.path().join("mqtt.password"), "s3cret\n").unwrap();
+    let tokens = "[[auth.tokens]]\nname = \"ops\"\nrole = \"publisher\"\ntoken = \"publisher-token-0123456789\"\n\
+                  [[auth.tokens]]\nname = \"eye\"\nrole = \"viewer\"\ntoken = \"viewer-token-0123456789\"\n";
+    let config = format!(
+        "{tokens}{}",
+        bridge_config(
+            port,
+            &format!(
+                "username = \"bridge\"\npassword_file = \"{}\"\npublish = true\n",
+                dir.path().join("mqtt.password").display()
+            )
+        )
+    );
+    let d = Daemon::start_with_config(&config, &[]);
+    let auth = [("Authorization", "Bearer publisher-token-0123456789")];
+    let connected_with_token = |d: &Daemon| {
+        let (_, text) = http(d.addr, "GET", "/metrics", &auth, b"");
+        text.contains("edgelive_mqtt_connected{bridge=\"edgelive-test\"} 1")
+    };
+    eventually("the bridge logs in", || connected_with_token(&d));
+
+    // What the bridge writes back reaches a subscriber of the topic.
+    let sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-u",
+            "bridge",
+            "-P",
+            "s3cret",
+        ])
+        .args(["-t", "actuators/#", "-v", "-C", "1", "-W", "20"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let url = format!("{}?auth_token=publisher-token-0123456789", d.ws_url());
+    let (mut p, _) = Peer::connected(&url).await;
+    let r = call(
+        &mut p,
+        2,
+        "publish",
+        json!({"channel": "stream/mqtt/actuators/valve=201", "data": {"open": true}}),
+    )
+    .await;
+    assert_eq!(r, json!({"id": 2, "publish": {}}));
+    let out = sub.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"actuators/valve 1 {"open":true}"#
+    );
+    // A viewer may not write back.
+    let url = format!("{}?auth_token=viewer-token-0123456789", d.ws_url());
+    let (mut v, _) = Peer::connected(&url).await;
+    let r = call(
+        &mut v,
+        2,
+        "publish",
+        json!({"channel": "stream/mqtt/actuators/valve", "data": 1}),
+    )
+    .await;
+    assert_eq!(r["error"]["code"], 103, "{r}");
+    // With the broker away the publish is refused, not queued.
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+    eventually("the bridge sees the broker gone", || {
+        !connected_with_token(&d)
+    });
+    let r = call(
+        &mut p,
+        3,
+        "publish",
+        json!({"channel": "stream/mqtt/actuators/valve", "data": 2}),
+    )
+    .await;
+    assert_eq!(r["error"]["code"], 108, "{r}");
+}
+
+#[tokio::test]
+async fn a_wrong_password_keeps_the_bridge_out_and_retrying() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = with_password(dir.path(), port);
+    std::fs::write(dir.path().join("mqtt.password"), "wrong").unwrap();
+    let config = bridge_config(
+        port,
+        &format!(
+            "username = \"bridge\"\npassword_file = \"{}\"\n",
+            dir.path().join("mqtt.password").display()
+        ),
+    );
+    let d = Daemon::start_with_config(&config, &[]);
+    eventually("it retries", || {
+        metric(
+            &d,
+            "edgelive_mqtt_reconnects_total{bridge=\"edgelive-test\"} ",
+        )
+        .unwrap_or(0)
+            >= 2
+    });
+    assert!(!connected(&d));
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+fn certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let st = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl (Debian package openssl)");
+        assert!(st.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=edgelive test CA",
+    ]);
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for (name, cn) in [("server", "127.0.0.1"), ("client", "bridge")] {
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={cn}"),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["server.key", "client.key", "ca.key"] {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn mqtts_with_the_brokers_ca_and_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d_ = dir.path();
+    certificates(d_);
+    let port = free_port();
+    // The plain listener on `port` stays for mosquitto_pub; TLS on another port.
+    let tls_port = free_port();
+    let broker = Mosquitto::start(
+        d_,
+        port,
+        &format!(
+            "listener {tls_port} 127.0.0.1\ncafile {0}/ca.crt\ncertfile {0}/server.crt\n\
+             keyfile {0}/server.key\nrequire_certificate true\n",
+            d_.display()
+        ),
+    );
+    let config = format!(
+        "[[mqtt]]\nbroker = \"mqtts://127.0.0.1:{tls_port}\"\nclient_id = \"edgelive-test\"\n\
+         topics = [\"sensors/#\"]\nca_file = \"{0}/ca.crt\"\ncert_file = \"{0}/client.crt\"\n\
+         key_file = \"{0}/client.key\"\nbackoff_min = \"100ms\"\n",
+        d_.display()
+    );
+    let d = Daemon::start_with_config(&config, &[]);
+    eventually("the bridge connects over TLS", || connected(&d));
+    broker.publish("sensors/tls", b"{\"t\":1}", &[]);
+    let r = wait_rows(&d, "stream/mqtt/sensors/tls", 1).await;
+    assert_eq!(r[0]["data"]["values"][1], json!([1]), "{r:?}");
+
+    // Without the client certificate the broker refuses us: never connected, retrying.
+    let config = format!(
+        "[[mqtt]]\nbroker = \"mqtts://127.0.0.1:{tls_port}\"\nclient_id = \"edgelive-test\"\n\
+         topics = [\"sensors/#\"]\nca_file = \"{0}/ca.crt\"\nbackoff_min = \"100ms\"\n",
+        d_.display()
+    );
+    let refused = Daemon::start_with_config(&config, &[]);
+    eventually("it retries", || {
+        metric(
+            &refused,
+            "edgelive_mqtt_reconnects_total{bridge=\"edgelive-test\"} ",
+        )
+        .unwrap_or(0)
+            >= 2
+    });
+    assert!(!connected(&refused));
+}
+
+/// centrifuge-js subscribes to an MQTT-fed stream and Grafana's StreamingDataFrame decodes
+/// what arrives (nested JSON flattened, a field that comes and goes padded).
+#[test]
+fn grafana_streaming_data_frame_decodes_mqtt_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), free_port(), "");
+    let d = Daemon::start_with_config(&bridge_config(broker.port, ""), &[]);
+    eventually("the bridge connects", || connected(&d));
+    let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    if !clients
+        .join("node_modules/@grafana/data/package.json")
+        .exists()
+    {
+        let st = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&clients)
+            .status()
+            .expect("npm");
+        assert!(st.success());
+    }
+    let out = Command::new("node")
+        .arg("js/mqtt.mjs")
+        .env("EDGELIVE_URL", d.ws_url())
+        .env("MQTT_PORT", broker.port.to_string())
+        .current_dir(&clients)
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ok mqtt"),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log_text()
+    );
 }

@@ -27,6 +27,7 @@ use crate::broker::Broker;
 use crate::channel::Channel;
 use crate::frame::FrameJson;
 use crate::ingest::PushError;
+use crate::protocol::ErrorCode;
 use crate::state::Shared;
 
 /// Messages read from the broker and waiting to be stored and acknowledged.
@@ -34,6 +35,8 @@ const PENDING: usize = 256;
 
 /// A message and the frames it became, waiting to be stored and acknowledged.
 type Pending = (Publish, Vec<(Arc<str>, FrameJson)>);
+/// At a stop, how long the last acknowledgements may take to go out.
+const FLUSH_AT_STOP: Duration = Duration::from_secs(1);
 /// How long a message waits before storage is tried again when its queue is full.
 const BUSY_RETRY: Duration = Duration::from_millis(50);
 
@@ -53,11 +56,28 @@ fn options(spec: &MqttSpec) -> MqttOptions {
     if let Some((user, password)) = &spec.credentials {
         o.set_credentials(user.clone(), password.clone());
     }
+    if let Some(tls) = &spec.tls {
+        let config = match &tls.ca {
+            Some(ca) => rumqttc::TlsConfiguration::Simple {
+                ca: ca.clone(),
+                alpn: None,
+                client_auth: tls.client.clone(),
+            },
+            // The system's roots (validation requires ca_file with a client certificate).
+            None => rumqttc::TlsConfiguration::default(),
+        };
+        o.set_transport(rumqttc::Transport::Tls(config));
+    }
     o
 }
 
 /// Runs the bridge until `stop`.
 pub async fn run(spec: Arc<MqttSpec>, parts: Parts) {
+    // rustls' process-wide crypto provider, installed by whichever bridge starts first: ring,
+    // whose key exchange lacks rustls' newer post-quantum groups (hence the deprecation), but
+    // which cross-builds for the board with the C compiler alone (aws-lc needs cmake).
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let (client, mut events) = AsyncClient::new(options(&spec), 64);
     let (pending_tx, pending_rx) = tokio::sync::mpsc::channel(PENDING);
     let stop = parts.shared.shutdown.clone();
@@ -68,6 +88,14 @@ pub async fn run(spec: Arc<MqttSpec>, parts: Parts) {
         stop.clone(),
     ));
     let stats = parts.stats.clone();
+    if spec.publish {
+        let writer = Arc::new(TopicWriter {
+            client: client.clone(),
+            qos: spec.qos,
+            stats: stats.clone(),
+        });
+        parts.shared.streams.set_writer(&spec.stream, writer);
+    }
     let mut backoff = spec.backoff_min;
     loop {
         let polled = tokio::select! {
@@ -120,10 +148,44 @@ pub async fn run(spec: Arc<MqttSpec>, parts: Parts) {
             }
         }
     }
+    // Stored messages' acknowledgements go out before we leave (the broker would give them to
+    // us again otherwise): the client sends its requests in order, so once the DISCONNECT
+    // behind them is written, they are too.
     drop(pending_tx);
     let _ = companion.await;
-    let _ = client.try_disconnect();
+    if client.try_disconnect().is_ok() {
+        let _ = tokio::time::timeout(FLUSH_AT_STOP, async {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+    }
     stats.connected.store(false, Ordering::Relaxed);
+}
+
+/// Sends client publishes on the bridge's channels to their topics (`publish = true`).
+struct TopicWriter {
+    client: AsyncClient,
+    qos: QoS,
+    stats: Arc<BridgeStats>,
+}
+
+impl crate::streams::Writer for TopicWriter {
+    fn write(&self, path: &str, data: &str) -> Result<(), ErrorCode> {
+        let topic = topic::topic_of(path).map_err(|_| ErrorCode::BadRequest)?;
+        // Refused rather than queued while the broker is away: an actuator command that
+        // arrives minutes later is worse than an error the client sees now.
+        if !self.stats.connected.load(Ordering::Relaxed) {
+            return Err(ErrorCode::NotAvailable);
+        }
+        self.client
+            .try_publish(topic, self.qos, false, data.as_bytes().to_vec())
+            .map_err(|_| ErrorCode::TooManyRequests)
+    }
 }
 
 /// A message's frames, fitted to their stream's field set and encoded.
@@ -167,7 +229,7 @@ async fn store_and_ack(
                 // restart.
                 return;
             }
-            match crate::push::publish(&broker, frames.clone()).await {
+            match crate::push::publish_frames(&broker, frames.clone(), p.retain).await {
                 Err(PushError::Busy) => tokio::time::sleep(BUSY_RETRY).await,
                 Ok(_) => break,
                 Err(e) => {

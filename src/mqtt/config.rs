@@ -12,8 +12,17 @@ use super::payload::PayloadLimits;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    /// `mqtt://host:port` (1883 by default); `mqtts://` is not built in yet.
+    /// `mqtt://host[:port]` (1883 by default) or `mqtts://host[:port]` (TLS, 8883).
     pub broker: String,
+    /// mqtts: the CA that signed the broker's certificate (PEM); without it the system's
+    /// roots. Relative paths: `$CREDENTIALS_DIRECTORY`, as every secret file.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// mqtts: a client certificate and its key (PEM), for brokers that require one.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
     /// The client id; with `clean_session = false` the broker keeps this session's
     /// subscriptions and queues its QoS 1 messages while we are away.
     #[serde(default = "default_client_id")]
@@ -36,6 +45,10 @@ pub struct MqttConfig {
     /// Messages go to `stream/<stream>/<topic>`.
     #[serde(default = "default_stream")]
     pub stream: String,
+    /// A client publish on one of this bridge's channels (by a role the rules allow: publisher
+    /// by default) is sent to the channel's topic, JSON as given, with `qos`.
+    #[serde(default)]
+    pub publish: bool,
     /// Top-level JSON keys that carry the message's time, first match wins.
     #[serde(default = "default_time_keys")]
     pub time_keys: Vec<String>,
@@ -74,11 +87,17 @@ fn default_backoff_max() -> Duration {
     Duration::from_secs(30)
 }
 
-/// A broker address from `mqtt://host[:port]`.
-pub fn broker_address(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .ok_or_else(|| format!("broker {url:?} must start with mqtt://"))?;
+/// A broker address from `mqtt://host[:port]` or `mqtts://host[:port]`: (host, port, TLS).
+pub fn broker_address(url: &str) -> Result<(String, u16, bool), String> {
+    let (rest, tls) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+        (Some(r), _) => (r, false),
+        (_, Some(r)) => (r, true),
+        _ => {
+            return Err(format!(
+                "broker {url:?} must start with mqtt:// or mqtts://"
+            ))
+        }
+    };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
@@ -86,13 +105,13 @@ pub fn broker_address(url: &str) -> Result<(String, u16), String> {
             p.parse::<u16>()
                 .map_err(|_| format!("broker {url:?}: {p:?} is not a port"))?,
         ),
-        _ => (rest, 1883),
+        _ => (rest, if tls { 8883 } else { 1883 }),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(format!("broker {url:?} has no host"));
     }
-    Ok((host.to_owned(), port))
+    Ok((host.to_owned(), port, tls))
 }
 
 /// A valid topic filter: `+` and `#` only as whole levels, `#` only last.
@@ -111,8 +130,26 @@ impl MqttConfig {
     /// Every problem of the bridge numbered `n` (1-based).
     pub fn validate(&self, n: usize, problems: &mut Vec<String>) {
         let at = format!("[[mqtt]] #{n}");
-        if let Err(e) = broker_address(&self.broker) {
-            problems.push(format!("{at}: {e}"));
+        match broker_address(&self.broker) {
+            Err(e) => problems.push(format!("{at}: {e}")),
+            Ok((_, _, false))
+                if self.ca_file.is_some()
+                    || self.cert_file.is_some()
+                    || self.key_file.is_some() =>
+            {
+                problems.push(format!(
+                    "{at}: ca_file, cert_file and key_file need an mqtts:// broker"
+                ));
+            }
+            Ok(_) => {}
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            problems.push(format!("{at}: cert_file and key_file go together"));
+        }
+        if self.cert_file.is_some() && self.ca_file.is_none() {
+            problems.push(format!(
+                "{at}: a client certificate needs ca_file (the broker's CA) too"
+            ));
         }
         if self.client_id.is_empty() || self.client_id.len() > 128 {
             problems.push(format!("{at}: client_id must be 1 to 128 bytes"));
@@ -163,15 +200,19 @@ mod tests {
     fn brokers_and_filters_are_checked() {
         assert_eq!(
             broker_address("mqtt://127.0.0.1:1884").unwrap(),
-            ("127.0.0.1".into(), 1884)
+            ("127.0.0.1".into(), 1884, false)
         );
         assert_eq!(
             broker_address("mqtt://broker").unwrap(),
-            ("broker".into(), 1883)
+            ("broker".into(), 1883, false)
+        );
+        assert_eq!(
+            broker_address("mqtts://broker").unwrap(),
+            ("broker".into(), 8883, true)
         );
         assert_eq!(
             broker_address("mqtt://[::1]:1883").unwrap(),
-            ("::1".into(), 1883)
+            ("::1".into(), 1883, false)
         );
         assert!(broker_address("http://x").is_err());
         assert!(broker_address("mqtt://x:port").is_err());

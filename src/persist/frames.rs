@@ -65,6 +65,15 @@ struct Stream {
     dirty: bool,
 }
 
+/// The index of a schema's time field.
+fn time_column(schema: &str) -> Option<usize> {
+    let v: serde_json::Value = serde_json::from_str(schema).ok()?;
+    v.get("fields")?
+        .as_array()?
+        .iter()
+        .position(|f| f.get("type").and_then(|t| t.as_str()) == Some("time"))
+}
+
 /// One row of `/api/live/list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
@@ -230,6 +239,27 @@ impl LastFrames {
     /// The managed streams, by channel (to look up their history at a start).
     pub fn keys(&self) -> Vec<Arc<str>> {
         self.streams.keys().cloned().collect()
+    }
+
+    /// Whether `frame` repeats the stream's last frame but for its time column (a retained MQTT
+    /// value given again when the bridge subscribes again).
+    pub fn repeats(&self, key: &str, frame: &FrameJson) -> bool {
+        let Some(last) = self.streams.get(key) else {
+            return false;
+        };
+        if last.frame.schema != frame.schema {
+            return false;
+        }
+        let Some(time) = time_column(&frame.schema) else {
+            return last.frame.data == frame.data;
+        };
+        let values = |data: &str| -> Option<Vec<serde_json::Value>> {
+            let v: serde_json::Value = serde_json::from_str(data).ok()?;
+            let mut columns = v.get("values")?.as_array()?.clone();
+            (time < columns.len()).then(|| columns.remove(time));
+            Some(columns)
+        };
+        values(&last.frame.data).is_some_and(|a| values(&frame.data) == Some(a))
     }
 
     /// The schema of the stream's last frame.

@@ -121,6 +121,9 @@ pub enum Request {
         key: Arc<str>,
         policy: Option<HistoryPolicy>,
         frame: FrameJson,
+        /// An MQTT retained message: skipped when it repeats the stream's last frame (its
+        /// time aside), as after a restart that subscribes again.
+        retained: bool,
         ack: Ack,
     },
     /// The managed streams, for `/api/live/list`.
@@ -448,6 +451,7 @@ mod tests {
         let push = |n: u64| Request::Push {
             key: Arc::from(format!("stream/s/m{n}")),
             policy: None,
+            retained: false,
             frame: FrameJson {
                 schema: "{}".into(),
                 data: "{}".into(),

@@ -310,8 +310,9 @@ impl Sequencer {
                 key,
                 policy,
                 frame,
+                retained,
                 ack,
-            } => self.push(key, policy, frame, ack),
+            } => self.push(key, policy, frame, retained, ack),
             Request::List { reply } => {
                 let streams = self.frames.list(self.clock.now_ms());
                 let mut history: Vec<(String, u64)> = self
@@ -521,9 +522,14 @@ impl Sequencer {
         key: Arc<str>,
         policy: Option<HistoryPolicy>,
         frame: crate::frame::FrameJson,
+        retained: bool,
         ack: Ack,
     ) {
         let max = self.settings.max_channels;
+        if retained && self.frames.repeats(&key, &frame) {
+            self.acknowledge(ack, 0);
+            return;
+        }
         match self.frames.push(
             &self.store,
             &key,

@@ -246,6 +246,16 @@ pub async fn publish(
             needed,
         });
     }
+    // Written back to the stream's source (an MQTT topic), as for a client's publish command.
+    if kind.written_back {
+        let Some(writer) = shared.streams.writer(&channel) else {
+            return code_response(ErrorCode::NotAvailable);
+        };
+        return match writer.write(channel.path(), data.as_raw().get()) {
+            Ok(()) => json(StatusCode::OK, "{}".into()),
+            Err(code) => code_response(code),
+        };
+    }
     // A stream handler decides a publish on its channels, as for a client's publish command.
     let data = if kind.handler {
         let Some(handler) = shared.streams.handler(&channel) else {

@@ -94,10 +94,19 @@ pub async fn publish(
     broker: &Broker,
     frames: Vec<(Arc<str>, FrameJson)>,
 ) -> Result<usize, PushError> {
+    publish_frames(broker, frames, false).await
+}
+
+/// `publish`, for an MQTT message that may be retained (see `Request::Push`).
+pub async fn publish_frames(
+    broker: &Broker,
+    frames: Vec<(Arc<str>, FrameJson)>,
+    retained: bool,
+) -> Result<usize, PushError> {
     let n = frames.len();
     let mut waits = Vec::with_capacity(n);
     broker
-        .push(frames, || {
+        .push(frames, retained, || {
             let (tx, rx) = oneshot::channel();
             waits.push(rx);
             Ack::Channel(tx)
@@ -126,7 +135,7 @@ pub fn publish_detached(
         return Err(PushError::Busy);
     }
     broker
-        .push(frames, || Ack::Release(slots.clone()))
+        .push(frames, false, || Ack::Release(slots.clone()))
         .map_err(|_| PushError::Busy)
         .inspect_err(|_| slots.give_back(n))
 }

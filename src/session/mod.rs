@@ -327,6 +327,16 @@ impl Session {
         let (channel, kind) = self.channel(&req.channel)?;
         self.permit(Action::Publish, &channel)?;
         kind.publish?;
+        // Written back to the stream's source (an MQTT topic), not published here.
+        if kind.written_back {
+            let writer = self
+                .streams
+                .writer(&channel)
+                .ok_or(Refused::from(ErrorCode::NotAvailable))?;
+            writer.write(channel.path(), data.get())?;
+            self.send(reply::reply(id, "publish", &reply::Empty {}));
+            return Ok(());
+        }
         // A stream handler decides: refuse, accept silently, or publish what it returns.
         let data = if kind.handler {
             match self.handler(&channel)?.publish(channel.path(), data)? {

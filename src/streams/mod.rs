@@ -64,8 +64,18 @@ impl Sender {
     }
 }
 
+/// Where client publishes on a written-back managed stream go (an MQTT bridge with
+/// `publish = true` sends them to the topic the channel came from).
+pub trait Writer: Send + Sync {
+    /// Sends `data` (compact JSON, as the client gave it) for the channel path `path` (after
+    /// `stream/<id>/`); `Err` is the error the client gets.
+    fn write(&self, path: &str, data: &str) -> Result<(), ErrorCode>;
+}
+
 /// The handlers by namespace, and the producers' lifecycle.
 pub struct Streams {
+    /// Writers by managed stream id, registered by the bridges that write back.
+    writers: std::sync::Mutex<HashMap<String, Arc<dyn Writer>>>,
     /// Swapped by a reload: channels started from then on get the new exec tables, running
     /// producers keep the handler they started with.
     handlers: ArcSwap<HashMap<String, Arc<dyn StreamHandler>>>,
@@ -111,10 +121,29 @@ impl Streams {
         let counted = broker.hub().clone();
         let watchers: lifecycle::Watchers = Arc::new(move |key| counted.num_subscribers(key));
         Arc::new(Streams {
+            writers: std::sync::Mutex::new(HashMap::new()),
             handlers: ArcSwap::from_pointee(handlers),
             lifecycle: Lifecycle::new(timings, shutdown, watchers),
             broker,
         })
+    }
+
+    /// Registers the writer of managed stream `stream`.
+    pub fn set_writer(&self, stream: &str, writer: Arc<dyn Writer>) {
+        let mut w = self
+            .writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.insert(stream.to_owned(), writer);
+    }
+
+    /// The writer of a written-back managed stream's channel.
+    pub fn writer(&self, channel: &Channel) -> Option<Arc<dyn Writer>> {
+        let w = self
+            .writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.get(channel.namespace()).cloned()
     }
 
     /// Reloaded `[[streams.exec]]` tables.
