@@ -2,15 +2,16 @@
 //! rows of managed streams, one channel per topic, through the same path as the push API
 //! (sticky fields, history, backfill, `/api/live/list`, rules, metrics).
 //!
-//! QoS 1 messages are acknowledged to the broker only once their frames are stored as
-//! `[storage] durability` says, in the order they arrived (a companion task publishes and
-//! acknowledges them one after another). With `clean_session = false` the broker keeps our
-//! subscriptions and queues messages while we are away, so a restart of either side loses
-//! nothing acknowledged. When storage is busy the companion retries, its bounded queue fills,
-//! and the bridge stops reading from the broker, which holds the messages meanwhile. A message
+//! Each message's frames are handed to storage as it arrives (so one group commit covers many),
+//! and a QoS 1 message is acknowledged to the broker only once they are stored as `[storage]
+//! durability` says, in arrival order (a companion task waits for each and acknowledges it).
+//! With `clean_session = false` the broker keeps our subscriptions and queues messages while
+//! we are away, so a restart of either side loses nothing acknowledged. When storage is busy
+//! the bridge retries and stops reading from the broker meanwhile, which holds the messages. A message
 //! that cannot be read (see `payload.rs`) is counted, logged (at most once a minute per cause)
 //! and acknowledged, so it is never redelivered forever.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,15 +27,16 @@ use super::MqttSpec;
 use crate::broker::Broker;
 use crate::channel::Channel;
 use crate::frame::FrameJson;
-use crate::ingest::PushError;
 use crate::protocol::ErrorCode;
 use crate::state::Shared;
 
 /// Messages read from the broker and waiting to be stored and acknowledged.
-const PENDING: usize = 256;
+const PENDING: usize = 1024;
 
-/// A message and the frames it became, waiting to be stored and acknowledged.
-type Pending = (Publish, Vec<(Arc<str>, FrameJson)>);
+/// A message whose frames were handed to storage, waiting for them to be stored.
+type Pending = (Publish, crate::push::Stored);
+/// How soon an acknowledgement the client could not queue is tried again.
+const ACK_RETRY: Duration = Duration::from_millis(2);
 /// At a stop, how long the last acknowledgements may take to go out.
 const FLUSH_AT_STOP: Duration = Duration::from_secs(1);
 /// How long a message waits before storage is tried again when its queue is full.
@@ -81,12 +83,7 @@ pub async fn run(spec: Arc<MqttSpec>, parts: Parts) {
     let (client, mut events) = AsyncClient::new(options(&spec), 64);
     let (pending_tx, pending_rx) = tokio::sync::mpsc::channel(PENDING);
     let stop = parts.shared.shutdown.clone();
-    let companion = tokio::spawn(store_and_ack(
-        pending_rx,
-        client.clone(),
-        parts.shared.broker.clone(),
-        stop.clone(),
-    ));
+    let companion = tokio::spawn(acknowledge_stored(pending_rx, client.clone()));
     let stats = parts.stats.clone();
     if spec.publish {
         let writer = Arc::new(TopicWriter {
@@ -119,10 +116,23 @@ pub async fn run(spec: Arc<MqttSpec>, parts: Parts) {
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 stats.messages.fetch_add(1, Ordering::Relaxed);
-                match convert(&spec, &parts, &p) {
+                // Large payloads are converted off the event loop, as push bodies are.
+                let converted = {
+                    let (spec, shared, p) = (spec.clone(), parts.shared.clone(), p.clone());
+                    crate::push::sized_work(p.payload.len(), move || convert(&spec, &shared, &p))
+                        .await
+                        .unwrap_or(Err(Dropped::Unreadable))
+                };
+                match converted {
                     Ok(frames) => {
-                        // Bounded: when storage lags, this waits and the broker holds the rest.
-                        if pending_tx.send((p, frames)).await.is_err() {
+                        let Some(stored) =
+                            submit(&parts.shared.broker, frames, p.retain, &stop).await
+                        else {
+                            break;
+                        };
+                        // Bounded: when storage lags this waits, and the broker holds the rest
+                        // (QoS 1 messages are bounded by its in-flight window anyway).
+                        if pending_tx.send((p, stored)).await.is_err() {
                             break;
                         }
                     }
@@ -191,7 +201,7 @@ impl crate::streams::Writer for TopicWriter {
 /// A message's frames, fitted to their stream's field set and encoded.
 fn convert(
     spec: &MqttSpec,
-    parts: &Parts,
+    shared: &Shared,
     p: &Publish,
 ) -> Result<Vec<(Arc<str>, FrameJson)>, Dropped> {
     let name = topic::channel_of(&spec.stream, &p.topic).map_err(|_| Dropped::Topic)?;
@@ -203,7 +213,7 @@ fn convert(
         &spec.time_keys,
         &spec.limits,
     )?;
-    let sticky = crate::push::sticky(&parts.shared);
+    let sticky = crate::push::sticky(shared);
     Ok(frames
         .into_iter()
         .map(|mut f| {
@@ -215,33 +225,69 @@ fn convert(
         .collect())
 }
 
-/// Stores each message's frames, then acknowledges it to the broker, in arrival order.
-async fn store_and_ack(
+/// Hands a message's frames to storage, retrying while its queue is full; `None` at a stop
+/// (the message is not acknowledged, so the broker gives it to our session again).
+async fn submit(
+    broker: &Broker,
+    frames: Vec<(Arc<str>, FrameJson)>,
+    retained: bool,
+    stop: &CancellationToken,
+) -> Option<crate::push::Stored> {
+    loop {
+        match crate::push::submit_frames(broker, frames.clone(), retained) {
+            Ok(stored) => return Some(stored),
+            Err(_) => tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(BUSY_RETRY) => {}
+            },
+        }
+    }
+}
+
+/// Acknowledges each QoS 1 message to the broker once its frames are stored, in arrival
+/// order. It never waits on the MQTT client (whose requests go out only while the bridge
+/// polls): an acknowledgement the client cannot queue yet is tried again shortly.
+async fn acknowledge_stored(
     mut pending: tokio::sync::mpsc::Receiver<Pending>,
     client: AsyncClient,
-    broker: Broker,
-    stop: CancellationToken,
 ) {
-    while let Some((p, frames)) = pending.recv().await {
-        loop {
-            if stop.is_cancelled() {
-                // Not acknowledged: the broker gives it to our session again after the
-                // restart.
-                return;
+    let mut unsent: VecDeque<Publish> = VecDeque::new();
+    let flush = |unsent: &mut VecDeque<Publish>| {
+        while let Some(p) = unsent.front() {
+            if client.try_ack(p).is_err() {
+                break;
             }
-            match crate::push::publish_frames(&broker, frames.clone(), p.retain).await {
-                Err(PushError::Busy) => tokio::time::sleep(BUSY_RETRY).await,
-                Ok(_) => break,
-                Err(e) => {
-                    // Refused for good (the stream table is full): acknowledged and dropped,
-                    // or the broker would offer it forever.
-                    warn!(topic = %p.topic, error = %e, "mqtt message not stored");
-                    break;
+            unsent.pop_front();
+        }
+    };
+    loop {
+        let next = if unsent.is_empty() {
+            pending.recv().await
+        } else {
+            match tokio::time::timeout(ACK_RETRY, pending.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    flush(&mut unsent);
+                    continue;
                 }
             }
+        };
+        let Some((p, stored)) = next else { break };
+        if let Err(e) = stored.wait().await {
+            // Refused for good (the stream table is full): acknowledged and dropped, or the
+            // broker would offer it forever.
+            warn!(topic = %p.topic, error = %e, "mqtt message not stored");
         }
         if p.qos != QoS::AtMostOnce {
-            let _ = client.ack(&p).await;
+            unsent.push_back(p);
         }
+        flush(&mut unsent);
+    }
+    for _ in 0..100 {
+        flush(&mut unsent);
+        if unsent.is_empty() {
+            break;
+        }
+        tokio::time::sleep(ACK_RETRY).await;
     }
 }

@@ -103,8 +103,18 @@ pub async fn publish_frames(
     frames: Vec<(Arc<str>, FrameJson)>,
     retained: bool,
 ) -> Result<usize, PushError> {
-    let n = frames.len();
-    let mut waits = Vec::with_capacity(n);
+    submit_frames(broker, frames, retained)?.wait().await
+}
+
+/// Hands frames over at once (`Busy` when the storage queue is full, and then nothing was
+/// taken), so a bridge can read on while they are stored; `Stored::wait` completes when
+/// they are.
+pub fn submit_frames(
+    broker: &Broker,
+    frames: Vec<(Arc<str>, FrameJson)>,
+    retained: bool,
+) -> Result<Stored, PushError> {
+    let mut waits = Vec::with_capacity(frames.len());
     broker
         .push(frames, retained, || {
             let (tx, rx) = oneshot::channel();
@@ -112,14 +122,27 @@ pub async fn publish_frames(
             Ack::Channel(tx)
         })
         .map_err(|_| PushError::Busy)?;
-    for rx in waits {
-        match rx.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(ErrorCode::LimitExceeded)) => return Err(PushError::StreamLimit),
-            _ => return Err(PushError::Storage),
+    Ok(Stored { waits })
+}
+
+/// Frames handed over by `submit_frames`, until they are stored.
+pub struct Stored {
+    waits: Vec<oneshot::Receiver<Result<u64, ErrorCode>>>,
+}
+
+impl Stored {
+    /// How many were stored, once all are.
+    pub async fn wait(self) -> Result<usize, PushError> {
+        let n = self.waits.len();
+        for rx in self.waits {
+            match rx.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(ErrorCode::LimitExceeded)) => return Err(PushError::StreamLimit),
+                _ => return Err(PushError::Storage),
+            }
         }
+        Ok(n)
     }
-    Ok(n)
 }
 
 /// Hands the frames over without waiting (UDP has nobody to answer); each frame takes one of
