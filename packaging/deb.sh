@@ -8,7 +8,8 @@
 # On Debian 12, as root (or with sudo), it installs what it needs once: the foreign
 # architecture, rustc-web/cargo-web and that architecture's libstd-rust-web-dev (the compiler
 # and standard library must be the same version, so both come from Debian), the cross gcc
-# used as linker, and cargo-deb (from crates.io) when missing. None of our crates compiles C.
+# used as linker and C compiler (ring, under rustls for mqtts://, compiles C and assembly),
+# and cargo-deb (from crates.io) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
