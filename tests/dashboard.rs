@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -34,10 +34,6 @@ token = "{VIEWER}"
     )
 }
 
-fn clients_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
-}
-
 fn call(d: &Daemon, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
     let auth = format!("Bearer {token}");
     let (status, text) = http(
@@ -53,18 +49,7 @@ fn call(d: &Daemon, method: &str, path: &str, token: &str, body: &str) -> (u16, 
 
 #[test]
 fn the_page_in_chromium_draws_streams_backfilled_and_live_and_shares_dashboards() {
-    let clients = clients_dir();
-    if !clients
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        let st = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&clients)
-            .status()
-            .expect("npm (tests/run installs it)");
-        assert!(st.success());
-    }
+    let clients = common::node_clients();
     let d = Daemon::start_with_config(&config(), &[]);
     let open = Daemon::start(&[]);
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");

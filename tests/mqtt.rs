@@ -548,18 +548,7 @@ fn grafana_streaming_data_frame_decodes_mqtt_messages() {
     let broker = Mosquitto::start(dir.path(), free_port(), "");
     let d = Daemon::start_with_config(&bridge_config(broker.port, ""), &[]);
     eventually("the bridge connects", || connected(&d));
-    let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
-    if !clients
-        .join("node_modules/@grafana/data/package.json")
-        .exists()
-    {
-        let st = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&clients)
-            .status()
-            .expect("npm");
-        assert!(st.success());
-    }
+    let clients = common::node_clients();
     let out = Command::new("node")
         .arg("js/mqtt.mjs")
         .env("EDGELIVE_URL", d.ws_url())

@@ -554,3 +554,23 @@ pub fn subscribed_with_history(v: &Value, id: u64) -> Value {
 pub fn close_code(c: u16) -> CloseCode {
     CloseCode::from(c)
 }
+
+/// `tests/clients`, its npm packages installed first (`npm ci`) unless they are already
+/// installed from the current lock file (`tests/run` installs them the same way).
+pub fn node_clients() -> std::path::PathBuf {
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let lock = std::fs::read(dir.join("package-lock.json")).expect("package-lock.json");
+    let stamp = dir.join("node_modules/.installed-from-package-lock.json");
+    if std::fs::read(&stamp).ok() != Some(lock.clone()) {
+        let st = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm (tests/run installs it)");
+        assert!(st.success(), "npm ci in tests/clients");
+        std::fs::write(&stamp, lock).unwrap();
+    }
+    dir
+}

@@ -12,9 +12,10 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { Centrifuge } from 'centrifuge';
 import WebSocket from 'ws';
+import { feed } from './feed.mjs';
 
 const require = createRequire(import.meta.url);
-const { StreamingDataFrame, dataFrameFromJSON } = require('@grafana/data');
+const { dataFrameFromJSON } = require('@grafana/data');
 
 const url = process.env.EDGELIVE_URL;
 const base = process.env.EDGELIVE_HTTP;
@@ -39,34 +40,6 @@ function client() {
   const c = new Centrifuge(url, { websocket: WebSocket, timeout: 5000 });
   c.on('error', (ctx) => console.error('client error', ctx.error));
   return c;
-}
-
-// Mirrors Grafana's LiveDataStream: the first message with a schema starts the frame, every
-// later message (schema or data only) is pushed into it.
-function feed(sub) {
-  const state = { frame: undefined, messages: 0, waiters: [] };
-  const take = (data) => {
-    if (process.env.DEBUG_FRAMES) console.log(JSON.stringify(data));
-    if (!data) return;
-    if (!state.frame) {
-      assert.ok(data.schema, 'the first message carries the schema');
-      state.frame = StreamingDataFrame.fromDataFrameJSON(data, { maxLength: 100 });
-    } else {
-      state.frame.push(data);
-    }
-    state.messages++;
-    state.waiters.splice(0).forEach((w) => w());
-  };
-  sub.on('subscribed', (ctx) => take(ctx.data));
-  sub.on('publication', (ctx) => take(ctx.data));
-  state.until = (n, ms = 5000) => new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`timeout waiting for ${n} messages (have ${state.messages})`)), ms);
-    const check = () => {
-      if (state.messages >= n) { clearTimeout(t); resolve(); } else state.waiters.push(check);
-    };
-    check();
-  });
-  return state;
 }
 
 function field(frame, name, labels) {

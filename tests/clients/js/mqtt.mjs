@@ -4,12 +4,10 @@
 // Run by tests/mqtt.rs with EDGELIVE_URL and MQTT_PORT. Exits non-zero on failure.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { Centrifuge } from 'centrifuge';
 import WebSocket from 'ws';
+import { feed } from './feed.mjs';
 
-const require = createRequire(import.meta.url);
-const { StreamingDataFrame } = require('@grafana/data');
 const url = process.env.EDGELIVE_URL;
 const port = process.env.MQTT_PORT;
 assert.ok(url && port, 'EDGELIVE_URL and MQTT_PORT must be set');
@@ -19,37 +17,18 @@ const publish = (payload) => execFileSync('mosquitto_pub',
 
 const c = new Centrifuge(url, { websocket: WebSocket, timeout: 5000 });
 c.connect();
-let frame;
-let messages = 0;
-let wake = () => {};
 const sub = c.newSubscription('1/stream/mqtt/sensors/js/env');
-const take = (data) => {
-  if (!data) return;
-  if (!frame) {
-    assert.ok(data.schema, 'the first message carries the schema');
-    frame = StreamingDataFrame.fromDataFrameJSON(data, { maxLength: 100 });
-  } else {
-    frame.push(data);
-  }
-  messages++;
-  wake();
-};
-sub.on('subscribed', (ctx) => take(ctx.data));
-sub.on('publication', (ctx) => take(ctx.data));
+const live = feed(sub);
 sub.subscribe();
 await new Promise((resolve) => sub.on('subscribed', resolve));
-const until = (n) => new Promise((resolve, reject) => {
-  const t = setTimeout(() => reject(new Error(`timeout waiting for ${n} messages (have ${messages})`)), 10000);
-  wake = () => { if (messages >= n) { clearTimeout(t); resolve(); } };
-  wake();
-});
+const until = (n) => live.until(n, 10000);
 
 publish('{"env":{"t":20.5,"rh":40},"ts":1700000000}');
 await until(1);
 publish('{"env":{"t":21.5},"ts":1700000001}');
 publish('{"env":{"t":22.5,"rh":42},"ts":1700000002}');
 await until(3);
-const values = (name) => Array.from(frame.fields.find((f) => f.name === name).values);
+const values = (name) => Array.from(live.frame.fields.find((f) => f.name === name).values);
 assert.deepEqual(values('time'), [1700000000000, 1700000001000, 1700000002000]);
 assert.deepEqual(values('env.t'), [20.5, 21.5, 22.5]);
 assert.deepEqual(values('env.rh'), [40, null, 42]);

@@ -7,12 +7,10 @@
 //   (backfill), so the frame starts with 50 rows, then appends live ones.
 // Run by tests/real_clients.rs with EDGELIVE_URL and EDGELIVE_HTTP. Exits non-zero on failure.
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
 import { Centrifuge } from 'centrifuge';
 import WebSocket from 'ws';
+import { feed } from './feed.mjs';
 
-const require = createRequire(import.meta.url);
-const { StreamingDataFrame } = require('@grafana/data');
 
 const url = process.env.EDGELIVE_URL;
 const base = process.env.EDGELIVE_HTTP;
@@ -21,33 +19,6 @@ assert.ok(url && base, 'EDGELIVE_URL and EDGELIVE_HTTP must be set');
 async function push(stream, body) {
   const r = await fetch(`${base}/api/live/push/${stream}`, { method: 'POST', body });
   assert.equal(r.status, 200, `push failed: ${r.status} ${await r.text()}`);
-}
-
-// Grafana's LiveDataStream: the first message with a schema starts the frame, every later
-// one is pushed into it (a throw here is the panel error Grafana's users see).
-function feed(sub, maxLength) {
-  const state = { frame: undefined, messages: 0, waiters: [] };
-  const take = (data) => {
-    if (!data) return;
-    if (!state.frame) {
-      assert.ok(data.schema, 'the first message carries the schema');
-      state.frame = StreamingDataFrame.fromDataFrameJSON(data, { maxLength });
-    } else {
-      state.frame.push(data);
-    }
-    state.messages++;
-    state.waiters.splice(0).forEach((w) => w());
-  };
-  sub.on('subscribed', (ctx) => take(ctx.data));
-  sub.on('publication', (ctx) => take(ctx.data));
-  state.until = (n, ms = 5000) => new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`timeout waiting for ${n} messages (have ${state.messages})`)), ms);
-    const check = () => {
-      if (state.messages >= n) { clearTimeout(t); resolve(); } else state.waiters.push(check);
-    };
-    check();
-  });
-  return state;
 }
 
 function values(frame, name) {
