@@ -345,7 +345,7 @@ async fn a_password_protected_broker_and_client_publishes_written_back_to_the_to
     eventually("the bridge logs in", || connected_with_token(&d));
 
     // What the bridge writes back reaches a subscriber of the topic.
-    let sub = Command::new("mosquitto_sub")
+    let mut sub = Command::new("mosquitto_sub")
         .args([
             "-h",
             "127.0.0.1",
@@ -360,17 +360,23 @@ async fn a_password_protected_broker_and_client_publishes_written_back_to_the_to
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
     let url = format!("{}?auth_token=publisher-token-0123456789", d.ws_url());
     let (mut p, _) = Peer::connected(&url).await;
-    let r = call(
-        &mut p,
-        2,
-        "publish",
-        json!({"channel": "stream/mqtt/actuators/valve=201", "data": {"open": true}}),
-    )
-    .await;
-    assert_eq!(r, json!({"id": 2, "publish": {}}));
+    // mosquitto_sub says nothing once subscribed: publish until it has received one.
+    for id in 2.. {
+        let r = call(
+            &mut p,
+            id,
+            "publish",
+            json!({"channel": "stream/mqtt/actuators/valve=201", "data": {"open": true}}),
+        )
+        .await;
+        assert_eq!(r, json!({"id": id, "publish": {}}));
+        if sub.try_wait().unwrap().is_some() || id > 60 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let out = sub.wait_with_output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -395,7 +401,7 @@ async fn a_password_protected_broker_and_client_publishes_written_back_to_the_to
     });
     let r = call(
         &mut p,
-        3,
+        100,
         "publish",
         json!({"channel": "stream/mqtt/actuators/valve", "data": 2}),
     )
