@@ -56,12 +56,10 @@ pub enum Dropped {
     Unreadable,
     #[error("the topic cannot form a channel")]
     Topic,
-    #[error("the storage queue is full")]
-    Busy,
 }
 
 impl Dropped {
-    pub const ALL: [Dropped; 8] = [
+    pub const ALL: [Dropped; 7] = [
         Dropped::NotUtf8,
         Dropped::TooLarge,
         Dropped::TooDeep,
@@ -69,7 +67,6 @@ impl Dropped {
         Dropped::Empty,
         Dropped::Unreadable,
         Dropped::Topic,
-        Dropped::Busy,
     ];
 
     pub fn label(self) -> &'static str {
@@ -81,7 +78,6 @@ impl Dropped {
             Dropped::Empty => "empty",
             Dropped::Unreadable => "unreadable",
             Dropped::Topic => "topic",
-            Dropped::Busy => "busy",
         }
     }
 }
