@@ -570,3 +570,23 @@ fn grafana_streaming_data_frame_decodes_mqtt_messages() {
         d.log_text()
     );
 }
+
+/// A message storage refuses for good (more streams than `max_channels`) is acknowledged,
+/// counted and logged, and the bridge goes on with the others.
+#[tokio::test]
+async fn messages_for_streams_beyond_the_limit_are_counted_and_the_bridge_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), free_port(), "");
+    let config = format!(
+        "[storage]\nmax_channels = 2\n{}",
+        bridge_config(broker.port, "")
+    );
+    let d = Daemon::start_with_config(&config, &[]);
+    eventually("the bridge connects", || connected(&d));
+    for topic in ["sensors/a", "sensors/b", "sensors/c", "sensors/a"] {
+        broker.publish(topic, b"1", &[]);
+    }
+    assert_eq!(wait_rows(&d, "stream/mqtt/sensors/a", 2).await.len(), 2);
+    assert_eq!(dropped(&d, "refused"), 1);
+    assert!(d.logged("storage refused it"), "{}", d.log_text());
+}

@@ -83,7 +83,11 @@ pub async fn run(spec: Arc<MqttSpec>, parts: Parts) {
     let (client, mut events) = AsyncClient::new(options(&spec), 64);
     let (pending_tx, pending_rx) = tokio::sync::mpsc::channel(PENDING);
     let stop = parts.shared.shutdown.clone();
-    let companion = tokio::spawn(acknowledge_stored(pending_rx, client.clone()));
+    let companion = tokio::spawn(acknowledge_stored(
+        pending_rx,
+        client.clone(),
+        parts.stats.clone(),
+    ));
     let stats = parts.stats.clone();
     if spec.publish {
         let writer = Arc::new(TopicWriter {
@@ -250,6 +254,7 @@ async fn submit(
 async fn acknowledge_stored(
     mut pending: tokio::sync::mpsc::Receiver<Pending>,
     client: AsyncClient,
+    stats: Arc<BridgeStats>,
 ) {
     let mut unsent: VecDeque<Publish> = VecDeque::new();
     let flush = |unsent: &mut VecDeque<Publish>| {
@@ -273,10 +278,10 @@ async fn acknowledge_stored(
             }
         };
         let Some((p, stored)) = next else { break };
-        if let Err(e) = stored.wait().await {
+        if stored.wait().await.is_err() {
             // Refused for good (the stream table is full): acknowledged and dropped, or the
-            // broker would offer it forever.
-            warn!(topic = %p.topic, error = %e, "mqtt message not stored");
+            // broker would offer it forever; counted, and logged at most once a minute.
+            stats.drop_one(Dropped::Refused, &p.topic);
         }
         if p.qos != QoS::AtMostOnce {
             unsent.push_back(p);

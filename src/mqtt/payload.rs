@@ -56,10 +56,12 @@ pub enum Dropped {
     Unreadable,
     #[error("the topic cannot form a channel")]
     Topic,
+    #[error("storage refused it (more streams than [storage] max_channels)")]
+    Refused,
 }
 
 impl Dropped {
-    pub const ALL: [Dropped; 7] = [
+    pub const ALL: [Dropped; 8] = [
         Dropped::NotUtf8,
         Dropped::TooLarge,
         Dropped::TooDeep,
@@ -67,6 +69,7 @@ impl Dropped {
         Dropped::Empty,
         Dropped::Unreadable,
         Dropped::Topic,
+        Dropped::Refused,
     ];
 
     pub fn label(self) -> &'static str {
@@ -78,6 +81,7 @@ impl Dropped {
             Dropped::Empty => "empty",
             Dropped::Unreadable => "unreadable",
             Dropped::Topic => "topic",
+            Dropped::Refused => "refused",
         }
     }
 }
