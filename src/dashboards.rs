@@ -98,10 +98,6 @@ fn new_uid() -> String {
         .collect()
 }
 
-fn now_ms() -> u64 {
-    crate::clock::now_ms()
-}
-
 /// Runs a store call on the blocking pool.
 async fn on_store<T: Send + 'static>(
     shared: &Shared,
@@ -206,7 +202,7 @@ pub async fn save(req: Request<Incoming>, shared: Arc<Shared>, who: &Identity) -
             &format!("a dashboard is at most {MAX_BYTES} bytes"),
         );
     }
-    let now = now_ms();
+    let now = crate::clock::now_ms();
     let record = StoredDashboard {
         json: text,
         title: title.clone(),

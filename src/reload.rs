@@ -99,7 +99,7 @@ impl Reloader {
     }
 
     /// The reload without telling systemd.
-    pub async fn reload_quietly(&mut self, shared: &Shared) -> Outcome {
+    async fn reload_quietly(&mut self, shared: &Shared) -> Outcome {
         let source = self.source.clone();
         let current = self.current.clone();
         // Reading the files (config, credentials, exec programs) is disk work.
@@ -177,7 +177,6 @@ fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!("[push.udp]", push.udp);
     // The hub's channel names.
     keep!("[live] org_id", live.org_id);
-    keep!("[live] ha_engine", live.ha_engine);
     // The producers' lifecycle.
     keep!("[streams] grace_checks", streams.grace_checks);
     keep!("[streams] check_every", streams.check_every);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{call, eventually, http, Daemon, Peer};
+use common::{call, eventually, free_port, http, Daemon, Peer};
 use serde_json::{json, Value};
 
 /// A Mosquitto of our own.
@@ -18,14 +18,6 @@ struct Mosquitto {
     child: Child,
     port: u16,
     dir: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Mosquitto {

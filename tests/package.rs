@@ -416,11 +416,7 @@ fn arm64_package_cross_builds_and_its_binary_answers_health() {
     );
     // `-L /`: the arm64 libc that deb.sh installed (Debian's multiarch paths).
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut daemon = Command::new("qemu-aarch64-static")
         .args(["-L", "/"])
         .arg(&bin)

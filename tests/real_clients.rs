@@ -194,26 +194,25 @@ fn centrifuge_js_recovers_across_reconnect_restart_and_sigkill() {
 
 #[test]
 fn grafana_streaming_data_frame_decodes_pushed_frames_across_a_schema_change_and_a_late_join() {
-    ensure_node_packages();
-    let d = Daemon::start(&[]);
-    let env = [
-        ("EDGELIVE_URL", d.ws_url()),
-        ("EDGELIVE_HTTP", d.http_url()),
-    ];
-    run_script("node", "js/frames.mjs", &env, "ok frames", &d);
+    run_push_script("js/frames.mjs", "ok frames");
 }
 
 /// Grafana's StreamingDataFrame never throws on a stream whose field sets alternate (sticky
 /// fields), and a late subscriber's frame starts with the backfilled rows, then appends.
 #[test]
 fn grafana_streaming_data_frame_takes_alternating_field_sets_and_backfill() {
+    run_push_script("js/sticky.mjs", "ok sticky");
+}
+
+/// A node script that pushes (EDGELIVE_HTTP) and subscribes (EDGELIVE_URL) on a fresh daemon.
+fn run_push_script(script: &str, done: &str) {
     ensure_node_packages();
     let d = Daemon::start(&[]);
     let env = [
         ("EDGELIVE_URL", d.ws_url()),
         ("EDGELIVE_HTTP", d.http_url()),
     ];
-    run_script("node", "js/sticky.mjs", &env, "ok sticky", &d);
+    run_script("node", script, &env, done, &d);
 }
 
 /// Connection JWTs and API tokens with both official clients: refresh through getToken /

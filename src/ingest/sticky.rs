@@ -93,10 +93,14 @@ impl Sticky {
     /// frame's new fields). The lock is held for a comparison of field names, no I/O.
     pub fn fit(&self, key: &Arc<str>, frame: &mut Frame) {
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-        let own: Vec<Column> = frame.fields.iter().map(column).collect();
+        // The usual push has the stream's fields, in its order: nothing to copy or pad.
+        if streams.get(key).is_some_and(|set| same_columns(set, frame)) {
+            return;
+        }
         if !streams.contains_key(key) && streams.len() >= self.max {
             return;
         }
+        let own: Vec<Column> = frame.fields.iter().map(column).collect();
         let set = streams.entry(key.clone()).or_insert_with(|| own.clone());
         if let Some(merged) = merge(set, &own) {
             pad(frame, &merged);
@@ -122,6 +126,15 @@ impl Sticky {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Whether `frame`'s fields are exactly `set`, in order.
+fn same_columns(set: &[Column], frame: &Frame) -> bool {
+    set.len() == frame.fields.len()
+        && set
+            .iter()
+            .zip(&frame.fields)
+            .all(|(c, f)| c.name == f.name && c.labels == f.labels && c.kind == Kind::of(&f.values))
 }
 
 /// The union of `set` and `own`, in `set`'s order with new columns after; `None` when a

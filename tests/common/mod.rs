@@ -574,3 +574,12 @@ pub fn node_clients() -> std::path::PathBuf {
     }
     dir
 }
+
+/// A loopback port nobody listens on now (for servers that cannot take port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
