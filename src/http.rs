@@ -195,8 +195,11 @@ fn websocket_upgrade(
             Ok(ws) => ws,
             Err(e) => return debug!(error = %e, "upgrade did not complete"),
         };
-        // Built before it is awaited, so the task does not also keep `ws` and `conn`.
-        let serve = websocket::run(websocket::mask_checked(ws), conn);
+        let Some((stream, pre_read)) = websocket::tcp_of(ws) else {
+            return warn!("an upgraded connection is not TCP");
+        };
+        // Built before it is awaited, so the task does not also keep `conn`.
+        let serve = websocket::run(stream, pre_read, conn);
         serve.await
     });
     let (parts, _) = resp.into_parts();

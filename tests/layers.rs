@@ -17,7 +17,7 @@ const FLOORS: &[&[&str]] = &[
         "clock",
         "frame",
         "protocol",
-        "masking",
+        "wsframe",
         "ratelimit",
         "duration",
         "query",

@@ -7,25 +7,27 @@
 //! incoming frame counts as life: the connection is closed only after a whole ping interval
 //! plus the pong timeout passes with nothing from the client.
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketRead, WebSocketWrite};
-use hyper::body::Incoming;
+use hyper::body::Incoming as Body;
 use hyper::{Request, Response, StatusCode};
-use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::debug;
 
 use super::{PushError, Target};
 use crate::auth::{Identity, Role};
-use crate::respond::{error, Body};
+use crate::respond::error;
 use crate::state::Shared;
-use crate::websocket::{close_for_error, drain, Reassembly};
+use crate::websocket::{
+    tcp_of, write_close, write_frame, Incoming, MessageReader, ReadEnd, CLOSE_LINGER,
+};
+use crate::wsframe::OpCode;
 
 /// What the writer sends: the reader's answers, and its own pings.
 enum Out {
@@ -36,11 +38,11 @@ enum Out {
 
 /// Validates the target, then upgrades (the connection counts against `max_connections`).
 pub fn upgrade(
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     shared: &Arc<Shared>,
     stream_id: &str,
     who: Identity,
-) -> Response<Body> {
+) -> Response<crate::respond::Body> {
     let target = match super::target(stream_id, req.uri().query(), shared.settings().push_limits) {
         Ok(t) => t,
         Err(e) => return super::http::push_error(&e),
@@ -71,100 +73,92 @@ pub fn upgrade(
     let shared2 = shared.clone();
     shared.tracker.spawn(async move {
         let _slot = slot;
-        match fut.await {
-            Ok(ws) => run(crate::websocket::mask_checked(ws), shared2, target, who).await,
+        match fut.await.map(tcp_of) {
+            Ok(Some((stream, pre_read))) => run(stream, pre_read, shared2, target, who).await,
+            Ok(None) => debug!("an upgraded push connection is not TCP"),
             Err(e) => debug!(error = %e, "push upgrade did not complete"),
         }
     });
     resp
 }
 
-async fn run<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: WebSocket<S>,
+async fn run(
+    mut stream: TcpStream,
+    pre_read: Bytes,
     shared: Arc<Shared>,
     target: Target,
     who: Identity,
 ) {
-    let (mut rd, mut wr) = ws.split(tokio::io::split);
-    rd.set_auto_close(false);
-    rd.set_auto_pong(false);
+    let (rd, mut wr) = stream.split();
     let limit = shared.settings().push_max_body;
-    rd.set_max_message_size(limit + 1);
+    let mut reader = MessageReader::new(limit, &pre_read);
+    drop(pre_read);
     let started = Instant::now();
     // Milliseconds since `started` of the last frame from the client.
     let last_seen = AtomicU64::new(0);
     let (tx, mut rx) = mpsc::channel::<Out>(4);
     let peer_closed = {
-        let reader = read_loop(
-            &mut rd,
+        let reading = read_loop(
+            &mut reader,
+            &rd,
             &shared,
             (&target, &who),
             tx,
             &last_seen,
             started,
-            limit,
         );
-        let writer = write_loop(&mut wr, &mut rx, &shared, &last_seen, started);
-        tokio::pin!(reader, writer);
+        let writing = write_loop(&mut wr, &mut rx, &shared, &last_seen, started);
+        tokio::pin!(reading, writing);
         tokio::select! {
-            peer_closed = &mut reader => {
-                let _ = timeout(Duration::from_secs(1), &mut writer).await;
+            peer_closed = &mut reading => {
+                let _ = timeout(CLOSE_LINGER, &mut writing).await;
                 peer_closed
             }
-            _ = &mut writer => false,
+            _ = &mut writing => false,
         }
     };
     if !peer_closed {
         // As on the Centrifuge endpoint: drop the client's further input until its close or
         // EOF, so our close frame is not lost to a reset.
-        let _ = timeout(Duration::from_secs(1), drain(&mut rd)).await;
+        let _ = timeout(CLOSE_LINGER, reader.drain(&rd)).await;
     }
     debug!(stream = %target.stream_id, "push connection closed");
 }
 
-async fn read_loop<S: AsyncRead + Unpin>(
-    rd: &mut WebSocketRead<ReadHalf<S>>,
+async fn read_loop(
+    reader: &mut MessageReader,
+    rd: &ReadHalf<'_>,
     shared: &Shared,
     (target, who): (&Target, &Identity),
     tx: mpsc::Sender<Out>,
     last_seen: &AtomicU64,
     started: Instant,
-    limit: usize,
 ) -> bool {
-    let mut no_send = |_: Frame<'_>| async { Ok::<(), Infallible>(()) };
-    let mut assembly = Reassembly::new(limit);
-    let close = |code: u16, reason: &str| Out::Close(code, truncate(reason, 120).to_owned());
+    let close = |code: u16, reason: &str| Out::Close(code, reason.to_owned());
     loop {
-        let frame = match rd.read_frame(&mut no_send).await {
-            Ok(f) => f,
-            Err(e) => {
-                debug!(error = %e, "push read ended");
-                let Some(d) = close_for_error(&e) else {
-                    return true;
-                };
+        let incoming = match reader.next(rd).await {
+            Ok(i) => i,
+            Err(ReadEnd::Gone) => {
+                debug!("push read ended");
+                return true;
+            }
+            Err(ReadEnd::Broken(d)) => {
                 let _ = tx.send(close(d.code, &d.reason)).await;
                 return false;
             }
         };
         last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        let message = match frame.opcode {
-            OpCode::Ping => {
-                let _ = tx.send(Out::Pong(frame.payload.to_vec())).await;
+        let message = match incoming {
+            Incoming::Ping(payload) => {
+                let _ = tx.send(Out::Pong(payload.to_vec())).await;
                 continue;
             }
-            OpCode::Pong => continue,
-            OpCode::Close => {
+            Incoming::Pong => continue,
+            Incoming::Close(_) => {
                 let _ = tx.send(close(1000, "")).await;
                 return true;
             }
-            OpCode::Text | OpCode::Binary | OpCode::Continuation => match assembly.feed(&frame) {
-                Ok(Some(m)) => Bytes::from(m.into_owned()),
-                Ok(None) => continue,
-                Err(d) => {
-                    let _ = tx.send(close(d.code, &d.reason)).await;
-                    return false;
-                }
-            },
+            Incoming::Message(m) => Bytes::copy_from_slice(m),
         };
         let result = super::ingest(shared, message, target, who).await;
         shared.push_stats.record(&result);
@@ -186,8 +180,8 @@ async fn read_loop<S: AsyncRead + Unpin>(
     }
 }
 
-async fn write_loop<S: AsyncWrite + Unpin>(
-    wr: &mut WebSocketWrite<WriteHalf<S>>,
+async fn write_loop(
+    wr: &mut WriteHalf<'_>,
     rx: &mut mpsc::Receiver<Out>,
     shared: &Shared,
     last_seen: &AtomicU64,
@@ -215,33 +209,17 @@ async fn write_loop<S: AsyncWrite + Unpin>(
                 }
             }
         };
-        let (frame, last) = match &out {
-            Out::Ping => (
-                Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])),
-                false,
-            ),
-            Out::Pong(p) => (Frame::pong(Payload::Borrowed(p)), false),
-            Out::Close(code, reason) => (Frame::close(*code, reason.as_bytes()), true),
-        };
+        let last = matches!(out, Out::Close(..));
         let r = timeout(shared.settings().write_timeout, async {
-            wr.write_frame(frame).await?;
-            wr.flush().await
+            match &out {
+                Out::Ping => write_frame(wr, OpCode::Ping, &[]).await,
+                Out::Pong(p) => write_frame(wr, OpCode::Pong, p).await,
+                Out::Close(code, reason) => write_close(wr, *code, reason).await,
+            }
         })
         .await;
         if last || !matches!(r, Ok(Ok(()))) {
             return;
         }
     }
-}
-
-/// At most `max` bytes, cut at a character boundary (close reasons fit in a control frame).
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

@@ -1,16 +1,16 @@
-//! `masking::MaskCheck` against fastwebsockets' frame parser: for any client byte stream read in
-//! any pieces, they agree on where frames begin and end, and the masking check fails exactly
-//! at the first unmasked frame (the agreement is defined in `src/masking/differential.rs`).
+//! `wsframe::Decoder` against fastwebsockets' frame reader: for any client byte stream read in
+//! any pieces, they return the same frames and end the same way, except where the decoder is
+//! stricter on purpose (the agreement is defined in `src/wsframe/differential.rs`).
 //!
 //! Frame streams are structured (any first byte, mask or not, every length form, mismatched
 //! declared lengths, then an arbitrary tail), or raw bytes.
 #![no_main]
 
 use arbitrary::Arbitrary;
-use edgelive::masking::{MaskCheck, Unmasked};
+use edgelive::wsframe::{Decoder, OpCode, WireError};
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../src/masking/differential.rs"]
+#[path = "../../src/wsframe/differential.rs"]
 mod differential;
 
 use differential::{check, encode, FrameSpec};
