@@ -166,7 +166,7 @@ fn websocket_upgrade(
             "use GET with a WebSocket upgrade",
         );
     }
-    let (resp, upgrade) = match accept_upgrade(&mut req, settings) {
+    let (resp, upgrade) = match accept_upgrade(&mut req, &settings.allowed_origins) {
         Ok(v) => v,
         Err(refused) => return *refused,
     };
@@ -182,7 +182,7 @@ fn websocket_upgrade(
     let conn = Conn {
         id: shared.next_client.fetch_add(1, Ordering::Relaxed),
         broker: shared.broker.clone(),
-        settings: settings.clone(),
+        settings: shared.websocket_settings(),
         session: shared.session_settings(),
         shutdown: shared.shutdown.clone(),
         refuse,

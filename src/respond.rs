@@ -16,7 +16,7 @@ pub type Body = Full<Bytes>;
 /// upgrade request (400), the Origin with Grafana's rules (403), then the handshake itself.
 pub fn accept_upgrade(
     req: &mut Request<Incoming>,
-    settings: &crate::settings::Settings,
+    allowed_origins: &[String],
 ) -> Result<(Response<Body>, fastwebsockets::upgrade::UpgradeFut), Box<Response<Body>>> {
     if !fastwebsockets::upgrade::is_upgrade_request(req) {
         return Err(Box::new(error(
@@ -29,7 +29,7 @@ pub fn accept_upgrade(
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
-    if !origin::allowed(header(ORIGIN), header(HOST), &settings.allowed_origins) {
+    if !origin::allowed(header(ORIGIN), header(HOST), allowed_origins) {
         warn!(origin = ?header(ORIGIN), "Request Origin is not authorized");
         return Err(Box::new(error(
             StatusCode::FORBIDDEN,

@@ -15,6 +15,7 @@ use crate::persist::Persist;
 use crate::session::SessionSettings;
 use crate::settings::Settings;
 use crate::streams::Streams;
+use crate::websocket::WebSocketSettings;
 
 /// State every request handler and connection shares.
 pub struct Shared {
@@ -29,6 +30,9 @@ pub struct Shared {
     /// watches this, so one whose credentials were revoked is closed at once, not at its next
     /// command.
     session: watch::Sender<Arc<SessionSettings>>,
+    /// What a new WebSocket connection takes (open ones keep theirs: limits and timers are not
+    /// credentials).
+    websocket: ArcSwap<WebSocketSettings>,
     /// Open WebSocket connections (including ones being refused over the limit).
     connections: AtomicUsize,
     pub next_client: AtomicU64,
@@ -139,6 +143,7 @@ impl Shared {
             persist,
             broker,
             session: watch::Sender::new(Arc::new((&*settings).into())),
+            websocket: ArcSwap::from_pointee((&*settings).into()),
             settings: ArcSwap::new(settings),
             connections: AtomicUsize::new(0),
             next_client: AtomicU64::new(1),
@@ -158,6 +163,11 @@ impl Shared {
         self.settings.load_full()
     }
 
+    /// The limits and timers a new WebSocket connection takes.
+    pub fn websocket_settings(&self) -> Arc<WebSocketSettings> {
+        self.websocket.load_full()
+    }
+
     /// What a new session starts with, and where it hears of a reload.
     pub fn session_settings(&self) -> watch::Receiver<Arc<SessionSettings>> {
         self.session.subscribe()
@@ -170,6 +180,7 @@ impl Shared {
         self.broker.set_kinds(settings.kinds.clone());
         self.streams.set_exec(&settings.exec);
         self.settings.store(settings.clone());
+        self.websocket.store(Arc::new((&*settings).into()));
         self.session.send_replace(Arc::new((&*settings).into()));
     }
 

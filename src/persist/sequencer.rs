@@ -538,15 +538,16 @@ impl Sequencer {
             max,
             policy.is_some(),
         ) {
-            Ok(Pushed::Publish(payload)) => match CompactJson::from_string(payload) {
-                Ok(data) if policy.is_some() => self.publish(key, policy, data, None, ack),
-                Ok(data) => {
+            Ok(Pushed::Publish(payload)) => {
+                let data = CompactJson::from_encoder(&payload);
+                if policy.is_some() {
+                    self.publish(key, policy, data, None, ack);
+                } else {
                     // No history: the kept last frame is what must be durable before the ack.
                     self.broadcast(&key, &data, None, 0);
                     self.acknowledge(ack, 0);
                 }
-                Err(_) => ack.complete(Err(ErrorCode::Internal)),
-            },
+            }
             Ok(Pushed::Full) => {
                 warn!(max, "managed stream limit reached; refusing a new stream");
                 ack.complete(Err(ErrorCode::LimitExceeded));

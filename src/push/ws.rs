@@ -66,10 +66,11 @@ pub fn upgrade(
     {
         return error(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached");
     }
-    let (resp, fut) = match crate::respond::accept_upgrade(&mut req, &shared.settings()) {
-        Ok(v) => v,
-        Err(refused) => return *refused,
-    };
+    let (resp, fut) =
+        match crate::respond::accept_upgrade(&mut req, &shared.settings().allowed_origins) {
+            Ok(v) => v,
+            Err(refused) => return *refused,
+        };
     let shared2 = shared.clone();
     shared.tracker.spawn(async move {
         let _slot = slot;
@@ -187,8 +188,9 @@ async fn write_loop(
     last_seen: &AtomicU64,
     started: Instant,
 ) {
-    let every = shared.settings().ping_interval;
-    let grace = shared.settings().pong_timeout;
+    let ws = shared.websocket_settings();
+    let every = ws.ping_interval;
+    let grace = ws.pong_timeout;
     let mut next_ping = every.map(|p| Instant::now() + p);
     loop {
         let out = tokio::select! {
@@ -210,7 +212,7 @@ async fn write_loop(
             }
         };
         let last = matches!(out, Out::Close(..));
-        let r = timeout(shared.settings().write_timeout, async {
+        let r = timeout(ws.write_timeout, async {
             match &out {
                 Out::Ping => write_frame(wr, OpCode::Ping, &[]).await,
                 Out::Pong(p) => write_frame(wr, OpCode::Pong, p).await,

@@ -36,6 +36,38 @@ use crate::session::Session;
 use crate::settings::Settings;
 use crate::wsframe::OpCode;
 
+/// What a WebSocket connection reads of the settings: its limits and timers. Built once per
+/// (re)load and shared by every connection opened under it.
+#[derive(Debug, Clone)]
+pub struct WebSocketSettings {
+    /// Largest message a client may send (whole, or reassembled from fragments).
+    pub message_size_limit: usize,
+    /// Bytes queued for a client before it is closed as slow (3008).
+    pub queue_max_size: usize,
+    /// Time to connect before the connection is closed as stale (3502).
+    pub connect_timeout: Duration,
+    /// Grace after expired credentials before the close (3005).
+    pub expired_close_delay: Duration,
+    pub ping_interval: Option<Duration>,
+    pub pong_timeout: Duration,
+    /// A write that takes longer ends the connection.
+    pub write_timeout: Duration,
+}
+
+impl From<&Settings> for WebSocketSettings {
+    fn from(s: &Settings) -> WebSocketSettings {
+        WebSocketSettings {
+            message_size_limit: s.message_size_limit,
+            queue_max_size: s.client_queue_max_size,
+            connect_timeout: s.connect_timeout,
+            expired_close_delay: s.expired_close_delay,
+            ping_interval: s.ping_interval,
+            pong_timeout: s.pong_timeout,
+            write_timeout: s.write_timeout,
+        }
+    }
+}
+
 /// What an idle connection may keep of the coalescing buffer and its drained queue; a batch
 /// of at most `IDLE_BUF_BYTES` frees more than that.
 const IDLE_BUF_BYTES: usize = 4096;
@@ -49,8 +81,8 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
 pub struct Conn {
     pub id: ClientId,
     pub broker: Broker,
-    /// The transport's settings (limits, timers).
-    pub settings: Arc<Settings>,
+    /// The transport's limits and timers.
+    pub settings: Arc<WebSocketSettings>,
     /// The session's, and where a reload sends new ones.
     pub session: watch::Receiver<Arc<crate::session::SessionSettings>>,
     pub shutdown: CancellationToken,
@@ -82,7 +114,7 @@ pub fn run(
     pre_read: Bytes,
     conn: Conn,
 ) -> impl std::future::Future<Output = ()> {
-    let outbox = Arc::new(Outbox::new(conn.settings.client_queue_max_size));
+    let outbox = Arc::new(Outbox::new(conn.settings.queue_max_size));
     let refuse = conn.refuse.clone();
     let id = conn.id;
     let settings = conn.settings.clone();
@@ -203,7 +235,7 @@ async fn read_loop(
 async fn write_loop(
     wr: &mut WriteHalf<'_>,
     outbox: &Outbox,
-    settings: &Settings,
+    settings: &WebSocketSettings,
     shutdown: &CancellationToken,
     session: &Mutex<Session>,
     reload: &mut watch::Receiver<Arc<crate::session::SessionSettings>>,
