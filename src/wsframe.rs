@@ -85,29 +85,31 @@ pub struct Decoder {
     /// Bytes read and not yet decoded start at `start`; everything before was decoded.
     buf: Vec<u8>,
     start: usize,
-    /// Largest data frame payload accepted.
-    limit: usize,
     /// Bytes the frame at `start` still lacks (so a read can make room for all of it at once).
     missing: usize,
 }
 
 /// What one read asks for at least: as much as fastwebsockets read at a time.
 pub const READ_CHUNK: usize = 8192;
+/// Most room made ahead of bytes that have not arrived: a header alone may declare up to the
+/// limit, and must not make the daemon reserve it (the buffer grows as the bytes come).
+const MAX_AHEAD: usize = 64 * 1024;
 
 impl Decoder {
     /// `pre_read`: bytes that arrived with the upgrade request.
-    pub fn new(limit: usize, pre_read: &[u8]) -> Decoder {
+    pub fn new(pre_read: &[u8]) -> Decoder {
         Decoder {
             buf: pre_read.to_vec(),
             start: 0,
-            limit,
             missing: 0,
         }
     }
 
     /// The next whole frame in the buffer, unmasked in place; `None` until more bytes arrive.
-    /// An error is final: the stream cannot be resynchronised.
-    pub fn next_frame(&mut self) -> Result<Option<FrameAt>, WireError> {
+    /// A data frame may carry at most `limit` bytes (the caller passes what is left of its
+    /// message budget for a continuation). An error is final: the stream cannot be
+    /// resynchronised.
+    pub fn next_frame(&mut self, limit: usize) -> Result<Option<FrameAt>, WireError> {
         let bytes = &self.buf[self.start..];
         if bytes.len() < 2 {
             self.missing = 2 - bytes.len();
@@ -144,13 +146,15 @@ impl Decoder {
             if len > 125 {
                 return Err(WireError::LongControl { opcode, len });
             }
-        } else if len > self.limit as u64 {
+        } else if len > limit as u64 {
             return Err(WireError::TooLarge(len));
         }
-        // Below the limit, so it fits a usize.
+        // At most the limit, so it fits a usize (and `head + len` is never formed: it could
+        // wrap on 32 bits with a limit near `usize::MAX`).
         let len = len as usize;
-        if bytes.len() < head + len {
-            self.missing = head + len - bytes.len();
+        let have = bytes.len() - head;
+        if have < len {
+            self.missing = len - have;
             return Ok(None);
         }
         let key: [u8; 4] = bytes[head - 4..head].try_into().expect("4 bytes");
@@ -170,8 +174,9 @@ impl Decoder {
         &self.buf[frame.payload.clone()]
     }
 
-    /// Drops what was decoded (invalidating earlier `FrameAt`s), and frees the buffer when
-    /// nothing undecoded is left: an idle connection holds no read buffer.
+    /// Drops what was decoded (invalidating earlier `FrameAt`s). Frees the buffer when nothing
+    /// undecoded is left, so an idle connection holds no read buffer, and shrinks one that a
+    /// large frame grew when only a little is left.
     pub fn settle(&mut self) {
         if self.start == self.buf.len() {
             self.buf = Vec::new();
@@ -179,13 +184,22 @@ impl Decoder {
             self.buf.drain(..self.start);
         }
         self.start = 0;
+        let room = self.buf.len() + self.ahead();
+        if self.buf.capacity() > 2 * room {
+            self.buf.shrink_to(room);
+        }
     }
 
-    /// After `settle`: the buffer to read into, with room for at least a read chunk or the
-    /// rest of the frame being received (never more than the limit allows).
+    /// Room to make past what is buffered: a read chunk, or the rest of the frame being
+    /// received up to `MAX_AHEAD`.
+    fn ahead(&self) -> usize {
+        self.missing.clamp(READ_CHUNK, MAX_AHEAD)
+    }
+
+    /// After `settle`: the buffer to read into, with `ahead` bytes of room.
     pub fn space(&mut self) -> &mut Vec<u8> {
         self.settle();
-        self.buf.reserve(self.missing.max(READ_CHUNK));
+        self.buf.reserve(self.ahead());
         &mut self.buf
     }
 
@@ -266,7 +280,7 @@ mod tests {
 
     fn decode_all(d: &mut Decoder) -> Result<Vec<(bool, OpCode, Vec<u8>)>, WireError> {
         let mut out = Vec::new();
-        while let Some(f) = d.next_frame()? {
+        while let Some(f) = d.next_frame(100_000)? {
             out.push((f.fin, f.opcode, d.payload(&f).to_vec()));
         }
         Ok(out)
@@ -278,7 +292,7 @@ mod tests {
         for len in [0usize, 5, 125, 126, 300, 70_000] {
             stream.extend(masked(0x81, &vec![b'a'; len]));
         }
-        let mut d = Decoder::new(100_000, &stream);
+        let mut d = Decoder::new(&stream);
         let frames = decode_all(&mut d).unwrap();
         let lens: Vec<usize> = frames.iter().map(|f| f.2.len()).collect();
         assert_eq!(lens, [0, 5, 125, 126, 300, 70_000]);
@@ -291,12 +305,12 @@ mod tests {
     #[test]
     fn a_frame_split_anywhere_is_decoded_once_whole() {
         let stream = masked(0x82, b"hello, world");
-        let mut d = Decoder::new(1024, &[]);
+        let mut d = Decoder::new(&[]);
         for (i, b) in stream.iter().enumerate() {
-            assert!(d.next_frame().unwrap().is_none(), "byte {i}");
+            assert!(d.next_frame(1024).unwrap().is_none(), "byte {i}");
             d.space().push(*b);
         }
-        let f = d.next_frame().unwrap().unwrap();
+        let f = d.next_frame(1024).unwrap().unwrap();
         assert_eq!((f.fin, f.opcode), (true, OpCode::Binary));
         assert_eq!(d.payload(&f), b"hello, world");
     }
@@ -318,12 +332,14 @@ mod tests {
             (masked(0x81, &[b'a'; 11]), WireError::TooLarge(11)),
         ];
         for (bytes, want) in cases {
-            let mut d = Decoder::new(10, &bytes);
-            assert_eq!(d.next_frame().unwrap_err(), want);
+            let mut d = Decoder::new(&bytes);
+            assert_eq!(d.next_frame(10).unwrap_err(), want);
         }
-        // Exactly the limit is fine.
-        let mut d = Decoder::new(10, &masked(0x81, &[b'a'; 10]));
-        assert!(d.next_frame().unwrap().is_some());
+        // Exactly the limit is fine; a close or pong of exactly 125 bytes too.
+        let mut d = Decoder::new(&masked(0x81, &[b'a'; 10]));
+        assert!(d.next_frame(10).unwrap().is_some());
+        let mut d = Decoder::new(&masked(0x8a, &[0; 125]));
+        assert!(d.next_frame(10).unwrap().is_some());
     }
 
     #[test]
@@ -331,8 +347,32 @@ mod tests {
         let mut head = vec![0x82, 0x80 | 127];
         head.extend_from_slice(&u64::MAX.to_be_bytes());
         head.extend_from_slice(&[0; 4]);
-        let mut d = Decoder::new(1 << 20, &head);
-        assert_eq!(d.next_frame().unwrap_err(), WireError::TooLarge(u64::MAX));
+        let mut d = Decoder::new(&head);
+        assert_eq!(
+            d.next_frame(1 << 20).unwrap_err(),
+            WireError::TooLarge(u64::MAX)
+        );
+    }
+
+    /// A header declaring a large frame makes room for at most `MAX_AHEAD`; the buffer grows
+    /// as the bytes arrive, and shrinks once the frame is decoded and little is left.
+    #[test]
+    fn room_follows_the_bytes_not_the_declared_length() {
+        let stream = masked(0x82, &vec![7; 1 << 20]);
+        let mut d = Decoder::new(&stream[..14]);
+        assert!(d.next_frame(1 << 21).unwrap().is_none());
+        assert!(d.space().capacity() <= 14 + MAX_AHEAD);
+        d.space().extend_from_slice(&stream[14..]);
+        // Plus the next frame's first bytes.
+        d.space().extend_from_slice(&masked(0x81, b"ab")[..3]);
+        assert_eq!(
+            d.next_frame(1 << 21).unwrap().unwrap().opcode,
+            OpCode::Binary
+        );
+        assert!(d.next_frame(1 << 21).unwrap().is_none());
+        d.settle();
+        assert_eq!(d.pending(), 3);
+        assert!(d.buf.capacity() <= 2 * READ_CHUNK, "{}", d.buf.capacity());
     }
 
     #[test]

@@ -137,7 +137,8 @@ async fn read_loop(
 ) -> bool {
     let close = |code: u16, reason: &str| Out::Close(code, reason.to_owned());
     loop {
-        let incoming = match reader.next(rd).await {
+        let seen = || last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let incoming = match reader.next_with(rd, seen).await {
             Ok(i) => i,
             Err(ReadEnd::Gone) => {
                 debug!("push read ended");
@@ -160,6 +161,7 @@ async fn read_loop(
                 return true;
             }
             Incoming::Message(m) => Bytes::copy_from_slice(m),
+            Incoming::Reassembled(m) => Bytes::from(m),
         };
         let result = super::ingest(shared, message, target, who).await;
         shared.push_stats.record(&result);

@@ -222,6 +222,7 @@ async fn read_loop(
             }
             Incoming::Pong | Incoming::Close(_) => Ok(()),
             Incoming::Message(message) => lock(session).handle_message(message),
+            Incoming::Reassembled(message) => lock(session).handle_message(&message),
         };
         if let Err(d) = done {
             debug!(client = id, code = d.code, reason = %d.reason, "closing after the client's input");

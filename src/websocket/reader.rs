@@ -15,8 +15,10 @@ use crate::wsframe::{Decoder, OpCode};
 /// What the client sent.
 #[derive(Debug)]
 pub enum Incoming<'a> {
-    /// A whole text or binary message (text already checked to be UTF-8).
+    /// A whole text or binary message in one frame (text already checked to be UTF-8).
     Message(&'a [u8]),
+    /// One put together from its fragments, handed over (a push body is not copied again).
+    Reassembled(Vec<u8>),
     Ping(&'a [u8]),
     Pong,
     Close(&'a [u8]),
@@ -35,8 +37,6 @@ pub struct MessageReader {
     decoder: Decoder,
     /// A fragmented message being assembled: (is text, bytes so far).
     partial: Option<(bool, Vec<u8>)>,
-    /// The last reassembled message, lent out by `next` until its next call.
-    assembled: Vec<u8>,
     /// Largest message, whole or reassembled.
     limit: usize,
 }
@@ -45,9 +45,8 @@ impl MessageReader {
     /// `pre_read`: bytes that arrived with the upgrade request.
     pub fn new(limit: usize, pre_read: &[u8]) -> MessageReader {
         MessageReader {
-            decoder: Decoder::new(limit, pre_read),
+            decoder: Decoder::new(pre_read),
             partial: None,
-            assembled: Vec::new(),
             limit,
         }
     }
@@ -55,12 +54,24 @@ impl MessageReader {
     /// The next message or control frame. Cancel-safe: it waits only for readiness, with
     /// nothing half done.
     pub async fn next(&mut self, rd: &ReadHalf<'_>) -> Result<Incoming<'_>, ReadEnd> {
-        self.assembled = Vec::new();
+        self.next_with(rd, || {}).await
+    }
+
+    /// `next`, calling `on_read` whenever bytes arrive (a fragment or part of a frame counts as
+    /// life for the push endpoint's liveness check).
+    pub async fn next_with(
+        &mut self,
+        rd: &ReadHalf<'_>,
+        mut on_read: impl FnMut(),
+    ) -> Result<Incoming<'_>, ReadEnd> {
         loop {
-            let frame = match self.decoder.next_frame() {
+            // A fragment may carry only what is left of the message's budget.
+            let budget = self.limit - self.partial.as_ref().map_or(0, |(_, p)| p.len());
+            let frame = match self.decoder.next_frame(budget) {
                 Ok(Some(f)) => f,
                 Ok(None) => {
                     self.fill(rd).await?;
+                    on_read();
                     continue;
                 }
                 Err(e) => {
@@ -93,18 +104,14 @@ impl MessageReader {
                     let Some((_, so_far)) = self.partial.as_mut() else {
                         return broken(Disconnect::PROTOCOL_ERROR);
                     };
-                    let more = self.decoder.payload(&frame);
-                    if so_far.len() + more.len() > self.limit {
-                        return broken(Disconnect::MESSAGE_TOO_BIG);
-                    }
-                    so_far.extend_from_slice(more);
+                    // Within the budget: the decoder refused anything larger.
+                    so_far.extend_from_slice(self.decoder.payload(&frame));
                     if frame.fin {
                         let (text, whole) = self.partial.take().expect("checked above");
                         if text && std::str::from_utf8(&whole).is_err() {
                             return broken(Disconnect::INVALID_PAYLOAD);
                         }
-                        self.assembled = whole;
-                        return Ok(Incoming::Message(&self.assembled));
+                        return Ok(Incoming::Reassembled(whole));
                     }
                 }
             }
@@ -125,11 +132,35 @@ impl MessageReader {
         }
     }
 
-    /// Reads and drops messages until the peer's close frame or the end of the stream.
+    /// After our close: reads and drops frames until the peer's close frame or the end of the
+    /// stream, without reassembly (what broke the protocol may go on arriving), and once the
+    /// stream cannot be decoded (or a frame is over the limit), bytes until the end. Unread input would turn our FIN
+    /// into a reset that can eat the close frame before the peer reads it.
     pub async fn drain(&mut self, rd: &ReadHalf<'_>) {
-        while let Ok(incoming) = self.next(rd).await {
-            if matches!(incoming, Incoming::Close(_)) {
+        self.partial = None;
+        loop {
+            match self.decoder.next_frame(self.limit) {
+                Ok(Some(f)) if f.opcode == OpCode::Close => return,
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    if self.fill(rd).await.is_err() {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.decoder = Decoder::new(&[]);
+        let mut sink = [0u8; 1024];
+        loop {
+            if rd.readable().await.is_err() {
                 return;
+            }
+            match rd.try_read(&mut sink) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => return,
             }
         }
     }

@@ -12,7 +12,8 @@ use crate::wsframe::{close_payload, server_header, OpCode};
 /// Most bytes coalesced into one outgoing frame (a single larger message still goes alone).
 pub const COALESCE_BYTES: usize = 64 * 1024;
 
-/// Writes one final, unmasked frame.
+/// Writes one final, unmasked frame (not flushed: the socket halves it is used with have no
+/// buffer).
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     w: &mut W,
     opcode: OpCode,
@@ -22,7 +23,6 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     let n = server_header(opcode, payload.len(), &mut head);
     let mut slices = [IoSlice::new(&head[..n]), IoSlice::new(payload)];
     let mut left: &mut [IoSlice<'_>] = &mut slices;
-    IoSlice::advance_slices(&mut left, 0);
     while !left.is_empty() {
         let written = w.write_vectored(left).await?;
         if written == 0 {

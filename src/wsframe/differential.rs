@@ -178,10 +178,10 @@ fn decoded(stream: &[u8], cuts: &[usize]) -> (Frames, End) {
         cuts,
         next: 0,
     };
-    let mut d = Decoder::new(MAX_MESSAGE - 1, &[]);
+    let mut d = Decoder::new(&[]);
     let mut frames = Vec::new();
     loop {
-        match d.next_frame() {
+        match d.next_frame(MAX_MESSAGE - 1) {
             Ok(Some(f)) => {
                 let payload = d.payload(&f).to_vec();
                 if f.fin && f.opcode == OpCode::Text && std::str::from_utf8(&payload).is_err() {
@@ -214,6 +214,67 @@ fn decoded(stream: &[u8], cuts: &[usize]) -> (Frames, End) {
     }
 }
 
+/// Where frame `n` starts, by RFC 6455 §5.2's header layout (`None` past the stream).
+fn frame_start(stream: &[u8], n: usize) -> Option<usize> {
+    let mut at = 0usize;
+    for _ in 0..n {
+        let second = *stream.get(at + 1)?;
+        let ext = match second & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        let len = declared(stream, at)?;
+        let head = 2 + ext + if second & 0x80 != 0 { 4 } else { 0 };
+        at = at
+            .checked_add(head)?
+            .checked_add(usize::try_from(len).ok()?)?;
+    }
+    Some(at)
+}
+
+/// The payload length frame header at `at` declares.
+fn declared(stream: &[u8], at: usize) -> Option<u64> {
+    let second = *stream.get(at + 1)?;
+    Some(match second & 0x7f {
+        126 => u64::from(u16::from_be_bytes(
+            stream.get(at + 2..at + 4)?.try_into().ok()?,
+        )),
+        127 => u64::from_be_bytes(stream.get(at + 2..at + 10)?.try_into().ok()?),
+        n => u64::from(n),
+    })
+}
+
+/// A stricter refusal names what frame `n`'s header really says.
+fn justified(stream: &[u8], n: usize, e: &WireError) -> Result<(), String> {
+    let at = frame_start(stream, n).ok_or_else(|| format!("refused ({e}) past the stream"))?;
+    let (first, second) = match stream.get(at..at + 2) {
+        Some(&[a, b]) => (a, b),
+        _ => {
+            return Err(format!(
+                "refused ({e}) frame {n} without its first two bytes"
+            ))
+        }
+    };
+    let ok = match e {
+        WireError::Unmasked => second & 0x80 == 0,
+        WireError::LongControl { opcode, len } => {
+            first & 0x0f == *opcode as u8
+                && matches!(opcode, OpCode::Close | OpCode::Pong)
+                && *len > 125
+                && declared(stream, at) == Some(*len)
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "refused frame {n} ({e}), but its header is {first:#04x} {second:#04x}"
+        ))
+    }
+}
+
 /// Checks the agreement above for one stream read in pieces of `cuts` (cycled; empty: at once).
 pub fn check(stream: &[u8], cuts: &[usize]) -> Result<(), String> {
     let (want, want_end) = reference(stream, cuts);
@@ -221,13 +282,13 @@ pub fn check(stream: &[u8], cuts: &[usize]) -> Result<(), String> {
     let n = got.len();
     if let End::Stricter(e) = &got_end {
         // fastwebsockets returned the same frames before it, and that frame or ended there.
-        if n > want.len() || got[..] != want[..n] {
+        if n > want.len() || got[..n] != want[..n] {
             return Err(format!(
                 "decoder refused ({e}) after {n} frames, not a prefix of fastwebsockets' {}",
                 want.len()
             ));
         }
-        return Ok(());
+        return justified(stream, n, e);
     }
     if got != want || got_end != want_end {
         return Err(format!(
