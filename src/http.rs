@@ -189,8 +189,8 @@ fn websocket_upgrade(
         identity,
         streams: shared.streams.clone(),
     };
+    let tracker = shared.tracker.clone();
     shared.tracker.spawn(async move {
-        let _slot = slot;
         let ws = match upgrade.await {
             Ok(ws) => ws,
             Err(e) => return debug!(error = %e, "upgrade did not complete"),
@@ -198,9 +198,10 @@ fn websocket_upgrade(
         let Some((stream, pre_read)) = websocket::tcp_of(ws) else {
             return warn!("an upgraded connection is not TCP");
         };
-        // Built before it is awaited, so the task does not also keep `conn`.
-        let serve = websocket::run(stream, pre_read, conn);
-        serve.await
+        // A task of its own: this one's state (the upgrade, `conn`) is not kept for the
+        // connection's whole life, and the future is spawned as it is, not awaited inside
+        // another (which would keep two copies of it). The slot goes with it.
+        tracker.spawn(websocket::run(stream, pre_read, conn, slot));
     });
     let (parts, _) = resp.into_parts();
     Response::from_parts(parts, Body::default())

@@ -108,11 +108,13 @@ pub fn tcp_of(
 
 /// Sets the connection up (its outbox and session) and returns the future that serves it. The
 /// setup is not part of that future, so the connection's task keeps only what it needs for its
-/// whole life, not the `Conn` it was made from.
-pub fn run(
+/// whole life, not the `Conn` it was made from. `hold` is dropped when the connection ends (its
+/// place in the connection count).
+pub fn run<H: Send + 'static>(
     stream: TcpStream,
     pre_read: Bytes,
     conn: Conn,
+    hold: H,
 ) -> impl std::future::Future<Output = ()> {
     let outbox = Arc::new(Outbox::new(conn.settings.queue_max_size));
     let refuse = conn.refuse.clone();
@@ -130,11 +132,12 @@ pub fn run(
         conn.streams,
         conn.identity,
     ));
+    // Made here, so the future does not keep `pre_read` too.
+    let mut reader = MessageReader::new(settings.message_size_limit, &pre_read);
+    drop(pre_read);
     async move {
         let mut stream = stream;
         let (rd, mut wr) = stream.split();
-        let mut reader = MessageReader::new(settings.message_size_limit, &pre_read);
-        drop(pre_read);
         if let Some(d) = refuse {
             // Over the limit: the close answers the client's first frame (its connect), as
             // Centrifuge refuses at connect, or comes after `REFUSE_WAIT` if nothing arrives.
@@ -144,30 +147,18 @@ pub fn run(
             let _ = timeout(REFUSE_WAIT, reader.next(&rd)).await;
             outbox.close(d);
         }
-        let peer_closed = {
-            let reading = read_loop(id, &mut reader, &rd, &session, &outbox);
-            let writing = write_loop(
-                &mut wr,
-                &outbox,
-                &settings,
-                &shutdown,
-                &session,
-                &mut reload,
-            );
-            tokio::pin!(reading, writing);
-            tokio::select! {
-                peer_closed = &mut reading => {
-                    // The peer closed or broke the stream, or broke the protocol; let the
-                    // writer send what it owes.
-                    outbox.close(Disconnect::echo(1000));
-                    let _ = timeout(CLOSE_LINGER, &mut writing).await;
-                    peer_closed
-                }
-                _ = &mut writing => {
-                    timeout(CLOSE_LINGER, &mut reading).await.unwrap_or(false)
-                }
-            }
-        };
+        // One await for both loops, so their futures share the task's memory with the
+        // drain's below instead of each having a place of its own (1 KB per connection).
+        let peer_closed = read_and_write(
+            (id, &mut reader, &rd),
+            &mut wr,
+            &outbox,
+            &settings,
+            &shutdown,
+            &session,
+            &mut reload,
+        )
+        .await;
         if !peer_closed {
             // Our close frame is out; read and drop what the peer still sends until its close
             // or EOF (bounded), so unread input does not turn our FIN into a reset that could
@@ -176,6 +167,35 @@ pub fn run(
         }
         debug!(client = id, "connection closed");
         drop(session);
+        drop(hold);
+    }
+}
+
+/// Runs the reader and the writer until either ends, then gives the other `CLOSE_LINGER` to
+/// finish. Returns true when the peer closed or ended the stream.
+async fn read_and_write(
+    (id, reader, rd): (ClientId, &mut MessageReader, &tokio::net::tcp::ReadHalf<'_>),
+    wr: &mut WriteHalf<'_>,
+    outbox: &Outbox,
+    settings: &WebSocketSettings,
+    shutdown: &CancellationToken,
+    session: &Mutex<Session>,
+    reload: &mut watch::Receiver<Arc<crate::session::SessionSettings>>,
+) -> bool {
+    let reading = read_loop(id, reader, rd, session, outbox);
+    let writing = write_loop(wr, outbox, settings, shutdown, session, reload);
+    tokio::pin!(reading, writing);
+    tokio::select! {
+        peer_closed = &mut reading => {
+            // The peer closed or broke the stream, or broke the protocol; let the writer send
+            // what it owes.
+            outbox.close(Disconnect::echo(1000));
+            let _ = timeout(CLOSE_LINGER, &mut writing).await;
+            peer_closed
+        }
+        _ = &mut writing => {
+            timeout(CLOSE_LINGER, &mut reading).await.unwrap_or(false)
+        }
     }
 }
 

@@ -151,11 +151,12 @@ impl MessageReader {
             }
         }
         self.decoder = Decoder::new(&[]);
-        let mut sink = [0u8; 1024];
         loop {
             if rd.readable().await.is_err() {
                 return;
             }
+            // Not kept across the await: it would make every connection's task 1 KB larger.
+            let mut sink = [0u8; 1024];
             match rd.try_read(&mut sink) {
                 Ok(0) => return,
                 Ok(_) => {}
