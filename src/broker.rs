@@ -10,9 +10,14 @@
 //!   ones and broadcast, all under the channel's shard lock; its write is queued for the storage
 //!   thread, which acknowledges it once durable. A subscribe is answered from the head,
 //!   recovering from memory when the recent publications cover the position.
+//! - A managed stream whose last frame memory holds (the storage thread hands it over once it
+//!   has seen the stream) and, with history, whose head has a reserved offset: its frame is
+//!   published here the same way, schema-once, and its write (the frame, the history record)
+//!   queued; a subscribe is answered with the last frame unless backfill rows must be read.
 //! - Otherwise (a channel not loaded yet, a reservation used up, recovery deeper than memory,
-//!   a managed stream's last frame): the request goes to the storage thread, counted in the
-//!   channel's in-flight requests, so nothing is sequenced in memory until it is settled there.
+//!   a stream's first push since the start, backfill from disk, a retained MQTT value): the
+//!   request goes to the storage thread, counted in the channel's in-flight requests, so
+//!   nothing is sequenced in memory until it is settled there.
 //!
 //! Either way one order holds per channel: queue order at the storage thread follows the shard
 //! lock, so a read there sees every write sequenced before it.
@@ -24,10 +29,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::channel_kind::{ChannelKind, ChannelKinds};
+use crate::channel_kind::{ChannelKind, ChannelKinds, HistoryPolicy};
 use crate::frame::FrameJson;
 use crate::head::{Head, Position, Recovery, Sequenced};
-use crate::hub::{ClientId, Hub, Subscriber};
+use crate::hub::{ClientId, Hub, Locked, Subscriber};
 use crate::json::CompactJson;
 use crate::outbox::Outbox;
 use crate::persist::{info_json, Ack, Busy, Persist, Request};
@@ -48,6 +53,9 @@ struct Inner {
     kinds: ArcSwap<ChannelKinds>,
     /// Most publications one recovery returns (`[storage] max_read`).
     max_read: usize,
+    /// `[push.backfill]` is on: a managed stream with history answers a subscribe with rows
+    /// read from disk, so its subscribes go to the storage thread.
+    backfill: bool,
 }
 
 /// How a subscribe went.
@@ -61,13 +69,20 @@ pub enum Joined {
 }
 
 impl Broker {
-    pub fn new(hub: Arc<Hub>, persist: Persist, kinds: ChannelKinds, max_read: usize) -> Broker {
+    pub fn new(
+        hub: Arc<Hub>,
+        persist: Persist,
+        kinds: ChannelKinds,
+        max_read: usize,
+        backfill: bool,
+    ) -> Broker {
         Broker {
             inner: Arc::new(Inner {
                 hub,
                 persist,
                 kinds: ArcSwap::from_pointee(kinds),
                 max_read,
+                backfill,
             }),
         }
     }
@@ -81,8 +96,12 @@ impl Broker {
         &self.inner.hub
     }
 
-    /// A push body's frames, for the managed streams' storage (the last frame is kept and
-    /// published schema-once there), all or none; `ack` makes each frame's acknowledgement.
+    /// A push body's frames, all or none (`Err` when the storage queue cannot take them all:
+    /// nothing happened); `ack` makes each frame's acknowledgement, completed once the frame
+    /// is durable. A stream whose last frame memory holds (and, with history, whose head has a
+    /// reserved offset) is published here, schema-once, under the channel's lock, and only its
+    /// write is queued; the others (a stream not seen since the start, a retained MQTT value
+    /// that may repeat, a request still queued on the channel) go to the storage thread.
     pub fn push(
         &self,
         frames: Vec<(Arc<str>, FrameJson)>,
@@ -90,17 +109,81 @@ impl Broker {
         mut ack: impl FnMut() -> Ack,
     ) -> Result<(), Busy> {
         let kinds = self.inner.kinds.load();
-        let requests = frames
-            .into_iter()
-            .map(|(key, frame)| Request::Push {
-                policy: kinds.history_for(&key),
-                key,
-                frame,
-                retained,
-                ack: ack(),
-            })
-            .collect();
-        self.inner.persist.submit_all(requests)
+        let mut places = self.inner.persist.reserve(frames.len())?;
+        for (key, frame) in frames {
+            let policy = kinds.history_for(&key);
+            let ack = ack();
+            self.inner.hub.with(&key, |ch| {
+                let req = match self.push_here(ch, &key, policy, frame, retained, ack) {
+                    Ok(req) => req,
+                    Err((frame, ack)) => {
+                        ch.begin();
+                        Request::Push {
+                            key: key.clone(),
+                            policy,
+                            frame,
+                            retained,
+                            ack,
+                        }
+                    }
+                };
+                // Queued under the lock: the storage thread sees each channel's writes in
+                // the order they were sequenced.
+                places.send(req);
+            });
+        }
+        Ok(())
+    }
+
+    /// Publishes a managed-stream frame from memory and returns the write to queue, or gives
+    /// the frame back when only the storage thread can sequence it.
+    fn push_here(
+        &self,
+        ch: &mut Locked<'_>,
+        key: &Arc<str>,
+        policy: Option<HistoryPolicy>,
+        frame: FrameJson,
+        retained: bool,
+        ack: Ack,
+    ) -> Result<Request, (FrameJson, Ack)> {
+        let Some(last) = ch.last_frame().filter(|_| !retained && ch.in_flight() == 0) else {
+            return Err((frame, ack));
+        };
+        let offset = match policy {
+            None => 0,
+            Some(_) => match ch.head().and_then(Head::next_offset) {
+                Some(offset) => offset,
+                None => return Err((frame, ack)),
+            },
+        };
+        let payload = if last.schema == frame.schema {
+            frame.data_only()
+        } else {
+            frame.full()
+        };
+        let p = Arc::new(Sequenced {
+            offset,
+            data: CompactJson::from_encoder(&payload),
+            info: None,
+            at: Instant::now(),
+        });
+        ch.broadcast(|name| p.push(name));
+        let publication = match ch.head_mut() {
+            Some(head) if policy.is_some() => {
+                head.record(p.clone());
+                Some(p)
+            }
+            _ => None,
+        };
+        ch.set_last_frame(Some(frame.clone()));
+        let n = &self.inner.hub.stats.sequenced_in_memory;
+        n.fetch_add(1, Ordering::Relaxed);
+        Ok(Request::PushSequenced {
+            key: key.clone(),
+            frame,
+            publication,
+            ack,
+        })
     }
 
     /// Publishes on a routed channel; `ack` is completed once the publication is durable (at
@@ -186,11 +269,13 @@ impl Broker {
                     data: initial.as_ref(),
                     ..Default::default()
                 }))
-            } else if ch.in_flight() == 0 && !kind.managed {
+            } else if ch.in_flight() > 0 {
+                None
+            } else if !kind.managed {
                 ch.head()
                     .and_then(|h| self.answer_from(h, &answer, recover.as_ref(), &initial))
             } else {
-                None
+                self.answer_managed(ch, kind, &answer, recover.as_ref())
             };
             let Some(msg) = ready else {
                 ch.begin();
@@ -299,6 +384,27 @@ impl Broker {
     /// Who is subscribed to a channel, from the hub's memory.
     pub fn presence(&self, key: &str) -> Vec<Arc<ClientInfo>> {
         self.inner.hub.presence(key)
+    }
+
+    /// A managed stream's subscribe reply from memory: its last frame as the data, and with
+    /// history the head's position; `None` when only the storage thread can answer (the
+    /// stream not seen since the start, or backfill rows to read from disk).
+    fn answer_managed(
+        &self,
+        ch: &Locked<'_>,
+        kind: ChannelKind,
+        answer: &SubscribeAnswer,
+        recover: Option<&Position>,
+    ) -> Option<Bytes> {
+        let initial = Some(CompactJson::from_encoder(&ch.last_frame()?.full()));
+        match kind.history {
+            None => Some(answer.result(&reply::SubscribeResult {
+                data: initial.as_ref(),
+                ..Default::default()
+            })),
+            Some(_) if self.inner.backfill => None,
+            Some(_) => self.answer_from(ch.head()?, answer, recover, &initial),
+        }
     }
 
     /// The subscribe reply from a head, or `None` when only the disk can answer.

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use crate::channel_kind::HistoryPolicy;
+use crate::frame::FrameJson;
 use crate::head::{Head, RecentBudget, RECENT_BUDGET_BYTES};
 use crate::outbox::{Outbox, PushError};
 use crate::protocol::reply::{self, ClientInfo};
@@ -45,14 +46,21 @@ struct Entry {
     /// A history channel's head, while memory holds it (the broker sequences there).
     head: Option<Box<Head>>,
     /// Requests of this channel queued at the storage thread that sequence or position
-    /// (publish, subscribe). While any is queued the head is not used: the storage thread
-    /// decides, in queue order, and settles each when done.
+    /// (publish, subscribe, a managed stream's push). While any is queued the head and the
+    /// last frame are not used: the storage thread decides, in queue order, and settles each
+    /// when done.
     in_flight: u32,
+    /// A managed stream's last frame, as the storage thread last settled it and pushes
+    /// sequenced here since: what decides schema-once publishing and answers a subscribe.
+    last_frame: Option<Box<FrameJson>>,
 }
 
 impl Entry {
     fn is_unused(&self) -> bool {
-        self.subs.is_empty() && self.head.is_none() && self.in_flight == 0
+        self.subs.is_empty()
+            && self.head.is_none()
+            && self.in_flight == 0
+            && self.last_frame.is_none()
     }
 }
 
@@ -131,6 +139,16 @@ impl Locked<'_> {
     /// The storage thread is done with one.
     pub fn settle(&mut self) {
         self.entry.in_flight = self.entry.in_flight.saturating_sub(1);
+    }
+
+    /// A managed stream's last frame, when memory holds it.
+    pub fn last_frame(&self) -> Option<&FrameJson> {
+        self.entry.last_frame.as_deref()
+    }
+
+    /// Sets (or, with `None`, forgets) a managed stream's last frame.
+    pub fn set_last_frame(&mut self, frame: Option<FrameJson>) {
+        self.entry.last_frame = frame.map(Box::new);
     }
 
     pub fn num_subscribers(&self) -> usize {
@@ -345,12 +363,14 @@ impl Hub {
             .sum()
     }
 
-    /// Takes every head away (the storage thread stops: nothing more is sequenced here).
-    pub fn detach_heads(&self) {
+    /// Takes every head and managed stream's last frame away (the storage thread stops:
+    /// nothing more is sequenced or published from memory here).
+    pub fn detach_sequencing(&self) {
         for s in self.shards.iter() {
             let mut shard = s.lock().unwrap_or_else(|e| e.into_inner());
             shard.channels.retain(|_, e| {
                 e.head = None;
+                e.last_frame = None;
                 !e.is_unused()
             });
         }

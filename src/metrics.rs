@@ -48,7 +48,7 @@ pub fn render(shared: &Shared) -> String {
     metric(
         "edgelive_history_sequenced_in_memory_total",
         "counter",
-        "History publications sequenced by their channel's head in memory (the others went through the storage thread).",
+        "Publications sequenced in memory where the connections are: history publications by their channel's head, and managed-stream frames from the stream's last frame (the others went through the storage thread).",
         hub.stats.sequenced_in_memory.load(Ordering::Relaxed),
     );
     metric(

@@ -125,6 +125,7 @@ impl Shared {
             persist.clone(),
             settings.kinds.clone(),
             settings.max_read,
+            settings.backfill.rows > 0,
         );
         let streams = Streams::new(
             broker.clone(),

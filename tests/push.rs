@@ -581,3 +581,60 @@ async fn the_subscribe_reply_is_backfilled_from_history_only_where_history_is_ke
     let (_, quiet) = subscriber(&d, "stream/quiet/m").await;
     assert_eq!(quiet["data"]["data"]["values"][2], json!([2]), "{quiet}");
 }
+
+/// After a stream's first push (which the storage thread sequences and then hands over), its
+/// pushes are published from memory where the connections are: in order, offsets without a
+/// hole, schema once, and a late subscriber is answered from memory with the last frame. The
+/// same without history (offset 0). Counted by `edgelive_history_sequenced_in_memory_total`.
+#[tokio::test]
+async fn a_managed_stream_is_published_from_memory_after_its_first_push() {
+    let d = Daemon::start(&[("EDGELIVE_PUSH_BACKFILL", "{rows = 0}")]);
+    let in_memory = "edgelive_history_sequenced_in_memory_total";
+    let (mut a, _) = subscriber(&d, "stream/mem/m").await;
+    for i in 1..=20 {
+        // A new field at 10 changes the schema: sent again, from memory too.
+        let body = match i {
+            ..10 => format!("m,a=b v={i}"),
+            _ => format!("m,a=b v={i},w=1"),
+        };
+        assert_eq!(push(&d, "/api/live/push/mem", &body).0, 200);
+    }
+    let mut schemas = Vec::new();
+    for i in 1..=20u64 {
+        let m = loop {
+            let m = a.recv_non_ping().await;
+            if m["push"]["pub"].is_object() {
+                break m;
+            }
+        };
+        let p = &m["push"]["pub"];
+        assert_eq!(p["offset"], i, "{m}");
+        assert_eq!(p["data"]["data"]["values"][2], json!([i]), "{m}");
+        if p["data"].get("schema").is_some() {
+            schemas.push(i);
+        }
+    }
+    assert_eq!(schemas, [1, 10]);
+    assert_eq!(d.metric(in_memory), 19);
+    let (_late, res) = subscriber(&d, "stream/mem/m").await;
+    assert_eq!(field_names(&res["data"]), ["labels", "time", "v", "w"]);
+    assert_eq!(res["data"]["data"]["values"][2], json!([20]), "{res}");
+    assert_eq!(res["offset"], 20, "{res}");
+
+    let d = Daemon::start_with_config(
+        "[[history]]\npattern = \"grafana/broadcast/*\"\nsize = 10\nttl = \"1m\"\n",
+        &[],
+    );
+    let (mut a, _) = subscriber(&d, "stream/mem/m").await;
+    for i in 1..=5 {
+        assert_eq!(push(&d, "/api/live/push/mem", &format!("m v={i}")).0, 200);
+    }
+    for i in 1..=5 {
+        let data = next_pub(&mut a).await;
+        assert_eq!(data["data"]["values"][2], json!([i]), "{data}");
+        assert_eq!(data.get("schema").is_some(), i == 1, "{data}");
+    }
+    assert_eq!(d.metric(in_memory), 4);
+    let (_late, res) = subscriber(&d, "stream/mem/m").await;
+    assert_eq!(res["data"]["data"]["values"][2], json!([5]), "{res}");
+}

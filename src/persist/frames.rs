@@ -1,6 +1,9 @@
 //! Managed streams (`stream/<id>/<measurement>`), owned by the storage thread: the last full
 //! frame of each channel (persisted in sled), schema-once publishing, the one-minute push rate
-//! for `/api/live/list`, and eviction of streams nobody pushed to for `frame_idle_ttl`.
+//! for `/api/live/list`, and eviction of streams nobody pushed to for `frame_idle_ttl`. The
+//! broker holds a copy of each known stream's last frame in the hub and publishes from it
+//! (`keep` records what it published); a stream's first push, and any after an eviction, is
+//! decided here (`push`).
 //!
 //! A push is written once. Where the channel keeps history, a data-only push is stored only
 //! as its history record, and the frames tree keeps the frame of the last schema change
@@ -143,8 +146,7 @@ impl LastFrames {
 
     /// Records `frame` as the channel's last frame and says what to publish: schema + data
     /// when the schema bytes differ from the previous frame's (or there was none), data only
-    /// otherwise. The frame is written to the store unless it is data only and `in_history`
-    /// (the publication, stored in the channel's history, holds it).
+    /// otherwise. The frame is written as `keep` says.
     pub fn push(
         &mut self,
         store: &Store,
@@ -158,16 +160,34 @@ impl LastFrames {
         if known.is_none() && self.streams.len() >= max {
             return Ok(Pushed::Full);
         }
-        let same = known.is_some_and(|s| s.frame.schema == frame.schema);
-        let dirty = same && in_history;
-        if !dirty {
-            store.set_frame(key, &frame.schema, &frame.data, now_ms)?;
-        }
-        let payload = if same {
+        let payload = if known.is_some_and(|s| s.frame.schema == frame.schema) {
             frame.data_only()
         } else {
             frame.full()
         };
+        self.keep(store, key, frame, now_ms, in_history)?;
+        Ok(Pushed::Publish(payload))
+    }
+
+    /// Records `frame` as the channel's last frame (the broker may have published it
+    /// already). It is written to the store unless it is data only and `in_history` (the
+    /// publication, stored in the channel's history, holds it).
+    pub fn keep(
+        &mut self,
+        store: &Store,
+        key: &Arc<str>,
+        frame: FrameJson,
+        now_ms: u64,
+        in_history: bool,
+    ) -> Result<(), StoreError> {
+        let same = self
+            .streams
+            .get(key)
+            .is_some_and(|s| s.frame.schema == frame.schema);
+        let dirty = same && in_history;
+        if !dirty {
+            store.set_frame(key, &frame.schema, &frame.data, now_ms)?;
+        }
         let s = self.streams.entry(key.clone()).or_insert_with(|| Stream {
             frame: FrameJson {
                 schema: String::new(),
@@ -181,7 +201,12 @@ impl LastFrames {
         s.last_ms = now_ms;
         s.rate.hit(now_ms / 1000);
         s.dirty = dirty;
-        Ok(Pushed::Publish(payload))
+        Ok(())
+    }
+
+    /// A stream's last frame.
+    pub fn frame_of(&self, key: &str) -> Option<&FrameJson> {
+        self.streams.get(key).map(|s| &s.frame)
     }
 
     /// Writes the frame of `key` if the store's is older.
@@ -272,13 +297,13 @@ impl LastFrames {
         self.streams.get(key).map(|s| s.frame.full())
     }
 
-    /// Forgets streams with no push for `idle_ms`; returns how many went.
+    /// Forgets streams with no push for `idle_ms`; returns those that went.
     pub fn evict_idle(
         &mut self,
         store: &Store,
         now_ms: u64,
         idle_ms: u64,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Vec<Arc<str>>, StoreError> {
         let idle: Vec<Arc<str>> = self
             .streams
             .iter()
@@ -292,7 +317,7 @@ impl LastFrames {
                 sticky.forget(k);
             }
         }
-        Ok(idle.len())
+        Ok(idle)
     }
 
     /// Every stream, sorted by channel.
@@ -363,7 +388,7 @@ mod tests {
         assert_eq!(l[0].minute_rate, 3);
         assert_eq!(l[0].schema_only, "{\"schema\":{\"a\":2}}");
         // Idle eviction removes it from memory and store.
-        assert_eq!(s.evict_idle(&store, 100_000, 10_000).unwrap(), 1);
+        assert_eq!(s.evict_idle(&store, 100_000, 10_000).unwrap().len(), 1);
         assert!(s.is_empty());
         assert_eq!(store.frame(&k).unwrap(), None);
     }

@@ -126,6 +126,15 @@ pub enum Request {
         retained: bool,
         ack: Ack,
     },
+    /// A managed-stream frame the broker published from the channel's last frame in memory
+    /// (and already broadcast, as `publication` where the channel keeps history): kept as
+    /// the stream's last frame, the publication stored at its offset, then acknowledged.
+    PushSequenced {
+        key: Arc<str>,
+        frame: FrameJson,
+        publication: Option<Arc<Sequenced>>,
+        ack: Ack,
+    },
     /// The managed streams, for `/api/live/list`.
     List { reply: oneshot::Sender<Listing> },
     History {
@@ -144,9 +153,6 @@ pub enum Request {
         client: String,
         info: Option<Bytes>,
     },
-    /// Several requests queued as one, so that they are taken all or none (a push request's
-    /// frames); counted as their number.
-    Many(Vec<Request>),
     /// Runs retention now (tests and shutdown use it through `Persist::stop`).
     Stop,
 }
@@ -161,13 +167,28 @@ pub(crate) fn reach(durability: Durability) -> Reach {
     }
 }
 
-impl Request {
-    /// Queue slots it takes: one, or one per request it carries.
-    pub fn slots(&self) -> usize {
-        match self {
-            Request::Many(reqs) => reqs.len(),
-            _ => 1,
+/// Places taken in the storage queue by `Persist::reserve`; those not used are given back
+/// when it is dropped.
+pub struct Reserved<'a> {
+    persist: &'a Persist,
+    left: usize,
+}
+
+impl Reserved<'_> {
+    /// Queues a request in a reserved place (a request the sequencer can no longer
+    /// take, at a stop, is dropped: its acknowledgement fails).
+    pub fn send(&mut self, req: Request) {
+        assert!(self.left > 0, "more requests than places reserved");
+        self.left -= 1;
+        if self.persist.tx.send(req).is_err() {
+            self.persist.queued.give_back(1);
         }
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.persist.queued.give_back(self.left);
     }
 }
 
@@ -352,20 +373,25 @@ impl Persist {
     /// Queues a client's request (all its slots, or none), unless too many are waiting; a send
     /// that fails (the sequencer has stopped) gives the slots back.
     pub fn submit(&self, req: Request) -> Result<(), Busy> {
-        let n = req.slots();
-        if !self.queued.try_take(n, MAX_QUEUED) {
+        if !self.queued.try_take(1, MAX_QUEUED) {
             return Err(Busy);
         }
         self.tx.send(req).map_err(|_| {
-            self.queued.give_back(n);
+            self.queued.give_back(1);
             Busy
         })
     }
 
-    /// Queues several requests, all or none (a push request's frames): one message, so a
-    /// sequencer that stops meanwhile cannot take half of them.
-    pub fn submit_all(&self, reqs: Vec<Request>) -> Result<(), Busy> {
-        self.submit(Request::Many(reqs))
+    /// Takes `n` places in the queue at once, for requests then queued one by one, each under
+    /// its channel's lock (a push body's frames: all or none, in each channel's order).
+    pub fn reserve(&self, n: usize) -> Result<Reserved<'_>, Busy> {
+        if !self.queued.try_take(n, MAX_QUEUED) {
+            return Err(Busy);
+        }
+        Ok(Reserved {
+            persist: self,
+            left: n,
+        })
     }
 
     /// Requests waiting for the sequencer (for tests of the bound).
@@ -458,7 +484,13 @@ mod tests {
             },
             ack: Ack::Discard,
         };
-        assert_eq!(after.submit_all((0..5).map(push).collect()), Err(Busy));
+        let mut places = after.reserve(5).unwrap();
+        (0..5).for_each(|n| places.send(push(n)));
+        drop(places);
+        assert_eq!(after.queued(), 0);
+        assert!(after.reserve(MAX_QUEUED + 1).is_err());
+        drop(after.reserve(3).unwrap());
+        assert_eq!(after.queued(), 0, "unused places are given back");
         assert_eq!(after.submit(push(9)), Err(Busy));
         after.submit_always(Request::Stop);
         assert_eq!(after.queued(), 0);

@@ -144,7 +144,7 @@ impl Sequencer {
         loop {
             match rx.recv_timeout(SWEEP_EVERY) {
                 Ok(req) => {
-                    self.queued.give_back(req.slots());
+                    self.queued.give_back(1);
                     if matches!(req, Request::Stop) {
                         self.finish_writes(&rx);
                         break;
@@ -167,14 +167,14 @@ impl Sequencer {
         self.stop_cleanly();
     }
 
-    /// At a stop: takes every head away, so nothing more is sequenced in memory, then stores
-    /// what the heads sequenced before that (their appends are queued already). Other late
-    /// requests are dropped: their clients are being closed.
+    /// At a stop: takes every head and last frame away, so nothing more is sequenced or
+    /// published in memory, then stores what was before that (its writes are queued already).
+    /// Other late requests are dropped: their clients are being closed.
     fn finish_writes(&mut self, rx: &mpsc::Receiver<Request>) {
-        self.hub.detach_heads();
+        self.hub.detach_sequencing();
         for req in rx.try_iter() {
-            self.queued.give_back(req.slots());
-            if matches!(req, Request::Append { .. }) {
+            self.queued.give_back(1);
+            if matches!(req, Request::Append { .. } | Request::PushSequenced { .. }) {
                 self.handle(req);
             }
         }
@@ -274,7 +274,10 @@ impl Sequencer {
                 initial,
             } => {
                 self.subscribe(key.clone(), kind, sub, answer, recover, initial);
-                self.settle(&key, kind.history.filter(|_| !kind.managed));
+                if kind.managed {
+                    self.settle_stream(&key);
+                }
+                self.settle(&key, kind.history);
             }
             Request::Unsubscribe {
                 key,
@@ -312,7 +315,17 @@ impl Sequencer {
                 frame,
                 retained,
                 ack,
-            } => self.push(key, policy, frame, retained, ack),
+            } => {
+                self.push(key.clone(), policy, frame, retained, ack);
+                self.settle_stream(&key);
+                self.settle(&key, policy);
+            }
+            Request::PushSequenced {
+                key,
+                frame,
+                publication,
+                ack,
+            } => self.push_sequenced(&key, frame, publication, ack),
             Request::List { reply } => {
                 let streams = self.frames.list(self.clock.now_ms());
                 let mut history: Vec<(String, u64)> = self
@@ -347,11 +360,6 @@ impl Sequencer {
                     self.fail(&e);
                 }
             }
-            Request::Many(reqs) => {
-                for req in reqs {
-                    self.handle(req);
-                }
-            }
             Request::Stop => {}
         }
     }
@@ -373,6 +381,13 @@ impl Sequencer {
             }
             ch.settle();
         });
+    }
+
+    /// Gives the broker a managed stream's last frame (or takes it away when there is none),
+    /// before its request is settled.
+    fn settle_stream(&self, key: &Arc<str>) {
+        let frame = self.frames.frame_of(key).cloned();
+        self.hub.with(key, |ch| ch.set_last_frame(frame));
     }
 
     fn fail(&self, e: &StoreError) {
@@ -590,6 +605,35 @@ impl Sequencer {
                 self.acknowledge(ack, offset);
             }
             Err(code) => ack.complete(Err(code)),
+        }
+    }
+
+    /// Keeps a managed-stream frame the broker published from memory as the stream's last
+    /// frame (its stream is known there, so no stream limit applies), stores its publication
+    /// where the channel keeps history, and acknowledges it once durable.
+    fn push_sequenced(
+        &mut self,
+        key: &Arc<str>,
+        frame: crate::frame::FrameJson,
+        publication: Option<Arc<Sequenced>>,
+        ack: Ack,
+    ) {
+        let now = self.clock.now_ms();
+        let kept = self
+            .frames
+            .keep(&self.store, key, frame, now, publication.is_some());
+        if let Err(e) = kept {
+            self.fail(&e);
+            if let (Some(p), Some(ch)) = (&publication, self.channels.get_mut(key)) {
+                // Subscribers have it: its offset is spent (see `append_sequenced`).
+                ch.meta.top = ch.meta.top.max(p.offset);
+            }
+            ack.complete(Err(ErrorCode::Internal));
+            return;
+        }
+        match publication {
+            Some(p) => self.append_sequenced(key, &p, ack),
+            None => self.acknowledge(ack, 0),
         }
     }
 

@@ -172,7 +172,7 @@ mod tests {
         let hub = Arc::new(crate::hub::Hub::new(1));
         let store = crate::persist::TestPersist::start(hub.clone(), &Default::default());
         let (persist, settings) = (&store.persist, &store.settings);
-        let broker = Broker::new(hub, persist.clone(), settings.kinds.clone(), 100);
+        let broker = Broker::new(hub, persist.clone(), settings.kinds.clone(), 100, false);
         let t = target("udp", None, Default::default()).unwrap();
         let slots = Arc::new(Slots::default());
         let body: String = (0..3).map(|i| format!("m{i} v=1\n")).collect();

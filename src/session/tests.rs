@@ -27,6 +27,7 @@ impl World {
             store.persist.clone(),
             store.settings.kinds.clone(),
             store.settings.max_read,
+            store.settings.backfill.rows > 0,
         );
         let streams = crate::streams::Streams::new(
             broker.clone(),

@@ -45,8 +45,14 @@ impl Sequencer {
         let idle_ms = self.settings.frame_idle_ttl.as_millis() as u64;
         self.watch_clock();
         let now = self.clock.now_ms();
-        if let Err(e) = self.frames.evict_idle(&self.store, now, idle_ms) {
-            self.health.degrade(e.to_string());
+        match self.frames.evict_idle(&self.store, now, idle_ms) {
+            // The broker publishes from memory no more: its next push comes here.
+            Ok(gone) => {
+                for key in &gone {
+                    self.hub.with(key, |ch| ch.set_last_frame(None));
+                }
+            }
+            Err(e) => self.health.degrade(e.to_string()),
         }
         if self.sweep_queue.is_empty() {
             self.sweep_queue = self.channels.keys().cloned().collect();
