@@ -114,76 +114,72 @@ impl Broker {
             let policy = kinds.history_for(&key);
             let ack = ack();
             self.inner.hub.with(&key, |ch| {
-                let req = match self.push_here(ch, &key, policy, frame, retained, ack) {
-                    Ok(req) => req,
-                    Err((frame, ack)) => {
-                        ch.begin();
-                        Request::Push {
-                            key: key.clone(),
-                            policy,
-                            frame,
-                            retained,
-                            ack,
-                        }
-                    }
+                let here = match retained {
+                    false => self.sequence_here(ch, policy, &frame),
+                    true => None,
                 };
-                // Queued under the lock: the storage thread sees each channel's writes in
-                // the order they were sequenced.
-                places.send(req);
-            });
+                if let Some(p) = here {
+                    // Queued under the lock, before the broadcast: the storage thread sees each
+                    // channel's writes in the order they were sequenced, and nothing goes out
+                    // that cannot be stored.
+                    places.send(Request::PushSequenced {
+                        key: key.clone(),
+                        frame: frame.clone(),
+                        publication: policy.map(|_| p.clone()),
+                        ack,
+                    })?;
+                    ch.broadcast(|name| p.push(name));
+                    if let Some(head) = ch.head_mut().filter(|_| policy.is_some()) {
+                        head.record(p);
+                    }
+                    ch.set_last_frame(Some(frame));
+                    let n = &self.inner.hub.stats.sequenced_in_memory;
+                    n.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                ch.begin();
+                let queued = places.send(Request::Push {
+                    key: key.clone(),
+                    policy,
+                    frame,
+                    retained,
+                    ack,
+                });
+                if queued.is_err() {
+                    ch.settle();
+                }
+                queued
+            })?;
         }
         Ok(())
     }
 
-    /// Publishes a managed-stream frame from memory and returns the write to queue, or gives
-    /// the frame back when only the storage thread can sequence it.
-    fn push_here(
+    /// A managed-stream frame's publication, sequenced in memory when memory can: the
+    /// stream's last frame is here, no request of the channel is queued, and with history the
+    /// head has a reserved offset (without, the offset is 0). Schema and data when the schema
+    /// changed, else data only.
+    fn sequence_here(
         &self,
-        ch: &mut Locked<'_>,
-        key: &Arc<str>,
+        ch: &Locked<'_>,
         policy: Option<HistoryPolicy>,
-        frame: FrameJson,
-        retained: bool,
-        ack: Ack,
-    ) -> Result<Request, (FrameJson, Ack)> {
-        let Some(last) = ch.last_frame().filter(|_| !retained && ch.in_flight() == 0) else {
-            return Err((frame, ack));
-        };
+        frame: &FrameJson,
+    ) -> Option<Arc<Sequenced>> {
+        let last = ch.last_frame().filter(|_| ch.in_flight() == 0)?;
         let offset = match policy {
             None => 0,
-            Some(_) => match ch.head().and_then(Head::next_offset) {
-                Some(offset) => offset,
-                None => return Err((frame, ack)),
-            },
+            Some(_) => ch.head().and_then(Head::next_offset)?,
         };
         let payload = if last.schema == frame.schema {
             frame.data_only()
         } else {
             frame.full()
         };
-        let p = Arc::new(Sequenced {
+        Some(Arc::new(Sequenced {
             offset,
             data: CompactJson::from_encoder(&payload),
             info: None,
             at: Instant::now(),
-        });
-        ch.broadcast(|name| p.push(name));
-        let publication = match ch.head_mut() {
-            Some(head) if policy.is_some() => {
-                head.record(p.clone());
-                Some(p)
-            }
-            _ => None,
-        };
-        ch.set_last_frame(Some(frame.clone()));
-        let n = &self.inner.hub.stats.sequenced_in_memory;
-        n.fetch_add(1, Ordering::Relaxed);
-        Ok(Request::PushSequenced {
-            key: key.clone(),
-            frame,
-            publication,
-            ack,
-        })
+        }))
     }
 
     /// Publishes on a routed channel; `ack` is completed once the publication is durable (at

@@ -46,7 +46,7 @@ pub fn render(shared: &Shared) -> String {
         hub.stats.slow_disconnects.load(Ordering::Relaxed),
     );
     metric(
-        "edgelive_history_sequenced_in_memory_total",
+        "edgelive_sequenced_in_memory_total",
         "counter",
         "Publications sequenced in memory where the connections are: history publications by their channel's head, and managed-stream frames from the stream's last frame (the others went through the storage thread).",
         hub.stats.sequenced_in_memory.load(Ordering::Relaxed),

@@ -585,11 +585,11 @@ async fn the_subscribe_reply_is_backfilled_from_history_only_where_history_is_ke
 /// After a stream's first push (which the storage thread sequences and then hands over), its
 /// pushes are published from memory where the connections are: in order, offsets without a
 /// hole, schema once, and a late subscriber is answered from memory with the last frame. The
-/// same without history (offset 0). Counted by `edgelive_history_sequenced_in_memory_total`.
+/// same without history (offset 0). Counted by `edgelive_sequenced_in_memory_total`.
 #[tokio::test]
 async fn a_managed_stream_is_published_from_memory_after_its_first_push() {
     let d = Daemon::start(&[("EDGELIVE_PUSH_BACKFILL", "{rows = 0}")]);
-    let in_memory = "edgelive_history_sequenced_in_memory_total";
+    let in_memory = "edgelive_sequenced_in_memory_total";
     let (mut a, _) = subscriber(&d, "stream/mem/m").await;
     for i in 1..=20 {
         // A new field at 10 changes the schema: sent again, from memory too.

@@ -114,6 +114,7 @@ fn world() -> &'static World {
             persist.clone(),
             settings.kinds.clone(),
             settings.max_read,
+            settings.backfill.rows > 0,
         );
         let streams = {
             let _g = rt.enter();

@@ -97,14 +97,6 @@ pub struct LastFrames {
     sticky: Option<Arc<Sticky>>,
 }
 
-/// What to publish for a pushed frame.
-pub enum Pushed {
-    /// The payload: the full frame when the schema changed, else data only.
-    Publish(String),
-    /// More streams than allowed.
-    Full,
-}
-
 impl LastFrames {
     /// Frames whose evictions also reset the streams' sticky field sets.
     pub fn new(sticky: Arc<Sticky>) -> LastFrames {
@@ -144,29 +136,15 @@ impl LastFrames {
         self.streams.is_empty()
     }
 
-    /// Records `frame` as the channel's last frame and says what to publish: schema + data
-    /// when the schema bytes differ from the previous frame's (or there was none), data only
-    /// otherwise. The frame is written as `keep` says.
-    pub fn push(
-        &mut self,
-        store: &Store,
-        key: &Arc<str>,
-        frame: FrameJson,
-        now_ms: u64,
-        max: usize,
-        in_history: bool,
-    ) -> Result<Pushed, StoreError> {
-        let known = self.streams.get(key);
-        if known.is_none() && self.streams.len() >= max {
-            return Ok(Pushed::Full);
+    /// What to publish for `frame`: schema + data when the schema bytes differ from the last
+    /// frame's (or there was none), data only otherwise; `None` when the stream is new and
+    /// there are `max` streams already.
+    pub fn payload_for(&self, key: &str, frame: &FrameJson, max: usize) -> Option<String> {
+        match self.streams.get(key) {
+            None if self.streams.len() >= max => None,
+            Some(s) if s.frame.schema == frame.schema => Some(frame.data_only()),
+            _ => Some(frame.full()),
         }
-        let payload = if known.is_some_and(|s| s.frame.schema == frame.schema) {
-            frame.data_only()
-        } else {
-            frame.full()
-        };
-        self.keep(store, key, frame, now_ms, in_history)?;
-        Ok(Pushed::Publish(payload))
     }
 
     /// Records `frame` as the channel's last frame (the broker may have published it
@@ -348,27 +326,50 @@ mod tests {
         }
     }
 
+    /// What the storage thread does with a push: the payload, then the frame kept (`None`:
+    /// refused, over `max` streams).
+    fn push(
+        s: &mut LastFrames,
+        store: &Store,
+        key: &Arc<str>,
+        frame: FrameJson,
+        (now_ms, max, in_history): (u64, usize, bool),
+    ) -> Option<String> {
+        let payload = s.payload_for(key, &frame, max)?;
+        s.keep(store, key, frame, now_ms, in_history).unwrap();
+        Some(payload)
+    }
+
     #[test]
     fn schema_once_then_data_only_and_persisted() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&edgelive_storage::test_config(dir.path())).unwrap();
         let mut s = LastFrames::default();
         let k: Arc<str> = Arc::from("stream/a/m");
-        let p = |r| match r {
-            Pushed::Publish(p) => p,
-            Pushed::Full => panic!("full"),
-        };
-        let first = p(s
-            .push(&store, &k, fj("{\"a\":1}", "{\"v\":1}"), 1000, 10, false)
-            .unwrap());
+        let p = |r: Option<String>| r.expect("not full");
+        let first = p(push(
+            &mut s,
+            &store,
+            &k,
+            fj("{\"a\":1}", "{\"v\":1}"),
+            (1000, 10, false),
+        ));
         assert_eq!(first, "{\"schema\":{\"a\":1},\"data\":{\"v\":1}}");
-        let second = p(s
-            .push(&store, &k, fj("{\"a\":1}", "{\"v\":2}"), 2000, 10, false)
-            .unwrap());
+        let second = p(push(
+            &mut s,
+            &store,
+            &k,
+            fj("{\"a\":1}", "{\"v\":2}"),
+            (2000, 10, false),
+        ));
         assert_eq!(second, "{\"data\":{\"v\":2}}");
-        let third = p(s
-            .push(&store, &k, fj("{\"a\":2}", "{\"v\":3}"), 2500, 10, false)
-            .unwrap());
+        let third = p(push(
+            &mut s,
+            &store,
+            &k,
+            fj("{\"a\":2}", "{\"v\":3}"),
+            (2500, 10, false),
+        ));
         assert!(third.starts_with("{\"schema\""));
         assert_eq!(
             s.initial_data(&k).unwrap(),
@@ -379,10 +380,10 @@ mod tests {
         assert_eq!(again.initial_data(&k), s.initial_data(&k));
         // A limit of one stream refuses a second.
         let k2: Arc<str> = Arc::from("stream/a/n");
-        assert!(matches!(
-            s.push(&store, &k2, fj("{}", "{}"), 3000, 1, false).unwrap(),
-            Pushed::Full
-        ));
+        assert_eq!(
+            push(&mut s, &store, &k2, fj("{}", "{}"), (3000, 1, false)),
+            None
+        );
         let l = s.list(3000);
         assert_eq!(l.len(), 1);
         assert_eq!(l[0].minute_rate, 3);
@@ -402,10 +403,20 @@ mod tests {
         let store = Store::open(&edgelive_storage::test_config(dir.path())).unwrap();
         let mut s = LastFrames::default();
         let k: Arc<str> = Arc::from("stream/a/m");
-        s.push(&store, &k, fj("{\"a\":1}", "{\"v\":1}"), 1000, 10, true)
-            .unwrap();
-        s.push(&store, &k, fj("{\"a\":1}", "{\"v\":2}"), 2000, 10, true)
-            .unwrap();
+        push(
+            &mut s,
+            &store,
+            &k,
+            fj("{\"a\":1}", "{\"v\":1}"),
+            (1000, 10, true),
+        );
+        push(
+            &mut s,
+            &store,
+            &k,
+            fj("{\"a\":1}", "{\"v\":2}"),
+            (2000, 10, true),
+        );
         assert_eq!(
             store.frame(&k).unwrap().unwrap().data,
             "{\"v\":1}",
@@ -432,8 +443,13 @@ mod tests {
         assert_eq!(store.frame(&k).unwrap().unwrap().data, "{\"v\":2}");
         assert_eq!(s.write_back_all(&store).unwrap(), 0);
         // A schema change is written at once.
-        s.push(&store, &k, fj("{\"a\":2}", "{\"v\":4}"), 5000, 10, true)
-            .unwrap();
+        push(
+            &mut s,
+            &store,
+            &k,
+            fj("{\"a\":2}", "{\"v\":4}"),
+            (5000, 10, true),
+        );
         assert_eq!(store.frame(&k).unwrap().unwrap().data, "{\"v\":4}");
     }
 

@@ -175,14 +175,15 @@ pub struct Reserved<'a> {
 }
 
 impl Reserved<'_> {
-    /// Queues a request in a reserved place (a request the sequencer can no longer
-    /// take, at a stop, is dropped: its acknowledgement fails).
-    pub fn send(&mut self, req: Request) {
+    /// Queues a request in a reserved place; `Err` when the sequencer is gone (the request
+    /// is dropped, its acknowledgement failing).
+    pub fn send(&mut self, req: Request) -> Result<(), Busy> {
         assert!(self.left > 0, "more requests than places reserved");
         self.left -= 1;
-        if self.persist.tx.send(req).is_err() {
+        self.persist.tx.send(req).map_err(|_| {
             self.persist.queued.give_back(1);
-        }
+            Busy
+        })
     }
 }
 
@@ -485,7 +486,7 @@ mod tests {
             ack: Ack::Discard,
         };
         let mut places = after.reserve(5).unwrap();
-        (0..5).for_each(|n| places.send(push(n)));
+        assert!((0..5).all(|n| places.send(push(n)).is_err()));
         drop(places);
         assert_eq!(after.queued(), 0);
         assert!(after.reserve(MAX_QUEUED + 1).is_err());

@@ -27,7 +27,7 @@ mod sizes;
 pub use sizes::HistorySizes;
 
 use super::flusher::Pending;
-use super::frames::{LastFrames, Pushed};
+use super::frames::LastFrames;
 use super::{info_json, Ack, Health, Position, Request, Slots, StorageSettings};
 use crate::channel_kind::{ChannelKind, HistoryPolicy};
 use crate::config::Durability;
@@ -276,8 +276,10 @@ impl Sequencer {
                 self.subscribe(key.clone(), kind, sub, answer, recover, initial);
                 if kind.managed {
                     self.settle_stream(&key);
+                    self.settle(&key, self.stream_head(kind.history));
+                } else {
+                    self.settle(&key, kind.history);
                 }
-                self.settle(&key, kind.history);
             }
             Request::Unsubscribe {
                 key,
@@ -318,7 +320,7 @@ impl Sequencer {
             } => {
                 self.push(key.clone(), policy, frame, retained, ack);
                 self.settle_stream(&key);
-                self.settle(&key, policy);
+                self.settle(&key, self.stream_head(policy));
             }
             Request::PushSequenced {
                 key,
@@ -381,6 +383,16 @@ impl Sequencer {
             }
             ch.settle();
         });
+    }
+
+    /// What a managed stream's head keeps: with backfill on, its subscribes are answered here
+    /// from disk, so the head only hands out offsets and keeps no recent publications (which
+    /// would take the hub-wide budget from channels that recover from memory).
+    fn stream_head(&self, policy: Option<HistoryPolicy>) -> Option<HistoryPolicy> {
+        policy.map(|p| match self.settings.backfill.rows {
+            0 => p,
+            _ => HistoryPolicy { size: 0, ..p },
+        })
     }
 
     /// Gives the broker a managed stream's last frame (or takes it away when there is none),
@@ -530,8 +542,10 @@ impl Sequencer {
         Some(super::backfill::merge(schema, &records, bounds).unwrap_or(last))
     }
 
-    /// A managed-stream frame: recorded as the last frame, then published like any publication
-    /// (with history when the channel keeps it), schema only when it changed.
+    /// A managed-stream frame: published like any publication (with history when the
+    /// channel keeps it), schema only when it changed, and then recorded as the last frame.
+    /// Only a frame that went out becomes the last one: a failed one must not make the next
+    /// push data only for subscribers that never had its schema.
     fn push(
         &mut self,
         key: Arc<str>,
@@ -545,32 +559,36 @@ impl Sequencer {
             self.acknowledge(ack, 0);
             return;
         }
-        match self.frames.push(
-            &self.store,
-            &key,
-            frame,
-            self.clock.now_ms(),
-            max,
-            policy.is_some(),
-        ) {
-            Ok(Pushed::Publish(payload)) => {
-                let data = CompactJson::from_encoder(&payload);
-                if policy.is_some() {
-                    self.publish(key, policy, data, None, ack);
-                } else {
-                    // No history: the kept last frame is what must be durable before the ack.
+        let Some(payload) = self.frames.payload_for(&key, &frame, max) else {
+            warn!(max, "managed stream limit reached; refusing a new stream");
+            ack.complete(Err(ErrorCode::LimitExceeded));
+            return;
+        };
+        let data = CompactJson::from_encoder(&payload);
+        let now = self.clock.now_ms();
+        match policy {
+            Some(policy) => match self.append(&key, policy, &data, None) {
+                Ok(offset) => {
+                    // The record holds the frame if this write fails (see `LastFrames`).
+                    if let Err(e) = self.frames.keep(&self.store, &key, frame, now, true) {
+                        self.fail(&e);
+                    }
+                    self.announce(&key, offset, data, None);
+                    self.acknowledge(ack, offset);
+                }
+                Err(code) => ack.complete(Err(code)),
+            },
+            // No history: the kept last frame is what must be durable before the ack.
+            None => match self.frames.keep(&self.store, &key, frame, now, false) {
+                Ok(()) => {
                     self.broadcast(&key, &data, None, 0);
                     self.acknowledge(ack, 0);
                 }
-            }
-            Ok(Pushed::Full) => {
-                warn!(max, "managed stream limit reached; refusing a new stream");
-                ack.complete(Err(ErrorCode::LimitExceeded));
-            }
-            Err(e) => {
-                self.fail(&e);
-                ack.complete(Err(ErrorCode::Internal));
-            }
+                Err(e) => {
+                    self.fail(&e);
+                    ack.complete(Err(ErrorCode::Internal));
+                }
+            },
         }
     }
 
@@ -590,22 +608,34 @@ impl Sequencer {
         };
         match self.append(&key, policy, &data, info.as_deref()) {
             Ok(offset) => {
-                let p = Arc::new(Sequenced {
-                    offset,
-                    data,
-                    info,
-                    at: Instant::now(),
-                });
-                self.hub.with(&key, |ch| {
-                    if let Some(head) = ch.head_mut() {
-                        head.record(p.clone());
-                    }
-                    ch.broadcast(|name| p.push(name));
-                });
+                self.announce(&key, offset, data, info);
                 self.acknowledge(ack, offset);
             }
             Err(code) => ack.complete(Err(code)),
         }
+    }
+
+    /// Keeps a stored publication in the channel's head (if memory holds one) and broadcasts
+    /// it.
+    fn announce(
+        &self,
+        key: &Arc<str>,
+        offset: u64,
+        data: CompactJson<'static>,
+        info: Option<Arc<ClientInfo>>,
+    ) {
+        let p = Arc::new(Sequenced {
+            offset,
+            data,
+            info,
+            at: Instant::now(),
+        });
+        self.hub.with(key, |ch| {
+            if let Some(head) = ch.head_mut() {
+                head.record(p.clone());
+            }
+            ch.broadcast(|name| p.push(name));
+        });
     }
 
     /// Keeps a managed-stream frame the broker published from memory as the stream's last
