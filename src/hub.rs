@@ -170,6 +170,11 @@ impl Locked<'_> {
             return false;
         }
         let info = announce.then(|| sub.info.clone());
+        // Room for one first: most channels on a device have one subscriber (a Vec's first
+        // push makes room for four).
+        self.entry
+            .subs
+            .reserve_exact(usize::from(self.entry.subs.is_empty()));
         self.entry.subs.push(sub);
         then();
         if let Some(info) = info {

@@ -142,6 +142,14 @@ impl Outbox {
         }
     }
 
+    /// Frees the queue's allocation if nothing is queued (an idle connection keeps none).
+    pub fn release(&self) {
+        let mut st = self.lock();
+        if st.queue.is_empty() {
+            st.queue = VecDeque::new();
+        }
+    }
+
     pub fn queued_bytes(&self) -> usize {
         self.lock().bytes
     }
@@ -176,6 +184,20 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn release_frees_only_an_empty_queue() {
+        let o = Outbox::new(1000);
+        let mut mine = VecDeque::new();
+        o.push(Bytes::from_static(b"a")).unwrap();
+        o.drain(&mut mine);
+        o.push(Bytes::from_static(b"b")).unwrap();
+        o.release();
+        assert_eq!(o.lock().queue.len(), 1, "a queued message stays");
+        o.drain(&mut mine);
+        o.release();
+        assert_eq!(o.lock().queue.capacity(), 0);
+    }
 
     #[test]
     fn overflow_marks_slow_and_drops_the_queue() {
