@@ -197,7 +197,10 @@ mod tests {
         assert_eq!(o.lock().queue.len(), 1, "a queued message stays");
         o.drain(&mut mine);
         mine.clear();
-        assert!(o.lock().queue.capacity() > 0, "the writer's emptied queue came back");
+        assert!(
+            o.lock().queue.capacity() > 0,
+            "the writer's emptied queue came back"
+        );
         o.release();
         assert_eq!(o.lock().queue.capacity(), 0);
     }
