@@ -119,6 +119,7 @@ impl Broker {
                     true => None,
                 };
                 if let Some(p) = here {
+                    let frame = Arc::new(frame);
                     // Queued under the lock, before the broadcast: the storage thread sees each
                     // channel's writes in the order they were sequenced, and nothing goes out
                     // that cannot be stored.

@@ -52,7 +52,7 @@ struct Entry {
     in_flight: u32,
     /// A managed stream's last frame, as the storage thread last settled it and pushes
     /// sequenced here since: what decides schema-once publishing and answers a subscribe.
-    last_frame: Option<Box<FrameJson>>,
+    last_frame: Option<Arc<FrameJson>>,
 }
 
 impl Entry {
@@ -147,8 +147,8 @@ impl Locked<'_> {
     }
 
     /// Sets (or, with `None`, forgets) a managed stream's last frame.
-    pub fn set_last_frame(&mut self, frame: Option<FrameJson>) {
-        self.entry.last_frame = frame.map(Box::new);
+    pub fn set_last_frame(&mut self, frame: Option<Arc<FrameJson>>) {
+        self.entry.last_frame = frame;
     }
 
     pub fn num_subscribers(&self) -> usize {

@@ -11,6 +11,7 @@
 //! crash `restore` takes them back from each channel's newest record, and retention writes a
 //! frame before it would expire the record that holds its data.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -61,7 +62,8 @@ impl Rate {
 }
 
 struct Stream {
-    frame: FrameJson,
+    /// Shared with the hub's copy and the write that carried it (no copy per push).
+    frame: Arc<FrameJson>,
     last_ms: u64,
     rate: Rate,
     /// The frames tree holds an older data than `frame`'s (the newer is in history).
@@ -113,10 +115,10 @@ impl LastFrames {
             self.streams.insert(
                 Arc::from(name),
                 Stream {
-                    frame: FrameJson {
+                    frame: Arc::new(FrameJson {
                         schema: f.schema,
                         data: f.data,
-                    },
+                    }),
                     last_ms: f.time_ms,
                     rate: Rate::default(),
                     dirty: false,
@@ -154,7 +156,7 @@ impl LastFrames {
         &mut self,
         store: &Store,
         key: &Arc<str>,
-        frame: FrameJson,
+        frame: Arc<FrameJson>,
         now_ms: u64,
         in_history: bool,
     ) -> Result<(), StoreError> {
@@ -166,24 +168,27 @@ impl LastFrames {
         if !dirty {
             store.set_frame(key, &frame.schema, &frame.data, now_ms)?;
         }
-        let s = self.streams.entry(key.clone()).or_insert_with(|| Stream {
-            frame: FrameJson {
-                schema: String::new(),
-                data: String::new(),
-            },
-            last_ms: now_ms,
-            rate: Rate::default(),
-            dirty: false,
-        });
-        s.frame = frame;
-        s.last_ms = now_ms;
+        let s = match self.streams.entry(key.clone()) {
+            Entry::Occupied(e) => {
+                let s = e.into_mut();
+                s.frame = frame;
+                s.last_ms = now_ms;
+                s
+            }
+            Entry::Vacant(e) => e.insert(Stream {
+                frame,
+                last_ms: now_ms,
+                rate: Rate::default(),
+                dirty: false,
+            }),
+        };
         s.rate.hit(now_ms / 1000);
         s.dirty = dirty;
         Ok(())
     }
 
     /// A stream's last frame.
-    pub fn frame_of(&self, key: &str) -> Option<&FrameJson> {
+    pub fn frame_of(&self, key: &str) -> Option<&Arc<FrameJson>> {
         self.streams.get(key).map(|s| &s.frame)
     }
 
@@ -231,10 +236,11 @@ impl LastFrames {
             tracing::warn!(channel = %key, "a managed stream's newest record is not a frame; its stored frame stays");
             return;
         };
+        let frame = Arc::make_mut(&mut s.frame);
         if let Some(schema) = p.schema {
-            s.frame.schema = schema.get().to_owned();
+            frame.schema = schema.get().to_owned();
         }
-        s.frame.data = p.data.get().to_owned();
+        frame.data = p.data.get().to_owned();
         s.last_ms = time_ms;
         s.dirty = true;
     }
@@ -336,7 +342,8 @@ mod tests {
         (now_ms, max, in_history): (u64, usize, bool),
     ) -> Option<String> {
         let payload = s.payload_for(key, &frame, max)?;
-        s.keep(store, key, frame, now_ms, in_history).unwrap();
+        s.keep(store, key, Arc::new(frame), now_ms, in_history)
+            .unwrap();
         Some(payload)
     }
 

@@ -131,7 +131,7 @@ pub enum Request {
     /// the stream's last frame, the publication stored at its offset, then acknowledged.
     PushSequenced {
         key: Arc<str>,
-        frame: FrameJson,
+        frame: Arc<FrameJson>,
         publication: Option<Arc<Sequenced>>,
         ack: Ack,
     },

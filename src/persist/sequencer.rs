@@ -570,7 +570,10 @@ impl Sequencer {
             Some(policy) => match self.append(&key, policy, &data, None) {
                 Ok(offset) => {
                     // The record holds the frame if this write fails (see `LastFrames`).
-                    if let Err(e) = self.frames.keep(&self.store, &key, frame, now, true) {
+                    let kept = self
+                        .frames
+                        .keep(&self.store, &key, Arc::new(frame), now, true);
+                    if let Err(e) = kept {
                         self.fail(&e);
                     }
                     self.announce(&key, offset, data, None);
@@ -579,7 +582,10 @@ impl Sequencer {
                 Err(code) => ack.complete(Err(code)),
             },
             // No history: the kept last frame is what must be durable before the ack.
-            None => match self.frames.keep(&self.store, &key, frame, now, false) {
+            None => match self
+                .frames
+                .keep(&self.store, &key, Arc::new(frame), now, false)
+            {
                 Ok(()) => {
                     self.broadcast(&key, &data, None, 0);
                     self.acknowledge(ack, 0);
@@ -644,7 +650,7 @@ impl Sequencer {
     fn push_sequenced(
         &mut self,
         key: &Arc<str>,
-        frame: crate::frame::FrameJson,
+        frame: Arc<crate::frame::FrameJson>,
         publication: Option<Arc<Sequenced>>,
         ack: Ack,
     ) {
