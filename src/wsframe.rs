@@ -60,16 +60,6 @@ pub enum WireError {
     TooLarge(u64),
 }
 
-impl WireError {
-    /// The close code the connection ends with.
-    pub fn close_code(&self) -> u16 {
-        match self {
-            WireError::TooLarge(_) => 1009,
-            _ => 1002,
-        }
-    }
-}
-
 /// A frame decoded in the buffer: its payload stays readable through `Decoder::payload` until
 /// the buffer is next prepared for a read.
 #[derive(Debug, Clone)]
@@ -204,7 +194,8 @@ impl Decoder {
     }
 
     /// Bytes read and not decoded yet.
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         self.buf.len() - self.start
     }
 }

@@ -149,7 +149,6 @@ async fn read_loop(
                 return false;
             }
         };
-        last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let message = match incoming {
             Incoming::Ping(payload) => {
                 let _ = tx.send(Out::Pong(payload.to_vec())).await;

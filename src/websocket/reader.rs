@@ -10,7 +10,7 @@ use std::io::ErrorKind;
 use tokio::net::tcp::ReadHalf;
 
 use crate::protocol::Disconnect;
-use crate::wsframe::{Decoder, OpCode};
+use crate::wsframe::{Decoder, OpCode, WireError};
 
 /// What the client sent.
 #[derive(Debug)]
@@ -75,8 +75,8 @@ impl MessageReader {
                     continue;
                 }
                 Err(e) => {
-                    return Err(ReadEnd::Broken(match e.close_code() {
-                        1009 => Disconnect::MESSAGE_TOO_BIG,
+                    return Err(ReadEnd::Broken(match e {
+                        WireError::TooLarge(_) => Disconnect::MESSAGE_TOO_BIG,
                         _ => Disconnect::PROTOCOL_ERROR,
                     }))
                 }
