@@ -23,8 +23,12 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-pub use reader::{close_reply, Incoming, MessageReader, ReadEnd};
-pub use writer::{write_close, write_coalesced, write_frame};
+// What the push endpoint's WebSocket uses too.
+pub use reader::{Incoming, MessageReader, ReadEnd};
+pub use writer::{write_close, write_frame};
+
+use reader::close_reply;
+use writer::write_coalesced;
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
