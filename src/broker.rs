@@ -21,6 +21,11 @@
 //!
 //! Either way one order holds per channel: queue order at the storage thread follows the shard
 //! lock, so a read there sees every write sequenced before it.
+//!
+//! With the Redis engine (`ha.rs`, `[live] ha_engine = "redis"`) every channel but a stream
+//! handler's goes through Redis instead: publications, pushes, subscribes, history and presence;
+//! the hub only fans out what arrives from Redis's pub/sub. A stream handler's channel stays
+//! local: its producer runs on the node its subscribers are connected to.
 
 use arc_swap::ArcSwap;
 use std::sync::atomic::Ordering;
@@ -31,12 +36,14 @@ use bytes::Bytes;
 
 use crate::channel_kind::{ChannelKind, ChannelKinds, HistoryPolicy};
 use crate::frame::FrameJson;
+use crate::ha::Engine;
 use crate::head::{Head, Position, Recovery, Sequenced};
 use crate::hub::{ClientId, Hub, Locked, Subscriber};
 use crate::json::CompactJson;
 use crate::outbox::Outbox;
 use crate::persist::{info_json, Ack, Busy, Persist, Request};
 use crate::protocol::reply::{self, ClientInfo, Publication, StoredPublication, SubscribeAnswer};
+use crate::protocol::ErrorCode;
 
 /// Cheap-clone handle (one pointer per connection that holds it).
 #[derive(Clone)]
@@ -56,6 +63,8 @@ struct Inner {
     /// `[push.backfill]` is on: a managed stream with history answers a subscribe with rows
     /// read from disk, so its subscribes go to the storage thread.
     backfill: bool,
+    /// The Redis engine, when on.
+    engine: Option<Engine>,
 }
 
 /// How a subscribe went.
@@ -83,8 +92,26 @@ impl Broker {
                 kinds: ArcSwap::from_pointee(kinds),
                 max_read,
                 backfill,
+                engine: None,
             }),
         }
+    }
+
+    /// Puts channels on the Redis engine (before the broker is cloned).
+    pub fn with_engine(mut self, engine: Engine) -> Broker {
+        Arc::get_mut(&mut self.inner)
+            .expect("the engine is given before the broker is shared")
+            .engine = Some(engine);
+        self
+    }
+
+    pub fn engine(&self) -> Option<&Engine> {
+        self.inner.engine.as_ref()
+    }
+
+    /// The engine, for a channel it carries (every channel but a stream handler's).
+    fn engine_for(&self, kind: &ChannelKind) -> Option<&Engine> {
+        self.inner.engine.as_ref().filter(|_| !kind.handler)
     }
 
     /// Reloaded history rules and handler namespaces.
@@ -109,6 +136,9 @@ impl Broker {
         mut ack: impl FnMut() -> Ack,
     ) -> Result<(), Busy> {
         let kinds = self.inner.kinds.load();
+        if let Some(engine) = &self.inner.engine {
+            return engine.push(frames, |key| kinds.history_for(key), ack);
+        }
         let mut places = self.inner.persist.reserve(frames.len())?;
         for (key, frame) in frames {
             let policy = kinds.history_for(&key);
@@ -193,6 +223,9 @@ impl Broker {
         info: Option<Arc<ClientInfo>>,
         ack: Ack,
     ) -> Result<(), Busy> {
+        if let Some(engine) = self.engine_for(kind) {
+            return engine.publish(key, kind.history, &data, info.as_deref(), ack);
+        }
         if !kind.is_sequenced() {
             self.inner.hub.broadcast(key, |name| {
                 reply::publication(
@@ -260,6 +293,17 @@ impl Broker {
         initial: Option<String>,
     ) -> Result<Joined, Busy> {
         let initial = initial.and_then(|s| CompactJson::from_string(s).ok());
+        if let Some(engine) = self.engine_for(&kind) {
+            let req = crate::ha::SubscribeRequest {
+                key: key.clone(),
+                kind,
+                sub,
+                answer,
+                recover,
+                initial,
+            };
+            return engine.subscribe(req).map(|()| Joined::Queued);
+        }
         let joined = self.inner.hub.with(key, |ch| {
             let ready = if !kind.is_sequenced() {
                 Some(answer.result(&reply::SubscribeResult {
@@ -318,6 +362,9 @@ impl Broker {
         info: &Arc<ClientInfo>,
         joined: Joined,
     ) {
+        if let Some(engine) = self.engine_for(&kind) {
+            return engine.leave(key, kind, client, info);
+        }
         let was = self.inner.hub.leave(key, client, kind.join_leave);
         let presence_written = match joined {
             // Its subscribe may still be queued at the storage thread, which would add it:
@@ -367,6 +414,17 @@ impl Broker {
         since: Option<Position>,
         reverse: bool,
     ) -> Result<(), Busy> {
+        if let Some(engine) = self.engine_for(kind) {
+            return engine.history(crate::ha::HistoryRequest {
+                key: key.clone(),
+                policy: kind.history,
+                outbox,
+                id,
+                limit,
+                since,
+                reverse,
+            });
+        }
         self.inner.persist.submit(Request::History {
             key: key.clone(),
             policy: kind.history,
@@ -378,9 +436,20 @@ impl Broker {
         })
     }
 
-    /// Who is subscribed to a channel, from the hub's memory.
-    pub fn presence(&self, key: &str) -> Vec<Arc<ClientInfo>> {
-        self.inner.hub.presence(key)
+    /// Who is subscribed to a channel: from the hub's memory (at once), or with the Redis
+    /// engine every node's clients (once read). `Err` when too many reads are in flight.
+    pub fn presence(
+        &self,
+        key: &Arc<str>,
+        kind: &ChannelKind,
+        done: impl FnOnce(Result<Vec<ClientInfo>, ErrorCode>) + Send + 'static,
+    ) -> Result<(), Busy> {
+        if let Some(engine) = self.engine_for(kind) {
+            return engine.presence(key, done);
+        }
+        let here = self.inner.hub.presence(key);
+        done(Ok(here.iter().map(|i| (**i).clone()).collect()));
+        Ok(())
     }
 
     /// A managed stream's subscribe reply from memory: its last frame as the data, and with

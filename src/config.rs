@@ -299,11 +299,22 @@ pub struct LiveConfig {
     pub allowed_origins: Origins,
     /// Largest incoming WebSocket message in bytes; -1 = the hard cap of 64 MiB.
     pub message_size_limit: i64,
-    /// Grafana's HA engine; only "" (none) is supported on a single device.
+    /// Grafana's HA engine: "" (this node alone, sled) or "redis" (channels, history and
+    /// presence shared with every node on one Redis).
     pub ha_engine: String,
+    /// `host:port`, `redis://[user:pass@]host:port/db` or `rediss://…`.
     pub ha_engine_address: String,
     pub ha_engine_password: String,
+    /// A file holding the password (relative: `$CREDENTIALS_DIRECTORY`), instead of the key.
+    pub ha_engine_password_file: String,
+    /// PEM CA certificate(s) trusted for `rediss://` (else the system's roots).
+    pub ha_engine_ca_file: String,
+    /// Keys are under `<ha_prefix>.gf_live` (`gf_live` when empty), as Grafana's.
     pub ha_prefix: String,
+    /// A presence entry in Redis outlives its node's last refresh by this (Centrifuge's
+    /// `PresenceTTL`); nodes refresh theirs at 25/60 of it.
+    #[serde(with = "crate::duration")]
+    pub ha_presence_ttl: Duration,
     /// The org id a Grafana front end prefixes to channel names (`1/stream/...`).
     pub org_id: i64,
     /// Bytes queued for one client before it is disconnected as slow (3008).
@@ -338,7 +349,10 @@ impl Default for LiveConfig {
             ha_engine: String::new(),
             ha_engine_address: "127.0.0.1:6379".into(),
             ha_engine_password: String::new(),
+            ha_engine_password_file: String::new(),
+            ha_engine_ca_file: String::new(),
             ha_prefix: String::new(),
+            ha_presence_ttl: Duration::from_secs(60),
             org_id: 1,
             client_queue_max_size: 1 << 20,
             client_channel_limit: 128,
@@ -507,11 +521,34 @@ impl Config {
                 self.live.message_size_limit
             ));
         }
-        if !self.live.ha_engine.is_empty() {
-            problems.push(format!(
-                "[live] ha_engine = {:?} is not supported: edgelive runs on one device; leave it empty",
-                self.live.ha_engine
-            ));
+        match self.live.ha_engine.as_str() {
+            "" => {}
+            "redis" => {
+                let live = &self.live;
+                match crate::ha::settings::Address::parse(&live.ha_engine_address) {
+                    Ok(a) if !a.tls && !live.ha_engine_ca_file.is_empty() => problems.push(
+                        "[live] ha_engine_ca_file is for a rediss:// ha_engine_address".into(),
+                    ),
+                    Ok(_) => {}
+                    Err(e) => problems.push(format!("[live] ha_engine_address: {e}")),
+                }
+                if live.ha_presence_ttl < Duration::from_secs(2) {
+                    problems.push("[live] ha_presence_ttl must be at least 2s".into());
+                }
+                if !live.ha_engine_password.is_empty() && !live.ha_engine_password_file.is_empty() {
+                    problems.push(
+                        "[live] set ha_engine_password or ha_engine_password_file, not both".into(),
+                    );
+                }
+                if !live.ha_prefix.is_empty()
+                    && !live.ha_prefix.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    problems.push("[live] ha_prefix must be printable ASCII without spaces".into());
+                }
+            }
+            other => problems.push(format!(
+                "[live] ha_engine = {other:?}: only \"\" (this node alone) and \"redis\" are known"
+            )),
         }
         if self.live.org_id < 1 {
             problems.push(format!("[live] org_id = {} must be >= 1", self.live.org_id));
@@ -886,8 +923,16 @@ mod tests {
     fn grafana_special_values() {
         let e = Config::from_toml("t", "[live]\nmessage_size_limit = -2\n", env(&[])).unwrap_err();
         assert!(e.to_string().contains("message_size_limit"));
-        let e = Config::from_toml("t", "[live]\nha_engine = \"redis\"\n", env(&[])).unwrap_err();
+        let e = Config::from_toml("t", "[live]\nha_engine = \"etcd\"\n", env(&[])).unwrap_err();
         assert!(e.to_string().contains("ha_engine"));
+        let e = Config::from_toml(
+            "t",
+            "[live]\nha_engine = \"redis\"\nha_engine_address = \"redis.lan\"\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("ha_engine_address"), "{e}");
+        Config::from_toml("t", "[live]\nha_engine = \"redis\"\n", env(&[])).unwrap();
         let c = Config::from_toml("t", "[live]\nallowed_origins = \"*\"\n", env(&[])).unwrap();
         assert_eq!(c.live.allowed_origins.0, vec!["*"]);
     }

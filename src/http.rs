@@ -110,7 +110,11 @@ pub async fn handle(
 /// "required" (none, or refused) or "loopback-only", so the dashboard knows whether to ask
 /// for a token without provoking a 401.
 fn health(shared: &Shared, identified: bool, access: &str) -> Response<Body> {
-    match shared.persist.health.degraded() {
+    let problem = shared.persist.health.degraded().or_else(|| {
+        let engine = shared.broker.engine()?;
+        engine.problem()
+    });
+    match problem {
         None => json(
             StatusCode::OK,
             format!(r#"{{"status":"ok","access":"{access}"}}"#),

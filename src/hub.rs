@@ -53,6 +53,16 @@ struct Entry {
     /// A managed stream's last frame, as the storage thread last settled it and pushes
     /// sequenced here since: what decides schema-once publishing and answers a subscribe.
     last_frame: Option<Arc<FrameJson>>,
+    /// With the Redis engine, a history channel's position as delivered here from pub/sub:
+    /// what the next publication must follow (else its subscribers lost some).
+    remote: Option<Box<Remote>>,
+}
+
+/// A history channel's last delivered position (the Redis engine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub epoch: String,
+    pub offset: u64,
 }
 
 impl Entry {
@@ -153,6 +163,34 @@ impl Locked<'_> {
 
     pub fn num_subscribers(&self) -> usize {
         self.entry.subs.len()
+    }
+
+    pub fn remote(&self) -> Option<&Remote> {
+        self.entry.remote.as_deref()
+    }
+
+    pub fn set_remote(&mut self, remote: Option<Remote>) {
+        self.entry.remote = remote.map(Box::new);
+    }
+
+    /// Removes a client's subscription, returning it.
+    pub fn remove(&mut self, client: ClientId) -> Option<Subscriber> {
+        let i = self.entry.subs.iter().position(|s| s.client == client)?;
+        Some(self.entry.subs.swap_remove(i))
+    }
+
+    /// Ends the channel for every subscriber (see `Hub::end_channel`), returning them.
+    pub fn end_all(&mut self, encode: impl Fn(&str) -> Bytes) -> Vec<Subscriber> {
+        let subs = std::mem::take(&mut self.entry.subs);
+        for s in &subs {
+            s.outbox.refuse_subscription(self.key.clone());
+            let msg = match s.prefixed {
+                true => encode(&format!("{}{}", self.hub.org_prefix, self.key)),
+                false => encode(self.key),
+            };
+            let _ = s.outbox.push(msg);
+        }
+        subs
     }
 
     /// Sends one push to every subscriber (see `Hub::broadcast`).
@@ -307,28 +345,8 @@ impl Hub {
     /// it) and forgets the subscription, which its session drops before its next command.
     /// Returns how many there were.
     pub fn end_channel(&self, key: &str, encode: impl Fn(&str) -> Bytes) -> usize {
-        let subs = {
-            let mut shard = self.shard(key);
-            let Some(entry) = shard.channels.get_mut(key) else {
-                return 0;
-            };
-            let subs = std::mem::take(&mut entry.subs);
-            if entry.is_unused() {
-                shard.channels.remove(key);
-            }
-            subs
-        };
-        let key_arc: Arc<str> = Arc::from(key);
-        for s in &subs {
-            s.outbox.refuse_subscription(key_arc.clone());
-            let msg = if s.prefixed {
-                encode(&format!("{}{key}", self.org_prefix))
-            } else {
-                encode(key)
-            };
-            let _ = s.outbox.push(msg);
-        }
-        subs.len()
+        let key: Arc<str> = Arc::from(key);
+        self.with(&key, |ch| ch.end_all(encode).len())
     }
 
     /// Who is subscribed to `key` (presence is answered from here, with no disk and no thread

@@ -15,6 +15,7 @@ pub mod dashboards;
 pub mod duration;
 pub mod frame;
 pub mod glob;
+pub mod ha;
 pub mod head;
 pub mod http;
 pub mod hub;

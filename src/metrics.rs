@@ -57,6 +57,75 @@ pub fn render(shared: &Shared) -> String {
         "Bytes of recent publications the heads keep in memory for recovery.",
         hub.recent_bytes() as u64,
     );
+    if let Some(engine) = shared.broker.engine() {
+        let s = engine.stats();
+        metric(
+            "edgelive_redis_up",
+            "gauge",
+            "1 while the Redis engine's command and pub/sub connections are both up.",
+            u64::from(engine.problem().is_none()),
+        );
+        metric(
+            "edgelive_redis_reconnects_total",
+            "counter",
+            "Redis connections re-established after a loss (command connection).",
+            s.reconnects.get(),
+        );
+        metric(
+            "edgelive_redis_pubsub_reconnects_total",
+            "counter",
+            "Redis pub/sub connections re-established after a loss (every channel resubscribed).",
+            s.pubsub_reconnects.get(),
+        );
+        metric(
+            "edgelive_redis_pubsub_channels",
+            "gauge",
+            "Channels this node is subscribed to in Redis (those with local subscribers).",
+            s.channels().max(0) as u64,
+        );
+        metric(
+            "edgelive_redis_commands_in_flight",
+            "gauge",
+            "Commands sent to Redis and not answered yet.",
+            s.in_flight().max(0) as u64,
+        );
+        metric(
+            "edgelive_redis_refused_total",
+            "counter",
+            "Publications and pushes refused because Redis was down or its queue full.",
+            s.refused.get(),
+        );
+        metric(
+            "edgelive_redis_bad_messages_total",
+            "counter",
+            "Messages, entries and presence records from Redis that did not decode (dropped).",
+            s.bad_messages.get(),
+        );
+        metric(
+            "edgelive_redis_insufficient_state_total",
+            "counter",
+            "Subscriptions told to resubscribe (2500) because publications went by unseen.",
+            s.insufficient_state.get(),
+        );
+        metric(
+            "edgelive_redis_ping_microseconds",
+            "gauge",
+            "The last PING round trip to Redis (one a second).",
+            (s.ping.last_seconds() * 1e6) as u64,
+        );
+        metric(
+            "edgelive_redis_write_batches_total",
+            "counter",
+            "Write pipelines sent to Redis (publications, pushes, presence).",
+            s.writes.count(),
+        );
+        metric(
+            "edgelive_redis_write_microseconds_total",
+            "counter",
+            "Round-trip time of those pipelines, summed (divide by the batches for the mean).",
+            (s.writes.sum_seconds() * 1e6) as u64,
+        );
+    }
     let push = &shared.push_stats;
     metric(
         "edgelive_push_requests_total",

@@ -68,6 +68,9 @@ pub struct Settings {
     pub exec: Vec<crate::streams::exec::config::Spec>,
     /// `[[mqtt]]` bridges.
     pub mqtt: Vec<Arc<crate::mqtt::MqttSpec>>,
+    /// The Redis engine, when `[live] ha_engine = "redis"` (taken at start; a reload keeps
+    /// the engine the node started with).
+    pub ha: Option<crate::ha::settings::HaSettings>,
 }
 
 impl Settings {
@@ -99,6 +102,7 @@ impl Settings {
         let live = &config.live;
         let auth = Arc::new(Auth::from_config(&config.auth)?);
         let exec = exec_specs(&config.streams.exec)?;
+        let ha = ha_settings(config).map_err(|e| vec![e])?;
         let mqtt: Vec<Arc<crate::mqtt::MqttSpec>> = crate::mqtt::specs(&config.mqtt)?
             .into_iter()
             .map(Arc::new)
@@ -162,8 +166,49 @@ impl Settings {
             },
             exec,
             mqtt,
+            ha,
         })
     }
+}
+
+/// The Redis engine's settings; reads the password and CA files.
+fn ha_settings(config: &Config) -> Result<Option<crate::ha::settings::HaSettings>, String> {
+    use crate::auth::config::read_secret_any;
+    let live = &config.live;
+    if live.ha_engine != "redis" {
+        return Ok(None);
+    }
+    let address = crate::ha::settings::Address::parse(&live.ha_engine_address)
+        .map_err(|e| format!("[live] ha_engine_address: {e}"))?;
+    let password = match live.ha_engine_password_file.as_str() {
+        "" => Some(live.ha_engine_password.clone()),
+        f => Some(
+            read_secret_any(std::path::Path::new(f))
+                .map_err(|e| format!("[live] ha_engine_password_file: {e}"))?,
+        ),
+    };
+    let ca = match live.ha_engine_ca_file.as_str() {
+        "" => None,
+        f => Some(
+            read_secret_any(std::path::Path::new(f))
+                .map_err(|e| format!("[live] ha_engine_ca_file: {e}"))?
+                .into_bytes(),
+        ),
+    };
+    let client = crate::ha::settings::client(&address, password, ca)
+        .map_err(|e| format!("[live] ha_engine_address: {e}"))?;
+    Ok(Some(crate::ha::settings::HaSettings {
+        client,
+        address: address.shown,
+        keys: crate::ha::keys::Keys::new(&live.ha_prefix, live.org_id),
+        presence_ttl: live.ha_presence_ttl,
+        presence_refresh: (live.ha_presence_ttl * 25 / 60).max(Duration::from_secs(1)),
+        meta_ttl: Duration::from_secs(7 * 24 * 3600),
+        frame_ttl: Duration::from_secs(7 * 24 * 3600),
+        max_queued: 16384,
+        max_reads: 1024,
+        timeout: Duration::from_secs(3),
+    }))
 }
 
 /// The exec handlers, each program found (a typo shows at start, not as restarts).

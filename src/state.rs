@@ -120,13 +120,23 @@ impl Shared {
         persist: Persist,
         shutdown: CancellationToken,
     ) -> Arc<Shared> {
-        let broker = Broker::new(
+        let mut broker = Broker::new(
             hub.clone(),
             persist.clone(),
             settings.kinds.clone(),
             settings.max_read,
             settings.backfill.rows > 0,
         );
+        if let Some(ha) = &settings.ha {
+            let engine = crate::ha::Engine::start(
+                ha.clone(),
+                hub.clone(),
+                settings.max_read,
+                settings.backfill.clone(),
+                shutdown.clone(),
+            );
+            broker = broker.with_engine(engine);
+        }
         let streams = Streams::new(
             broker.clone(),
             settings.stream_timings,

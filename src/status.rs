@@ -60,6 +60,20 @@ pub async fn status(shared: Arc<Shared>) -> Response<Body> {
         "publications_total": publications,
         "publications_per_second": publication_rate(&shared.publication_rate, publications),
         "deliveries_total": stats.deliveries.load(Ordering::Relaxed),
+        "ha_engine": shared.broker.engine().map(|e| {
+            let s = e.stats();
+            let problem = e.problem();
+            json!({
+                "engine": "redis",
+                "address": e.address(),
+                "healthy": problem.is_none(),
+                "problem": problem,
+                "pubsub_channels": s.channels(),
+                "commands_in_flight": s.in_flight(),
+                "reconnects": s.reconnects.get() + s.pubsub_reconnects.get(),
+                "ping_seconds": s.ping.last_seconds(),
+            })
+        }),
         "mqtt": shared.mqtt.iter().map(|b| json!({
             "bridge": b.name,
             "connected": b.connected.load(Ordering::Relaxed),

@@ -24,6 +24,10 @@ const FLOORS: &[&[&str]] = &[
         "json",
         "allocator",
         "watchdog",
+        "ha::keys",
+        "ha::message",
+        "ha::proto",
+        "ha::stats",
     ],
     // Policy.
     &[
@@ -39,10 +43,12 @@ const FLOORS: &[&[&str]] = &[
         "mqtt::payload",
         "mqtt::topic",
         "mqtt::stats",
+        "ha::settings",
     ],
     &["config", "hub"],
     &["mqtt", "settings"],
     &["persist"],
+    &["ha"],
     &["broker"],
     &["streams"],
     &["session"],

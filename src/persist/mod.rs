@@ -13,7 +13,7 @@
 //! recovered and live publications are gap-free and duplicate-free and the reply comes first.
 //! Settling it gives the channel its head, so what follows is sequenced in memory again.
 
-mod backfill;
+pub mod backfill;
 mod flusher;
 mod frames;
 mod sequencer;

@@ -366,25 +366,35 @@ impl Session {
         if !kind.presence {
             return Err(ErrorCode::NotAvailable.into());
         }
-        // From memory: the hub knows every subscriber's ClientInfo.
-        let present = self.broker.presence(channel.key());
-        let msg = if stats {
-            let users: std::collections::HashSet<&str> =
-                present.iter().map(|i| i.user.as_str()).collect();
-            let r = reply::PresenceStatsResult {
-                num_clients: present.len() as u32,
-                num_users: users.len() as u32,
-            };
-            reply::reply(id, "presence_stats", &r)
-        } else {
-            let list: Vec<(String, CompactJson<'static>)> = present
-                .iter()
-                .map(|i| (i.client.clone(), CompactJson::of(&**i)))
-                .collect();
-            reply::reply(id, "presence", &reply::PresenceResult(&list))
-        };
-        self.send(msg);
-        Ok(())
+        // From the hub's memory, or with the Redis engine every node's clients.
+        let outbox = self.outbox.clone();
+        self.broker
+            .presence(channel.key(), &kind, move |present| {
+                let present = match present {
+                    Ok(p) => p,
+                    Err(code) => {
+                        let _ = outbox.push(reply::error(id, code, None));
+                        return;
+                    }
+                };
+                let msg = if stats {
+                    let users: std::collections::HashSet<&str> =
+                        present.iter().map(|i| i.user.as_str()).collect();
+                    let r = reply::PresenceStatsResult {
+                        num_clients: present.len() as u32,
+                        num_users: users.len() as u32,
+                    };
+                    reply::reply(id, "presence_stats", &r)
+                } else {
+                    let list: Vec<(String, CompactJson<'static>)> = present
+                        .iter()
+                        .map(|i| (i.client.clone(), CompactJson::of(i)))
+                        .collect();
+                    reply::reply(id, "presence", &reply::PresenceResult(&list))
+                };
+                let _ = outbox.push(msg);
+            })
+            .map_err(|_| ErrorCode::TooManyRequests.into())
     }
 
     fn history(&mut self, id: u32, req: HistoryRequest<'_>) -> Result<(), Refused> {

@@ -1,0 +1,353 @@
+//! The Redis engine (`[live] ha_engine = "redis"`): channels, history, presence and managed
+//! streams' last frames shared by every node on one Redis, in Centrifuge's key layout so that
+//! edgelive nodes and Centrifuge-based ones (Grafana with `ha_engine = redis`) meet there.
+//!
+//! The broker hands this engine everything stateful when it is on; the hub still does the
+//! local fan-out. A publication goes to Redis first and reaches local subscribers the way it
+//! reaches every other node's, from pub/sub, so all nodes see one order per channel.
+//!
+//! - `writer.rs`: the ordered, bounded write queue (publications, pushes, presence);
+//! - `pubsub.rs`: the channels subscribed in Redis and what arrives on them;
+//! - `join.rs`: subscribes (positioned, recovered, with a managed stream's frame), history;
+//! - `presence.rs`: this node's presence entries and their refresh;
+//! - `link.rs`: the command connection, kept up.
+//!
+//! Not taken part in: Centrifuge's control channel (`P.control`, `P.node.<id>`: node info,
+//! surveys, remote disconnects). Centrifuge-based nodes therefore do not count our nodes or
+//! clients in their node lists and `/api/live/list`-style surveys, and their disconnect or
+//! unsubscribe commands do not reach our clients.
+
+mod join;
+pub mod keys;
+mod link;
+pub mod message;
+mod presence;
+pub mod proto;
+mod pubsub;
+mod scripts;
+pub mod settings;
+pub mod stats;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use prost::Message as _;
+use rand::Rng;
+use redis::aio::ConnectionLike;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::channel_kind::{ChannelKind, HistoryPolicy};
+use crate::config::BackfillConfig;
+use crate::frame::FrameJson;
+use crate::hub::{ClientId, Hub, Subscriber};
+use crate::json::CompactJson;
+use crate::persist::{Ack, Busy};
+use crate::protocol::reply::ClientInfo;
+use crate::protocol::ErrorCode;
+
+pub use join::SubscribeRequest;
+pub use settings::HaSettings;
+pub use stats::HaStats;
+use writer::{Job, Writer};
+
+/// The scripts, loaded on every new connection and run by their hash.
+struct Scripts {
+    publish_history: redis::Script,
+    push_frame: redis::Script,
+    history_read: redis::Script,
+    presence_add: redis::Script,
+    presence_remove: redis::Script,
+    presence_get: redis::Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            publish_history: scripts::publish_history(),
+            push_frame: scripts::push_frame(),
+            history_read: scripts::history_read(),
+            presence_add: scripts::presence_add(),
+            presence_remove: scripts::presence_remove(),
+            presence_get: scripts::presence_get(),
+        }
+    }
+
+    fn all(&self) -> Vec<redis::Script> {
+        vec![
+            self.publish_history.clone(),
+            self.push_frame.clone(),
+            self.history_read.clone(),
+            self.presence_add.clone(),
+            self.presence_remove.clone(),
+            self.presence_get.clone(),
+        ]
+    }
+}
+
+/// What the engine's tasks share.
+struct Ctx {
+    settings: HaSettings,
+    hub: Arc<Hub>,
+    link: Arc<link::Link>,
+    writer: Writer,
+    subs: pubsub::Subscriptions,
+    presence: presence::Entries,
+    scripts: Scripts,
+    stats: Arc<HaStats>,
+    /// Subscribes under way, by channel and connection; `true` once the connection left
+    /// before it was joined (the subscribe then undoes itself).
+    pending: Mutex<HashMap<(Arc<str>, ClientId), bool>>,
+    /// Bounds reads in flight (subscribes, history, presence).
+    reads: Arc<Semaphore>,
+    /// Most publications one recovery or history read returns.
+    max_read: usize,
+    backfill: BackfillConfig,
+}
+
+impl Ctx {
+    /// One command on the command connection (refused at once while Redis is down).
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        let Some(mut conn) = self.link.current() else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "Redis is unavailable",
+            )));
+        };
+        self.stats
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let r = conn.req_packed_command(cmd).await;
+        self.stats
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let v = r
+            .and_then(|v| v.extract_error())
+            .inspect_err(|e| self.link.failed(e))?;
+        redis::from_owned_redis_value(v)
+    }
+
+    /// A history's epoch and top offset.
+    async fn top(&self, key: &str) -> redis::RedisResult<(String, u64)> {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.settings.keys.stream_meta(key))
+            .arg("e")
+            .arg("s");
+        let (e, s): (Option<String>, Option<u64>) = self.query(&cmd).await?;
+        Ok((e.unwrap_or_default(), s.unwrap_or(0)))
+    }
+
+    /// Subscribers the hub no longer holds (ended by a gap): their Redis subscription and
+    /// presence go too. They resubscribe, which adds both again.
+    fn forget(&self, key: &Arc<str>, gone: &[Subscriber]) {
+        for s in gone {
+            self.subs.release(key);
+            self.presence.remove(self, key, &s.info.client);
+        }
+    }
+}
+
+/// Cheap-clone handle.
+#[derive(Clone)]
+pub struct Engine {
+    ctx: Arc<Ctx>,
+}
+
+impl Engine {
+    /// Starts the engine's tasks on the current runtime; they stop with `stop`.
+    pub fn start(
+        settings: HaSettings,
+        hub: Arc<Hub>,
+        max_read: usize,
+        backfill: BackfillConfig,
+        stop: CancellationToken,
+    ) -> Engine {
+        let stats = Arc::new(HaStats::default());
+        let scripts = Scripts::new();
+        let link = Arc::new(link::Link::new(
+            settings.client.clone(),
+            settings.address.clone(),
+            settings.timeout,
+            scripts.all(),
+            stats.clone(),
+        ));
+        let (writer, jobs) = Writer::new(settings.max_queued);
+        let (subs, ops) = pubsub::Subscriptions::new();
+        let reads = Arc::new(Semaphore::new(settings.max_reads.max(1)));
+        let ctx = Arc::new(Ctx {
+            settings,
+            hub,
+            link: link.clone(),
+            writer,
+            subs,
+            presence: presence::Entries::default(),
+            scripts,
+            stats,
+            pending: Mutex::default(),
+            reads,
+            max_read,
+            backfill,
+        });
+        tokio::spawn(link.supervise(stop.clone()));
+        tokio::spawn(writer::run(ctx.clone(), jobs));
+        tokio::spawn(pubsub::run(ctx.clone(), ops, stop.clone()));
+        tokio::spawn(presence::refresh(ctx.clone(), stop));
+        Engine { ctx }
+    }
+
+    /// Why the engine cannot serve stateful work now, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(p) = self.ctx.link.problem() {
+            return Some(p);
+        }
+        (!self.ctx.subs.is_up()).then(|| "Redis pub/sub is not connected".to_owned())
+    }
+
+    pub fn address(&self) -> &str {
+        &self.ctx.settings.address
+    }
+
+    pub fn stats(&self) -> &HaStats {
+        &self.ctx.stats
+    }
+
+    /// A publication to every node's subscribers (with history, under Redis's next offset);
+    /// `ack` completes once Redis has it, with 100 at once while Redis is down. `Err` when the
+    /// queue toward Redis is full: nothing happened.
+    pub fn publish(
+        &self,
+        key: &Arc<str>,
+        history: Option<HistoryPolicy>,
+        data: &CompactJson<'_>,
+        info: Option<&ClientInfo>,
+        ack: Ack,
+    ) -> Result<(), Busy> {
+        if !self.ctx.link.is_up() {
+            self.ctx.stats.refused.inc();
+            ack.complete(Err(ErrorCode::Internal));
+            return Ok(());
+        }
+        let payload = publication(data.get(), info).encode_to_vec();
+        let job = Job::Publish {
+            key: key.clone(),
+            payload,
+            history,
+            ack,
+        };
+        self.ctx.writer.send(job).map_err(|_| {
+            self.ctx.stats.refused.inc();
+            Busy
+        })
+    }
+
+    /// A push body's frames, all queued or none (`Err`: the queue cannot take them all).
+    pub fn push(
+        &self,
+        frames: Vec<(Arc<str>, FrameJson)>,
+        history: impl Fn(&str) -> Option<HistoryPolicy>,
+        mut ack: impl FnMut() -> Ack,
+    ) -> Result<(), Busy> {
+        if !self.ctx.link.is_up() {
+            self.ctx.stats.refused.add(frames.len() as u64);
+            for _ in &frames {
+                ack().complete(Err(ErrorCode::Internal));
+            }
+            return Ok(());
+        }
+        let mut jobs = Vec::with_capacity(frames.len());
+        for (key, frame) in frames {
+            let time_ms = unix_ms();
+            let mut full = publication(&frame.full(), None);
+            full.time = time_ms;
+            let mut data_only = publication(&frame.data_only(), None);
+            data_only.time = time_ms;
+            jobs.push(Job::Push {
+                history: history(&key),
+                key,
+                schema: frame.schema_only(),
+                frame: frame.full(),
+                full: full.encode_to_vec(),
+                data_only: data_only.encode_to_vec(),
+                ack: ack(),
+            });
+        }
+        self.ctx.writer.send_all(jobs).map_err(|_| {
+            self.ctx.stats.refused.inc();
+            Busy
+        })
+    }
+
+    /// Subscribes through Redis: answered (and joined to the hub) once Redis confirmed the
+    /// channel's subscription and the position was read. `Err` when too many reads are in
+    /// flight: nothing happened.
+    pub fn subscribe(&self, req: SubscribeRequest) -> Result<(), Busy> {
+        join::subscribe(&self.ctx, req)
+    }
+
+    /// Leaves a channel on this node (see `Broker::leave`).
+    pub fn leave(&self, key: &Arc<str>, kind: ChannelKind, client: ClientId, info: &ClientInfo) {
+        join::leave(&self.ctx, key, kind, client, info)
+    }
+
+    /// The history command, answered into `outbox` once read.
+    pub fn history(&self, req: join::HistoryRequest) -> Result<(), Busy> {
+        join::history(&self.ctx, req)
+    }
+
+    /// Who is present, every node's clients; `done` gets the list or the error.
+    pub fn presence(
+        &self,
+        key: &Arc<str>,
+        done: impl FnOnce(Result<Vec<ClientInfo>, ErrorCode>) + Send + 'static,
+    ) -> Result<(), Busy> {
+        let permit = self
+            .ctx
+            .reads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Busy)?;
+        let (ctx, key) = (self.ctx.clone(), key.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let r = presence::read(&ctx, &key).await;
+            done(r.map_err(|_| ErrorCode::Internal));
+        });
+        Ok(())
+    }
+}
+
+pub use join::HistoryRequest;
+
+/// A publication's protobuf (offset and epoch travel beside it, in Redis's header and entry id).
+fn publication(data: &str, info: Option<&ClientInfo>) -> proto::Publication {
+    proto::Publication {
+        data: data.as_bytes().to_vec(),
+        info: info.map(proto::ClientInfo::of),
+        time: unix_ms(),
+        ..Default::default()
+    }
+}
+
+/// An epoch for a history that has none: 8 random letters, as Centrifuge makes them.
+fn new_epoch() -> String {
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| {
+            let i = rng.random_range(0..52u8);
+            char::from(if i < 26 { b'a' + i } else { b'A' + i - 26 })
+        })
+        .collect()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,122 @@
+//! Presence in Redis: this node's entries (one per local subscription of a presence channel),
+//! refreshed before their TTL so they live as long as the subscription, and gone within the
+//! TTL when the node dies. Reads drop expired entries first, as Centrifuge's do.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+
+use super::proto;
+use super::writer::Job;
+use super::Ctx;
+use crate::protocol::reply::ClientInfo;
+
+/// This node's presence entries: channel → client id → protobuf `ClientInfo`. Bounded by the
+/// subscriptions, which are bounded by the connection and channel limits.
+#[derive(Default)]
+pub struct Entries {
+    map: Mutex<ByChannel>,
+}
+
+/// Channel → client id → protobuf `ClientInfo`.
+type ByChannel = HashMap<Arc<str>, HashMap<String, Vec<u8>>>;
+
+impl Entries {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByChannel> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds the entry here and queues it for Redis.
+    pub fn add(&self, ctx: &Ctx, key: &Arc<str>, info: &ClientInfo) {
+        let bytes = proto::ClientInfo::of(info).encode_to_vec();
+        self.lock()
+            .entry(key.clone())
+            .or_default()
+            .insert(info.client.clone(), bytes.clone());
+        // A full queue leaves it to the next refresh.
+        let _ = ctx.writer.send(Job::PresenceAdd {
+            key: key.clone(),
+            client: info.client.clone(),
+            info: bytes,
+        });
+    }
+
+    pub fn remove(&self, ctx: &Ctx, key: &Arc<str>, client: &str) {
+        let mut map = self.lock();
+        if let Some(m) = map.get_mut(key) {
+            m.remove(client);
+            if m.is_empty() {
+                map.remove(key);
+            }
+        }
+        drop(map);
+        if ctx
+            .writer
+            .send(Job::PresenceRemove {
+                key: key.clone(),
+                client: client.to_owned(),
+            })
+            .is_err()
+        {
+            tracing::debug!(channel = %key, client, "redis engine: presence removal left to the TTL");
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(Arc<str>, String, Vec<u8>)> {
+        let map = self.lock();
+        map.iter()
+            .flat_map(|(k, m)| m.iter().map(|(c, i)| (k.clone(), c.clone(), i.clone())))
+            .collect()
+    }
+}
+
+/// Refreshes this node's entries every `presence_refresh`, until `stop`.
+pub async fn refresh(ctx: Arc<Ctx>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(ctx.settings.presence_refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !ctx.link.is_up() {
+            continue;
+        }
+        for (key, client, info) in ctx.presence.snapshot() {
+            if ctx
+                .writer
+                .send(Job::PresenceAdd { key, client, info })
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+}
+
+/// Everyone present on `key`, every node's clients.
+pub async fn read(ctx: &Ctx, key: &str) -> Result<Vec<ClientInfo>, redis::RedisError> {
+    let k = &ctx.settings.keys;
+    let mut cmd = super::writer::evalsha(
+        &ctx.scripts.presence_get,
+        &[k.presence_expire(key), k.presence_data(key)],
+    );
+    cmd.arg(super::unix_now());
+    let flat: Vec<Vec<u8>> = ctx.query(&cmd).await?;
+    let mut out = Vec::with_capacity(flat.len() / 2);
+    for pair in flat.chunks_exact(2) {
+        match proto::ClientInfo::decode(pair[1].as_slice())
+            .map_err(proto::DecodeError::from)
+            .and_then(proto::ClientInfo::into_reply)
+        {
+            Ok(info) => out.push(info),
+            Err(e) => {
+                ctx.stats.bad_messages.inc();
+                tracing::debug!(channel = key, error = %e, "redis engine: presence entry skipped");
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,314 @@
+//! Pub/sub: this node is subscribed in Redis to the channels its clients watch, on a
+//! connection of its own, and hands what arrives to the hub.
+//!
+//! - One `SUBSCRIBE` per channel with local subscribers (no patterns), batched, in the order
+//!   the subscribes and leaves decided them; after a reconnect, every channel again.
+//! - A history publication carries its offset and epoch: a channel's subscribers get it only
+//!   when it follows what they had. A gap or a new epoch (a node's pub/sub connection broke, or
+//!   Redis restarted) tells them instead, with unsubscribe 2500 "insufficient state", to
+//!   resubscribe and recover, so a gap is never silent.
+//! - After the connection comes back, each history channel's top in Redis is compared with what
+//!   was delivered here; where they differ its subscribers are told the same way.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::message::Message;
+use super::Ctx;
+use crate::hub::Remote;
+use crate::protocol::reply;
+
+/// Most channels in one SUBSCRIBE or UNSUBSCRIBE.
+const BATCH: usize = 512;
+
+pub enum Op {
+    /// Subscribe (again: Redis ignores a repeat); answered once Redis confirmed, false when the
+    /// connection failed first.
+    Subscribe(Arc<str>, oneshot::Sender<bool>),
+    Unsubscribe(Arc<str>),
+}
+
+/// Which channels this node needs in Redis, counted by local subscriptions (and subscribes
+/// under way).
+pub struct Subscriptions {
+    users: Mutex<HashMap<Arc<str>, usize>>,
+    /// Unbounded, but each op stands for one subscribe or leave of a connection, and those are
+    /// bounded by `max_connections` × `client_channel_limit`.
+    ops: mpsc::UnboundedSender<Op>,
+    up: AtomicBool,
+}
+
+impl Subscriptions {
+    pub fn new() -> (Subscriptions, mpsc::UnboundedReceiver<Op>) {
+        let (ops, rx) = mpsc::unbounded_channel();
+        let s = Subscriptions {
+            users: Mutex::default(),
+            ops,
+            up: AtomicBool::new(false),
+        };
+        (s, rx)
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// One more user of `key`; the answer comes once Redis confirmed the subscription.
+    pub fn acquire(&self, key: &Arc<str>) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        *users.entry(key.clone()).or_default() += 1;
+        // Sent under the lock: Redis sees subscribes and unsubscribes in the order decided here.
+        let _ = self.ops.send(Op::Subscribe(key.clone(), tx));
+        rx
+    }
+
+    /// One user fewer; the last one unsubscribes in Redis.
+    pub fn release(&self, key: &Arc<str>) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(n) = users.get_mut(key) else { return };
+        *n -= 1;
+        if *n == 0 {
+            users.remove(key);
+            let _ = self.ops.send(Op::Unsubscribe(key.clone()));
+        }
+    }
+
+    fn keys(&self) -> Vec<Arc<str>> {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.keys().cloned().collect()
+    }
+
+    fn len(&self) -> usize {
+        self.users.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// The pub/sub task, until `stop`.
+pub async fn run(ctx: Arc<Ctx>, mut ops: mpsc::UnboundedReceiver<Op>, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    let mut first = true;
+    loop {
+        let connected = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = tokio::time::timeout(ctx.settings.timeout, ctx.link.client().get_async_pubsub()) => r,
+        };
+        let Ok(Ok(pubsub)) = connected else {
+            // Subscribes waiting now fail (their clients get an error and may retry).
+            while let Ok(op) = ops.try_recv() {
+                if let Op::Subscribe(_, tx) = op {
+                    let _ = tx.send(false);
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        };
+        backoff = Duration::from_millis(100);
+        let (mut sink, mut stream) = pubsub.split();
+        let keys = ctx.subs.keys();
+        let mut ok = true;
+        for chunk in keys.chunks(BATCH) {
+            let names: Vec<String> = chunk.iter().map(|k| ctx.settings.keys.client(k)).collect();
+            if sink.subscribe(names).await.is_err() {
+                ok = false;
+                break;
+            }
+        }
+        if !ok {
+            continue;
+        }
+        ctx.stats
+            .channels
+            .store(ctx.subs.len() as i64, Ordering::Relaxed);
+        ctx.subs.up.store(true, Ordering::Release);
+        if !first {
+            ctx.stats.pubsub_reconnects.inc();
+            tracing::info!(channels = keys.len(), "redis engine: pub/sub resubscribed");
+            tokio::spawn(resync(ctx.clone(), keys));
+        }
+        first = false;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                m = stream.next() => match m {
+                    Some(m) => deliver(&ctx, m.get_channel_name().as_bytes(), m.get_payload_bytes()),
+                    None => break,
+                },
+                op = ops.recv() => {
+                    let Some(op) = op else { return };
+                    if !apply(&ctx, &mut sink, op, &mut ops).await {
+                        break;
+                    }
+                }
+            }
+        }
+        ctx.subs.up.store(false, Ordering::Release);
+        tracing::warn!("redis engine: pub/sub connection lost");
+    }
+}
+
+/// Applies `first` and what else is queued, grouping runs of one kind into one command.
+/// False when the connection failed.
+async fn apply(
+    ctx: &Ctx,
+    sink: &mut redis::aio::PubSubSink,
+    first: Op,
+    ops: &mut mpsc::UnboundedReceiver<Op>,
+) -> bool {
+    let mut queued = vec![first];
+    while queued.len() < BATCH {
+        match ops.try_recv() {
+            Ok(op) => queued.push(op),
+            Err(_) => break,
+        }
+    }
+    // Each run of one kind is drained from the front.
+    let i = 0;
+    while i < queued.len() {
+        let subscribe = matches!(queued[i], Op::Subscribe(..));
+        let j = queued[i..]
+            .iter()
+            .position(|o| matches!(o, Op::Subscribe(..)) != subscribe)
+            .map_or(queued.len(), |p| i + p);
+        let names: Vec<String> = queued[i..j]
+            .iter()
+            .map(|o| match o {
+                Op::Subscribe(k, _) | Op::Unsubscribe(k) => ctx.settings.keys.client(k),
+            })
+            .collect();
+        let done = match subscribe {
+            true => sink.subscribe(names).await,
+            false => sink.unsubscribe(names).await,
+        };
+        for op in queued.drain(i..j) {
+            if let Op::Subscribe(_, tx) = op {
+                let _ = tx.send(done.is_ok());
+            }
+        }
+        if done.is_err() {
+            for op in queued.drain(i..) {
+                if let Op::Subscribe(_, tx) = op {
+                    let _ = tx.send(false);
+                }
+            }
+            return false;
+        }
+    }
+    ctx.stats
+        .channels
+        .store(ctx.subs.len() as i64, Ordering::Relaxed);
+    true
+}
+
+/// One pub/sub message to the channel's local subscribers.
+pub fn deliver(ctx: &Ctx, channel: &[u8], payload: &[u8]) {
+    let Some(key) = ctx.settings.keys.key_of_client(channel) else {
+        return;
+    };
+    let msg = match Message::parse(payload) {
+        Ok(m) => m,
+        Err(e) => {
+            ctx.stats.bad_messages.inc();
+            tracing::debug!(channel = key, error = %e, "redis engine: message dropped");
+            return;
+        }
+    };
+    let key: Arc<str> = Arc::from(key);
+    match msg {
+        Message::Join(info) => announce(ctx, &key, info, reply::join),
+        Message::Leave(info) => announce(ctx, &key, info, reply::leave),
+        Message::Publication {
+            publication,
+            position,
+        } => {
+            let (Ok(data), Ok(info)) = (
+                publication.data_json(),
+                publication.info.map(|i| i.into_reply()).transpose(),
+            ) else {
+                ctx.stats.bad_messages.inc();
+                return;
+            };
+            let offset = position.as_ref().map_or(0, |p| p.0);
+            let ended = ctx.hub.with(&key, |ch| {
+                if ch.num_subscribers() == 0 && ch.in_flight() == 0 {
+                    return Vec::new();
+                }
+                if let Some((offset, epoch)) = position {
+                    let follows = match ch.remote() {
+                        Some(r) if r.epoch == epoch && offset <= r.offset => return Vec::new(),
+                        Some(r) => r.epoch == epoch && offset == r.offset + 1,
+                        None => true,
+                    };
+                    ch.set_remote(Some(Remote { epoch, offset }));
+                    if !follows {
+                        return ch
+                            .end_all(|name| reply::unsubscribe(name, 2500, "insufficient state"));
+                    }
+                }
+                ch.broadcast(|name| {
+                    reply::publication(
+                        name,
+                        reply::Publication {
+                            data: &data,
+                            info: info.as_ref(),
+                            offset,
+                        },
+                    )
+                });
+                Vec::new()
+            });
+            if !ended.is_empty() {
+                ctx.stats.insufficient_state.add(ended.len() as u64);
+                ctx.forget(&key, &ended);
+            }
+        }
+    }
+}
+
+/// A join or leave to the channel's local subscribers.
+fn announce(
+    ctx: &Ctx,
+    key: &Arc<str>,
+    info: super::proto::ClientInfo,
+    encode: fn(&str, &reply::ClientInfo) -> bytes::Bytes,
+) {
+    let Ok(info) = info.into_reply() else {
+        ctx.stats.bad_messages.inc();
+        return;
+    };
+    ctx.hub.broadcast(key, |name| encode(name, &info));
+}
+
+/// After pub/sub came back: where a history channel's top in Redis is not what was delivered
+/// here (publications went by while this node was not listening), its subscribers are told to
+/// resubscribe and recover.
+async fn resync(ctx: Arc<Ctx>, keys: Vec<Arc<str>>) {
+    for key in keys {
+        let Some(had) = ctx.hub.with(&key, |ch| ch.remote().cloned()) else {
+            continue;
+        };
+        let now = ctx.top(&key).await;
+        if now
+            .as_ref()
+            .is_ok_and(|(e, s)| *e == had.epoch && *s == had.offset)
+        {
+            continue;
+        }
+        let ended = ctx.hub.with(&key, |ch| {
+            ch.set_remote(None);
+            ch.end_all(|name| reply::unsubscribe(name, 2500, "insufficient state"))
+        });
+        ctx.stats.insufficient_state.add(ended.len() as u64);
+        ctx.forget(&key, &ended);
+    }
+}

@@ -1,0 +1,481 @@
+//! The Redis engine (`[live] ha_engine = "redis"`) against a real `redis-server` (Debian's
+//! package) started here on a free loopback port with its own directory: three edgelive nodes
+//! share channels, history, recovery, presence and managed streams; the keys and payloads in
+//! Redis are checked against Centrifuge's layout with protobufjs; a SIGKILLed node's presence
+//! goes with the TTL; Redis lost and back.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    call, eventually, http, node_clients, subscribed, subscribed_with_history, Daemon, Peer,
+};
+use serde_json::{json, Value};
+
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Redis {
+    /// Starts redis-server on `port` (no persistence: a restart loses everything).
+    fn start(dir: &Path, port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server (tests/run installs it)");
+        let r = Redis {
+            child,
+            port,
+            dir: dir.to_owned(),
+        };
+        eventually("redis-server answers", || r.conn().is_some());
+        r
+    }
+
+    fn conn(&self) -> Option<redis::Connection> {
+        let c = redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).ok()?;
+        let mut conn = c.get_connection().ok()?;
+        redis::cmd("PING").query::<String>(&mut conn).ok()?;
+        Some(conn)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(mut self) -> Redis {
+        self.kill();
+        let (dir, port) = (self.dir.clone(), self.port);
+        drop(self);
+        Redis::start(&dir, port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn node(redis: &Redis, extra: &str) -> Daemon {
+    let d = Daemon::start_with_config(
+        &format!(
+            "[live]\nha_engine = \"redis\"\nha_engine_address = \"127.0.0.1:{}\"\n{extra}",
+            redis.port
+        ),
+        &[],
+    );
+    eventually("the node is connected to Redis", || healthy(&d));
+    d
+}
+
+fn healthy(d: &Daemon) -> bool {
+    http(d.addr, "GET", "/api/health", &[], b"").0 == 200
+}
+
+const PUSH_HEADERS: [(&str, &str); 2] = [
+    ("Content-Type", "text/plain; charset=utf-8"),
+    ("Authorization", "Bearer glsa_not_checked_yet"),
+];
+
+/// The next push on `ch` (other pushes and replies skipped).
+async fn next_pub(p: &mut Peer, ch: &str) -> Value {
+    loop {
+        let m = p.recv_non_ping().await;
+        if m["push"]["channel"] == ch && m["push"]["pub"].is_object() {
+            return m["push"]["pub"].clone();
+        }
+    }
+}
+
+async fn publish(p: &mut Peer, id: u64, ch: &str, data: Value) -> Value {
+    call(p, id, "publish", json!({"channel": ch, "data": data})).await
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Decodes protobuf bytes with protobufjs (`tests/clients/js/redis_decode.mjs`).
+fn decode_with_protobufjs(publications: &[Vec<u8>], infos: &[Vec<u8>]) -> Value {
+    let dir = node_clients();
+    let mut child = Command::new("node")
+        .arg("js/redis_decode.mjs")
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node");
+    let input = json!({
+        "publications": publications.iter().map(|p| hex(p)).collect::<Vec<_>>(),
+        "client_infos": infos.iter().map(|p| hex(p)).collect::<Vec<_>>(),
+    });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_channels_history_presence_and_streams() {
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = Redis::start(tmp.path(), common::free_port());
+    let (a, b, c) = (node(&redis, ""), node(&redis, ""), node(&redis, ""));
+    let ch = "grafana/broadcast/shared";
+
+    // A client on each node, all on one history channel with presence and join/leave.
+    let (mut pa, a_id) = Peer::connected(&a.ws_url()).await;
+    let (mut pb, b_id) = Peer::connected(&b.ws_url()).await;
+    let (mut pc, c_id) = Peer::connected(&c.ws_url()).await;
+    let ra = subscribed_with_history(
+        &call(&mut pa, 1, "subscribe", json!({"channel": ch})).await,
+        1,
+    );
+    let epoch = ra["epoch"].as_str().unwrap().to_owned();
+    subscribed_with_history(
+        &call(&mut pb, 1, "subscribe", json!({"channel": ch})).await,
+        1,
+    );
+    let rc = subscribed_with_history(
+        &call(&mut pc, 1, "subscribe", json!({"channel": ch})).await,
+        1,
+    );
+    assert_eq!(rc["epoch"], epoch, "one epoch in Redis for every node");
+
+    // B's client publishes: A's receives it with B's info and Redis's offset.
+    assert_eq!(
+        publish(&mut pb, 2, ch, json!({"n": 1})).await,
+        json!({"id": 2, "publish": {}})
+    );
+    let p1 = next_pub(&mut pa, ch).await;
+    assert_eq!(p1["data"], json!({"n": 1}));
+    assert_eq!(p1["offset"], 1);
+    assert_eq!(p1["info"]["client"], b_id.as_str());
+    assert_eq!(next_pub(&mut pc, ch).await["offset"], 1);
+
+    // Presence on A lists the clients of all three nodes.
+    let pr = call(&mut pa, 3, "presence", json!({"channel": ch})).await;
+    let mut present: Vec<String> = pr["presence"]["presence"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    present.sort();
+    let mut want = vec![a_id.clone(), b_id.clone(), c_id.clone()];
+    want.sort();
+    assert_eq!(present, want, "{pr}");
+    let st = call(&mut pb, 4, "presence_stats", json!({"channel": ch})).await;
+    assert_eq!(st["presence_stats"]["num_clients"], 3, "{st}");
+
+    // C's push API: A's subscriber of the managed stream gets the frame; a later subscriber on
+    // B gets the last frame (kept in Redis) as its subscribe data.
+    let stream = "stream/plant/line";
+    subscribed(
+        &call(&mut pa, 5, "subscribe", json!({"channel": stream})).await,
+        5,
+    );
+    let (st, body) = http(
+        c.addr,
+        "POST",
+        "/api/live/push/plant",
+        &PUSH_HEADERS,
+        b"line,site=a temp=21.5 1700000000000000000\n",
+    );
+    assert_eq!(st, 200, "{body}");
+    let frame = next_pub(&mut pa, stream).await;
+    assert_eq!(frame["data"]["schema"]["name"], "line", "{frame}");
+    assert_eq!(frame["data"]["data"]["values"][2], json!([21.5]), "{frame}");
+    let late = subscribed(
+        &call(&mut pb, 6, "subscribe", json!({"channel": stream})).await,
+        6,
+    );
+    assert_eq!(late["data"]["data"]["values"][2], json!([21.5]), "{late}");
+
+    // Recovery across nodes: A's client goes away at offset 1; three more are published; it
+    // comes back on B and gets exactly those.
+    drop(pa);
+    for n in 2..=4 {
+        assert_eq!(
+            publish(&mut pb, 10 + n, ch, json!({"n": n})).await["publish"],
+            json!({})
+        );
+    }
+    let (mut back, _) = Peer::connected(&b.ws_url()).await;
+    let r = subscribed(
+        &call(
+            &mut back,
+            1,
+            "subscribe",
+            json!({"channel": ch, "recover": true, "offset": 1, "epoch": epoch}),
+        )
+        .await,
+        1,
+    );
+    assert_eq!(r["recovered"], true, "{r}");
+    let offsets: Vec<u64> = r["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [2, 3, 4], "{r}");
+    assert_eq!(r["publications"][2]["data"], json!({"n": 4}));
+
+    // The layout in Redis, read raw.
+    let mut conn = redis.conn().unwrap();
+    let key = format!("1/{ch}");
+    let meta: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("gf_live.stream.meta.{key}"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(meta["e"], epoch);
+    assert_eq!(meta["s"], "4");
+    let entries: Entries = redis::cmd("XRANGE")
+        .arg(format!("gf_live.stream.{key}"))
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    let ids: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(ids, ["1-0", "2-0", "3-0", "4-0"]);
+    assert_eq!(entries[0].1[0].0, "d");
+    let infos: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+        .arg(format!("gf_live.presence.data.{key}"))
+        .query(&mut conn)
+        .unwrap();
+    let expiry: Vec<(String, u64)> = redis::cmd("ZRANGE")
+        .arg(format!("gf_live.presence.expire.{key}"))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(&mut conn)
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        expiry
+            .iter()
+            .all(|(c, at)| infos.contains_key(c) && *at > now),
+        "{expiry:?}"
+    );
+    let cached: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("gf_live.managed_stream.1/stream/plant/line")
+        .query(&mut conn)
+        .unwrap();
+    let schema: Value = serde_json::from_str(&cached["schema"]).unwrap();
+    assert_eq!(schema["schema"]["name"], "line");
+    let cached_frame: Value = serde_json::from_str(&cached["frame"]).unwrap();
+    assert_eq!(cached_frame["data"]["values"][2], json!([21.5]));
+
+    // A raw pub/sub message: Centrifuge's `__p1:<offset>:<epoch>__` header, then the protobuf.
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.port)).unwrap();
+    let mut sub_conn = client.get_connection().unwrap();
+    let mut ps = sub_conn.as_pubsub();
+    ps.subscribe(format!("gf_live.client.{key}")).unwrap();
+    ps.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(
+        publish(&mut pb, 20, ch, json!({"n": 5})).await["publish"],
+        json!({})
+    );
+    let raw: Vec<u8> = ps.get_message().unwrap().get_payload_bytes().to_vec();
+    let header = format!("__p1:5:{epoch}__");
+    assert!(
+        raw.starts_with(header.as_bytes()),
+        "{:?}",
+        String::from_utf8_lossy(&raw)
+    );
+
+    let decoded = decode_with_protobufjs(
+        &[entries[0].1[0].1.clone(), raw[header.len()..].to_vec()],
+        &infos.values().cloned().collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        decoded["publications"][0]["data"],
+        json!({"n": 1}),
+        "{decoded}"
+    );
+    assert_eq!(
+        decoded["publications"][0]["info"]["client"],
+        b_id.as_str(),
+        "{decoded}"
+    );
+    assert!(decoded["publications"][0]["time"].as_u64().unwrap() > 1_700_000_000_000);
+    assert_eq!(
+        decoded["publications"][1]["data"],
+        json!({"n": 5}),
+        "{decoded}"
+    );
+    let mut clients: Vec<String> = decoded["client_infos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["client"].as_str().unwrap().to_owned())
+        .collect();
+    clients.sort();
+    assert!(
+        clients.contains(&b_id) && clients.contains(&c_id),
+        "{decoded}"
+    );
+}
+
+/// The client ids present on `ch`, sorted.
+async fn present(p: &mut Peer, ch: &str) -> Vec<String> {
+    let r = call(p, 9, "presence", json!({"channel": ch})).await;
+    let mut v: Vec<String> = r["presence"]["presence"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    v.sort();
+    v
+}
+
+/// XRANGE's reply: (entry id, [(field, value)]).
+type Entries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_presence_goes_with_the_ttl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = Redis::start(tmp.path(), common::free_port());
+    let ttl = "ha_presence_ttl = \"2s\"\n";
+    let (a, mut c) = (node(&redis, ttl), node(&redis, ttl));
+    let ch = "grafana/broadcast/ghosts";
+    let (mut pa, a_id) = Peer::connected(&a.ws_url()).await;
+    let (mut pc, c_id) = Peer::connected(&c.ws_url()).await;
+    subscribed(
+        &call(&mut pa, 1, "subscribe", json!({"channel": ch})).await,
+        1,
+    );
+    subscribed(
+        &call(&mut pc, 1, "subscribe", json!({"channel": ch})).await,
+        1,
+    );
+    let mut both = vec![a_id.clone(), c_id.clone()];
+    both.sort();
+    assert_eq!(present(&mut pa, ch).await, both);
+    c.kill();
+    // Well past the TTL, A's own client is still there (its node refreshes it); C's is gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = present(&mut pa, ch).await;
+        if now == [a_id.clone()] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "C's client still present: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(present(&mut pa, ch).await, std::slice::from_ref(&a_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lost_and_back_refuses_then_recovers_without_a_silent_gap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = Redis::start(tmp.path(), common::free_port());
+    let (a, b) = (node(&redis, ""), node(&redis, ""));
+    let ch = "grafana/broadcast/outage";
+    let (mut pa, _) = Peer::connected(&a.ws_url()).await;
+    let (mut pb, _) = Peer::connected(&b.ws_url()).await;
+    let r = subscribed_with_history(
+        &call(&mut pa, 1, "subscribe", json!({"channel": ch})).await,
+        1,
+    );
+    let epoch = r["epoch"].as_str().unwrap().to_owned();
+    for n in 1..=2 {
+        assert_eq!(
+            publish(&mut pb, n, ch, json!({"n": n})).await["publish"],
+            json!({})
+        );
+        assert_eq!(next_pub(&mut pa, ch).await["offset"], n);
+    }
+
+    // Redis goes away: refused at once, health degraded, clients stay connected.
+    let _redis = {
+        let mut redis = redis;
+        redis.kill();
+        eventually("A reports degraded", || !healthy(&a));
+        let refused = publish(&mut pb, 10, ch, json!({"n": 3})).await;
+        assert_eq!(refused["error"]["code"], 100, "{refused}");
+        let (st, body) = http(
+            a.addr,
+            "POST",
+            "/api/live/push/plant",
+            &PUSH_HEADERS,
+            b"m v=1\n",
+        );
+        assert_eq!(st, 503, "{body}");
+        let (st, body) = http(a.addr, "GET", "/api/health", &[], b"");
+        assert_eq!(st, 503);
+        assert!(body.contains("degraded"), "{body}");
+        assert!(a.metric("edgelive_redis_refused_total") >= 1);
+        redis.restart()
+    };
+    eventually("A is healthy again", || healthy(&a));
+    eventually("B is healthy again", || healthy(&b));
+
+    // Redis came back empty (a new epoch): A's client is told to resubscribe, and its recovery
+    // reports what it cannot give instead of a silent gap.
+    loop {
+        let m = pa.recv_non_ping().await;
+        assert!(
+            m["push"]["pub"].is_null(),
+            "a publication before the resubscribe: {m}"
+        );
+        if m["push"]["unsubscribe"].is_object() {
+            assert_eq!(m["push"]["unsubscribe"]["code"], 2500, "{m}");
+            break;
+        }
+    }
+    let r = subscribed(
+        &call(
+            &mut pa,
+            2,
+            "subscribe",
+            json!({"channel": ch, "recover": true, "offset": 2, "epoch": epoch}),
+        )
+        .await,
+        2,
+    );
+    assert_eq!(r["was_recovering"], true, "{r}");
+    assert!(r.get("recovered").is_none(), "{r}");
+    assert_ne!(r["epoch"], epoch, "{r}");
+    assert_eq!(
+        publish(&mut pb, 11, ch, json!({"n": 4})).await["publish"],
+        json!({})
+    );
+    let p = next_pub(&mut pa, ch).await;
+    assert_eq!(p["data"], json!({"n": 4}));
+    assert_eq!(p["offset"], 1);
+    assert!(a.metric("edgelive_redis_pubsub_reconnects_total") >= 1);
+}
