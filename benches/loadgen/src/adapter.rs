@@ -30,6 +30,8 @@ pub enum Kind {
 pub struct Adapter {
     pub kind: Kind,
     pub addr: SocketAddr,
+    /// Odd-numbered subscribers connect here when set (`--spread-to`).
+    pub spread_to: Option<SocketAddr>,
 }
 
 /// A channel name as each server spells it.
@@ -87,7 +89,10 @@ async fn mqtt_expect(ws: &mut Ws, reader: &mut mqtt::Reader, kind: u8) -> Result
 impl Adapter {
     /// A connection subscribed to `channel` (as spelled by `channel()`).
     pub async fn subscriber(&self, channel: &str, n: usize) -> Result<Subscriber, Error> {
-        let a = self.addr;
+        let a = match self.spread_to {
+            Some(other) if n % 2 == 1 => other,
+            _ => self.addr,
+        };
         let mut reader = mqtt::Reader::default();
         let ws = match self.kind {
             Kind::Edgelive => {

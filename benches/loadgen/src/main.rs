@@ -21,6 +21,10 @@ struct Cli {
     target: adapter::Kind,
     #[arg(long)]
     addr: SocketAddr,
+    /// A second node of the same deployment (edgelive with the Redis engine): every other
+    /// subscriber connects there; publishers stay on --addr.
+    #[arg(long)]
+    spread_to: Option<SocketAddr>,
     /// The server's process ids (comma-separated; nginx: master and worker).
     #[arg(long, value_delimiter = ',', required = true)]
     pids: Vec<i32>,
@@ -107,6 +111,7 @@ fn main() {
         adapter: adapter::Adapter {
             kind: cli.target,
             addr: cli.addr,
+            spread_to: cli.spread_to,
         },
         server: measure::Server { pids: cli.pids },
     };
