@@ -137,7 +137,7 @@ impl Broker {
     ) -> Result<(), Busy> {
         let kinds = self.inner.kinds.load();
         if let Some(engine) = &self.inner.engine {
-            return engine.push(frames, |key| kinds.history_for(key), ack);
+            return engine.push(frames, retained, |key| kinds.history_for(key), ack);
         }
         let mut places = self.inner.persist.reserve(frames.len())?;
         for (key, frame) in frames {

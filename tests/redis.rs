@@ -210,11 +210,33 @@ async fn three_nodes_share_channels_history_presence_and_streams() {
     let frame = next_pub(&mut pa, stream).await;
     assert_eq!(frame["data"]["schema"]["name"], "line", "{frame}");
     assert_eq!(frame["data"]["data"]["values"][2], json!([21.5]), "{frame}");
+    // The same schema again (from A this time): data only, as the last frame in Redis decides.
+    let (st, body) = http(
+        a.addr,
+        "POST",
+        "/api/live/push/plant",
+        &PUSH_HEADERS,
+        b"line,site=a temp=22.5 1700000001000000000\n",
+    );
+    assert_eq!(st, 200, "{body}");
+    let second = next_pub(&mut pa, stream).await;
+    assert!(second["data"]["schema"].is_null(), "{second}");
+    assert_eq!(
+        second["data"]["data"]["values"][2],
+        json!([22.5]),
+        "{second}"
+    );
+    // A subscriber on B: the last frame with both rows backfilled from the history in Redis.
     let late = subscribed(
         &call(&mut pb, 6, "subscribe", json!({"channel": stream})).await,
         6,
     );
-    assert_eq!(late["data"]["data"]["values"][2], json!([21.5]), "{late}");
+    assert_eq!(late["data"]["schema"]["name"], "line", "{late}");
+    assert_eq!(
+        late["data"]["data"]["values"][2],
+        json!([21.5, 22.5]),
+        "{late}"
+    );
 
     // Recovery across nodes: A's client goes away at offset 1; three more are published; it
     // comes back on B and gets exactly those.
@@ -292,7 +314,7 @@ async fn three_nodes_share_channels_history_presence_and_streams() {
     let schema: Value = serde_json::from_str(&cached["schema"]).unwrap();
     assert_eq!(schema["schema"]["name"], "line");
     let cached_frame: Value = serde_json::from_str(&cached["frame"]).unwrap();
-    assert_eq!(cached_frame["data"]["values"][2], json!([21.5]));
+    assert_eq!(cached_frame["data"]["values"][2], json!([22.5]));
 
     // A raw pub/sub message: Centrifuge's `__p1:<offset>:<epoch>__` header, then the protobuf.
     let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.port)).unwrap();
@@ -478,4 +500,65 @@ async fn redis_lost_and_back_refuses_then_recovers_without_a_silent_gap() {
     assert_eq!(p["data"], json!({"n": 4}));
     assert_eq!(p["offset"], 1);
     assert!(a.metric("edgelive_redis_pubsub_reconnects_total") >= 1);
+}
+
+/// A connection that subscribes, unsubscribes and subscribes again at once, or goes away
+/// while its subscribe is under way, leaves nothing behind: every command answered, the last
+/// subscribe in force, no presence entry and no Redis subscription once it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribes_racing_leaves_leave_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = Redis::start(tmp.path(), common::free_port());
+    let (a, b) = (node(&redis, ""), node(&redis, ""));
+    let ch = "grafana/broadcast/races";
+    let (mut observer, observer_id) = Peer::connected(&b.ws_url()).await;
+    subscribed(
+        &call(&mut observer, 1, "subscribe", json!({"channel": ch})).await,
+        1,
+    );
+    for round in 0..10u64 {
+        let (mut p, _) = Peer::connected(&a.ws_url()).await;
+        // Three commands in one frame: subscribe, unsubscribe, subscribe.
+        p.send(&format!(
+            "{}\n{}\n{}",
+            json!({"id": 1, "subscribe": {"channel": ch}}),
+            json!({"id": 2, "unsubscribe": {"channel": ch}}),
+            json!({"id": 3, "subscribe": {"channel": ch}}),
+        ))
+        .await;
+        let mut answered = std::collections::BTreeSet::new();
+        while answered.len() < 3 {
+            let m = p.recv_non_ping().await;
+            if let Some(id) = m["id"].as_u64() {
+                assert!(m.get("error").is_none(), "round {round}: {m}");
+                answered.insert(id);
+            }
+        }
+        // The last subscribe is in force: a publication from B arrives, once.
+        assert_eq!(
+            publish(&mut observer, 10 + round, ch, json!({"round": round})).await["publish"],
+            json!({})
+        );
+        assert_eq!(next_pub(&mut p, ch).await["data"]["round"], round);
+        // A subscribe under way when its connection goes.
+        let (mut gone, _) = Peer::connected(&a.ws_url()).await;
+        gone.send(&json!({"id": 1, "subscribe": {"channel": ch}}).to_string())
+            .await;
+        drop(gone);
+        drop(p);
+    }
+    eventually("only the observer is present", || {
+        let mut conn = redis.conn().unwrap();
+        let present: Vec<String> = redis::cmd("HKEYS")
+            .arg(format!("gf_live.presence.data.1/{ch}"))
+            .query(&mut conn)
+            .unwrap();
+        present == [observer_id.clone()]
+    });
+    eventually("A holds no Redis subscription", || {
+        a.metric("edgelive_redis_pubsub_channels") == 0
+    });
+    // And stays so past a presence refresh (no entry kept to be refreshed back).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(present(&mut observer, ch).await, [observer_id.clone()]);
 }

@@ -2,11 +2,13 @@
 //!
 //! A subscribe first has Redis confirm the channel's pub/sub subscription, then reads the
 //! history's position (and what a recovering client missed) and, for a managed stream, its last
-//! frame; then, under the channel's lock, it checks what pub/sub delivered here meanwhile: the
-//! reply's position is never behind a publication already broadcast (that read is repeated),
-//! and publications after it arrive from pub/sub. Its channel counts it in flight meanwhile, so
-//! pub/sub keeps the channel's position even before a first subscriber is joined.
+//! frame, in one script; then, under the channel's lock, it compares with what pub/sub delivered
+//! here meanwhile: the reply's position is what was delivered (publications after it arrive from
+//! pub/sub), and a recovering client's missed publications are read again when pub/sub ran
+//! ahead of the read. Its channel counts it in flight meanwhile, so pub/sub keeps the channel's
+//! position even before a first subscriber is joined.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use prost::Message as _;
@@ -23,8 +25,9 @@ use crate::persist::Busy;
 use crate::protocol::reply::{self, ClientInfo, StoredPublication, SubscribeAnswer};
 use crate::protocol::ErrorCode;
 
-/// Reads repeated while pub/sub runs ahead of them before the subscribe gives up (100).
-const ATTEMPTS: usize = 5;
+/// Reads repeated while pub/sub runs ahead of them (or reconnects) before the subscribe gives
+/// up with 100.
+const ATTEMPTS: usize = 10;
 
 pub struct SubscribeRequest {
     pub key: Arc<str>,
@@ -46,92 +49,146 @@ pub struct HistoryRequest {
     pub reverse: bool,
 }
 
-/// A history read: top, epoch, entries (offset, publication).
+/// A subscribe under way.
+pub struct Pending {
+    key: Arc<str>,
+    client: ClientId,
+    /// The connection left the channel before this subscribe was joined.
+    cancelled: bool,
+}
+
+/// A history read: top, epoch, entries (offset, publication), and a managed stream's frame.
 struct Read {
     top: u64,
     epoch: String,
     entries: Vec<(u64, proto::Publication)>,
+    frame: Option<String>,
 }
 
 pub fn subscribe(ctx: &Arc<Ctx>, req: SubscribeRequest) -> Result<(), Busy> {
-    let permit = ctx.reads.clone().try_acquire_owned().map_err(|_| Busy)?;
-    ctx.hub.with(&req.key, |ch| ch.begin());
-    ctx.pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert((req.key.clone(), req.sub.client), false);
+    let permit = ctx
+        .subscribes
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Busy)?;
+    let number = ctx.next_pending.fetch_add(1, Ordering::Relaxed);
+    ctx.hub.with(&req.key, |ch| {
+        ch.begin();
+        if req.kind.managed && req.kind.history.is_none() && ch.remote().is_none() {
+            // Counts the stream's publications delivered here (see `deliver`).
+            ch.set_remote(Some(Remote {
+                epoch: String::new(),
+                offset: 0,
+            }));
+        }
+    });
+    lock_pending(ctx).insert(
+        number,
+        Pending {
+            key: req.key.clone(),
+            client: req.sub.client,
+            cancelled: false,
+        },
+    );
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let _permit = permit;
         let (key, client) = (req.key.clone(), req.sub.client);
         let (outbox, answer) = (req.sub.outbox.clone(), req.answer.clone());
-        let limit = ctx.settings.timeout * 2;
-        let joined = match tokio::time::timeout(limit, run(&ctx, req)).await {
-            Ok(r) => r,
-            Err(_) => Err(ErrorCode::Internal),
+        let Err(code) = run(&ctx, req, number).await else {
+            return;
         };
-        if let Err(code) = joined {
-            // Undo: the channel's count, the pending mark and (taken in `run`) the Redis
-            // subscription; the session forgets the subscription.
-            let was_pending = ctx.hub.with(&key, |ch| {
-                ch.settle();
-                take_pending(&ctx, &key, client).is_some()
-            });
-            if was_pending {
+        // Undo the channel's count and the pending mark (`run` released the Redis
+        // subscription); the session forgets the subscription unless it subscribed again.
+        let (was_pending, again) = ctx.hub.with(&key, |ch| {
+            ch.settle();
+            let mut pending = lock_pending(&ctx);
+            let was = pending.remove(&number).is_some();
+            let again = pending.values().any(|p| p.key == key && p.client == client);
+            (was, again)
+        });
+        if was_pending {
+            if !again {
                 outbox.refuse_subscription(key.clone());
-                let _ = outbox.push(answer.error(code));
             }
+            let _ = outbox.push(answer.error(code));
         }
     });
     Ok(())
 }
 
-/// The subscribe, once Redis is asked; `Err` before the client was joined.
-async fn run(ctx: &Arc<Ctx>, req: SubscribeRequest) -> Result<(), ErrorCode> {
+fn lock_pending(ctx: &Ctx) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Pending>> {
+    ctx.pending.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The subscribe, once Redis is asked; `Err` before the client was joined (the Redis
+/// subscription given back).
+async fn run(ctx: &Arc<Ctx>, req: SubscribeRequest, number: u64) -> Result<(), ErrorCode> {
     if !ctx.link.is_up() {
         return Err(ErrorCode::Internal);
     }
     let confirmed = ctx.subs.acquire(&req.key);
-    if !matches!(confirmed.await, Ok(true)) {
+    let confirmed = tokio::time::timeout(ctx.settings.timeout, confirmed).await;
+    if !matches!(confirmed, Ok(Ok(true))) {
         ctx.subs.release(&req.key);
         return Err(ErrorCode::Internal);
     }
-    let got = position(ctx, &req).await;
+    let got = position(ctx, &req, number).await;
     if got.is_err() {
         ctx.subs.release(&req.key);
     }
     got
 }
 
-async fn position(ctx: &Arc<Ctx>, req: &SubscribeRequest) -> Result<(), ErrorCode> {
+async fn position(ctx: &Arc<Ctx>, req: &SubscribeRequest, number: u64) -> Result<(), ErrorCode> {
     let key = &req.key;
-    let initial = match req.kind.managed {
-        true => managed_initial(ctx, key, req.kind.history.is_some()).await?,
-        false => req.initial.clone(),
-    };
     for _ in 0..ATTEMPTS {
-        let read = match req.kind.history {
-            Some(_) => Some(read_position(ctx, key, req.recover.as_ref()).await?),
-            None => None,
-        };
+        // Read after this: a reconnect in between may have missed publications the read saw.
+        let generation = ctx.subs.generation();
+        let counted = ctx.hub.with(key, |ch| ch.remote().map(|r| r.offset));
+        let read = read_subscribe(ctx, key, req).await?;
         let step = ctx.hub.with(key, |ch| {
+            if ctx.subs.generation() != generation {
+                return Step::Again;
+            }
             if let (Some(r), Some(had)) = (&read, ch.remote()) {
-                if had.epoch == r.epoch && had.offset > r.top {
+                // Pub/sub delivered past the read: what a recovering client missed must be
+                // read again to reach the live stream.
+                if !r.epoch.is_empty()
+                    && had.epoch == r.epoch
+                    && had.offset > r.top
+                    && req.recover.is_some()
+                {
+                    return Step::Again;
+                }
+                // A managed stream without history: a frame delivered since the read.
+                if r.epoch.is_empty() && Some(had.offset) != counted {
                     return Step::Again;
                 }
             }
             ch.settle();
-            match take_pending(ctx, key, req.sub.client) {
-                Some(false) => {}
-                _ => return Step::Cancelled,
-            }
+            // Left before it was joined: answered all the same (its commands are answered in
+            // the order a Centrifuge server runs them: this subscribe, then the unsubscribe),
+            // not joined.
+            let cancelled = lock_pending(ctx)
+                .remove(&number)
+                .is_none_or(|p| p.cancelled);
             let mut ended = Vec::new();
-            let msg = match &read {
+            let initial = match (req.kind.managed, &read) {
+                (true, Some(r)) => r
+                    .frame
+                    .as_ref()
+                    .and_then(|f| CompactJson::from_string(f.clone()).ok()),
+                _ => req.initial.clone(),
+            };
+            let msg = match read.as_ref().filter(|r| !r.epoch.is_empty()) {
                 None => req.answer.result(&reply::SubscribeResult {
                     data: initial.as_ref(),
                     ..Default::default()
                 }),
                 Some(r) => {
+                    // The position is what was delivered here: publications after it (some
+                    // perhaps already in the read) arrive from pub/sub.
                     let top = match ch.remote() {
                         Some(had) if had.epoch == r.epoch => had.offset,
                         had => {
@@ -152,14 +209,29 @@ async fn position(ctx: &Arc<Ctx>, req: &SubscribeRequest) -> Result<(), ErrorCod
                 }
             };
             let outbox = req.sub.outbox.clone();
+            if cancelled {
+                let _ = outbox.push(msg);
+                return Step::Cancelled { ended };
+            }
             let added = ch.join(req.sub.clone(), false, || {
                 let _ = outbox.push(msg);
             });
+            if added {
+                // Here, under the lock: a leave that follows is ordered after these.
+                let info = &req.sub.info;
+                if req.kind.presence {
+                    ctx.presence.add(ctx, key, info);
+                }
+                if req.kind.join_leave {
+                    announce(ctx, key, info, true);
+                }
+            }
             Step::Joined { added, ended }
         });
         match step {
             Step::Again => continue,
-            Step::Cancelled => {
+            Step::Cancelled { ended } => {
+                ctx.forget(key, &ended);
                 ctx.subs.release(key);
                 return Ok(());
             }
@@ -168,14 +240,6 @@ async fn position(ctx: &Arc<Ctx>, req: &SubscribeRequest) -> Result<(), ErrorCod
                 if !added {
                     // Its connection closed meanwhile; its session already left.
                     ctx.subs.release(key);
-                    return Ok(());
-                }
-                let info = &req.sub.info;
-                if req.kind.presence {
-                    ctx.presence.add(ctx, key, info);
-                }
-                if req.kind.join_leave {
-                    announce(ctx, key, info, true);
                 }
                 return Ok(());
             }
@@ -185,15 +249,45 @@ async fn position(ctx: &Arc<Ctx>, req: &SubscribeRequest) -> Result<(), ErrorCod
 }
 
 enum Step {
-    /// Pub/sub delivered past what was read: read again.
+    /// Read again (see `position`).
     Again,
-    /// The connection left before it was joined.
-    Cancelled,
+    /// The connection left before it was joined (answered, not joined).
+    Cancelled {
+        /// Subscribers ended because the epoch changed.
+        ended: Vec<Subscriber>,
+    },
     Joined {
         added: bool,
         /// Subscribers ended because the epoch changed.
         ended: Vec<Subscriber>,
     },
+}
+
+/// What a subscribe reads: a history's position (with what a recovering client missed) and a
+/// managed stream's frame (with its backfill rows), `None` when neither applies.
+async fn read_subscribe(
+    ctx: &Ctx,
+    key: &str,
+    req: &SubscribeRequest,
+) -> Result<Option<Read>, ErrorCode> {
+    let (history, managed) = (req.kind.history.is_some(), req.kind.managed);
+    if !history && !managed {
+        return Ok(None);
+    }
+    let recover = req.recover.as_ref().filter(|_| history);
+    let from = recover.map(|p| p.offset.saturating_add(1).to_string());
+    let count = if recover.is_some() {
+        ctx.max_read + 1
+    } else {
+        0
+    };
+    let mut r = read(ctx, key, from.as_deref(), count, false, managed, history).await?;
+    if managed && history && ctx.backfill.rows > 0 {
+        if let Some(frame) = r.frame.take() {
+            r.frame = Some(backfilled(ctx, key, r.top, frame).await?);
+        }
+    }
+    Ok(Some(r))
 }
 
 /// The subscribe result of a history channel whose position here is `top`.
@@ -215,17 +309,21 @@ fn answer(
     let publications: Vec<StoredPublication>;
     if let Some(pos) = &req.recover {
         res.was_recovering = true;
-        let same = pos.epoch == r.epoch;
         let need = top.saturating_sub(pos.offset);
-        let missed: Vec<_> = r
+        let missed: Vec<StoredPublication> = r
             .entries
             .iter()
             .filter(|(o, _)| *o > pos.offset && *o <= top)
+            .filter_map(|(o, p)| stored(*o, p))
             .collect();
-        let whole =
-            missed.len() as u64 == need && missed.first().is_none_or(|(o, _)| *o == pos.offset + 1);
-        if same && pos.offset <= top && need as usize <= ctx.max_read && whole {
-            publications = missed.iter().filter_map(|(o, p)| stored(*o, p)).collect();
+        // Every offset from the client's to the top, each convertible: nothing left out.
+        let whole = missed.len() as u64 == need
+            && missed
+                .iter()
+                .enumerate()
+                .all(|(i, p)| p.offset == pos.offset + 1 + i as u64);
+        if pos.epoch == r.epoch && pos.offset <= top && need as usize <= ctx.max_read && whole {
+            publications = missed;
             res.recovered = true;
             res.offset = pos.offset;
             res.publications = &publications;
@@ -234,7 +332,7 @@ fn answer(
     req.answer.result(&res)
 }
 
-/// A publication from Redis as a reply holds it (`None`: not ours to send, counted).
+/// A publication from Redis as a reply holds it (`None`: its payload is not JSON).
 fn stored(offset: u64, p: &proto::Publication) -> Option<StoredPublication> {
     Some(StoredPublication {
         data: p.data_json().ok()?,
@@ -246,31 +344,22 @@ fn stored(offset: u64, p: &proto::Publication) -> Option<StoredPublication> {
     })
 }
 
-/// The position, and with a recovering client what it missed.
-async fn read_position(
-    ctx: &Ctx,
-    key: &str,
-    recover: Option<&Position>,
-) -> Result<Read, ErrorCode> {
-    let count = ctx.max_read + 1;
-    match recover {
-        Some(p) => read(ctx, key, Some(&(p.offset + 1).to_string()), count, false).await,
-        None => read(ctx, key, None, 0, false).await,
-    }
-}
-
-/// Runs the history read script: entries from `from` (none when `None`), at most `count`.
+/// Runs the history read script: entries from `from` (none when `None`), at most `count`; a
+/// managed stream's frame with `frame`; the position unless `position` is false.
+#[allow(clippy::too_many_arguments)]
 async fn read(
     ctx: &Ctx,
     key: &str,
     from: Option<&str>,
     count: usize,
     reverse: bool,
+    frame: bool,
+    position: bool,
 ) -> Result<Read, ErrorCode> {
     let k = &ctx.settings.keys;
     let mut cmd = super::writer::evalsha(
         &ctx.scripts.history_read,
-        &[k.stream(key), k.stream_meta(key)],
+        &[k.stream(key), k.stream_meta(key), k.managed_stream(key)],
     );
     cmd.arg(if from.is_some() && count > 0 {
         "1"
@@ -281,8 +370,10 @@ async fn read(
     .arg(count.max(1))
     .arg(if reverse { "1" } else { "0" })
     .arg(ctx.settings.meta_ttl.as_secs())
-    .arg(super::new_epoch());
-    let (top, epoch, entries): (u64, String, Vec<Value>) =
+    .arg(super::new_epoch())
+    .arg(if frame { "1" } else { "0" })
+    .arg(if position { "1" } else { "0" });
+    let (top, epoch, entries, frame): (u64, String, Vec<Value>, Option<String>) =
         ctx.query(&cmd).await.map_err(|_| ErrorCode::Internal)?;
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
@@ -304,59 +395,37 @@ async fn read(
         top,
         epoch,
         entries: out,
+        frame,
     })
 }
 
-/// A managed stream's subscribe data from Redis: its last frame, with its recent rows from
-/// history when it keeps history and backfill is on.
-async fn managed_initial(
-    ctx: &Ctx,
-    key: &str,
-    history: bool,
-) -> Result<Option<CompactJson<'static>>, ErrorCode> {
-    let mut cmd = redis::cmd("HGET");
-    cmd.arg(ctx.settings.keys.managed_stream(key)).arg("frame");
-    let frame: Option<String> = ctx.query(&cmd).await.map_err(|_| ErrorCode::Internal)?;
-    let Some(frame) = frame else { return Ok(None) };
-    let b = &ctx.backfill;
-    let mut text = frame;
-    if history && b.rows > 0 {
-        #[derive(serde::Deserialize)]
-        struct Full<'a> {
-            #[serde(borrow)]
-            schema: &'a serde_json::value::RawValue,
-        }
-        let schema = serde_json::from_str::<Full<'_>>(&text)
-            .ok()
-            .map(|f| f.schema.get().to_owned());
-        if let Some(schema) = schema {
-            let r = read(ctx, key, Some("+"), b.rows, true).await?;
-            let records: Vec<(u64, String)> = r
-                .entries
-                .into_iter()
-                .filter_map(|(_, p)| Some((p.time.max(0) as u64, String::from_utf8(p.data).ok()?)))
-                .collect();
-            let bounds = backfill::Bounds {
-                rows: b.rows,
-                since_ms: (super::unix_ms().max(0) as u64)
-                    .saturating_sub(b.window.as_millis() as u64),
-                max_bytes: b.max_bytes,
-            };
-            if let Some(merged) = backfill::merge(&schema, &records, bounds) {
-                text = merged;
-            }
-        }
+/// A managed stream's last frame extended with its recent rows from the history in Redis, up
+/// to `top` (`[push.backfill]`, `persist::backfill`).
+async fn backfilled(ctx: &Ctx, key: &str, top: u64, frame: String) -> Result<String, ErrorCode> {
+    #[derive(serde::Deserialize)]
+    struct Full<'a> {
+        #[serde(borrow)]
+        schema: &'a serde_json::value::RawValue,
     }
-    CompactJson::from_string(text)
-        .map(Some)
-        .map_err(|_| ErrorCode::Internal)
-}
-
-fn take_pending(ctx: &Ctx, key: &Arc<str>, client: ClientId) -> Option<bool> {
-    ctx.pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&(key.clone(), client))
+    let Some(schema) = serde_json::from_str::<Full<'_>>(&frame)
+        .ok()
+        .map(|f| f.schema.get().to_owned())
+    else {
+        return Ok(frame);
+    };
+    let b = &ctx.backfill;
+    let r = read(ctx, key, Some(&top.to_string()), b.rows, true, false, false).await?;
+    let records: Vec<(u64, String)> = r
+        .entries
+        .into_iter()
+        .filter_map(|(_, p)| Some((p.time.max(0) as u64, String::from_utf8(p.data).ok()?)))
+        .collect();
+    let bounds = backfill::Bounds {
+        rows: b.rows,
+        since_ms: (super::unix_ms().max(0) as u64).saturating_sub(b.window.as_millis() as u64),
+        max_bytes: b.max_bytes,
+    };
+    Ok(backfill::merge(&schema, &records, bounds).unwrap_or(frame))
 }
 
 /// A join or leave message through Redis (every node's subscribers get it, this one's too).
@@ -378,23 +447,25 @@ pub fn leave(
     let gone = ctx.hub.with(key, |ch| {
         let gone = ch.remove(client);
         if gone.is_none() {
-            // A subscribe under way: it sees this and undoes itself.
-            let mut pending = ctx.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = pending.get_mut(&(key.clone(), client)) {
-                *c = true;
+            // Subscribes under way: they see this and undo themselves.
+            for p in lock_pending(ctx).values_mut() {
+                if p.key == *key && p.client == client {
+                    p.cancelled = true;
+                }
             }
+            return false;
         }
-        gone
+        // Under the lock, as the subscribe added them.
+        if kind.presence {
+            ctx.presence.remove(ctx, key, &info.client);
+        }
+        if kind.join_leave {
+            announce(ctx, key, info, false);
+        }
+        true
     });
-    if gone.is_none() {
-        return;
-    }
-    ctx.subs.release(key);
-    if kind.presence {
-        ctx.presence.remove(ctx, key, &info.client);
-    }
-    if kind.join_leave {
-        announce(ctx, key, info, false);
+    if gone {
+        ctx.subs.release(key);
     }
 }
 
@@ -426,20 +497,14 @@ async fn history_reply(ctx: &Ctx, req: &HistoryRequest) -> Result<bytes::Bytes, 
         l => (l as usize).min(ctx.max_read),
     };
     let from = match (&req.since, req.reverse) {
-        (Some(s), false) => (s.offset + 1).to_string(),
+        (Some(s), false) => s.offset.saturating_add(1).to_string(),
         (Some(s), true) => (s.offset - 1).to_string(),
         (None, false) => "-".into(),
         (None, true) => "+".into(),
     };
     let skip = req.reverse && req.since.as_ref().is_some_and(|s| s.offset == 1);
-    let r = read(
-        ctx,
-        &req.key,
-        Some(from.as_str()).filter(|_| n > 0 && !skip),
-        n,
-        req.reverse,
-    )
-    .await?;
+    let from = Some(from.as_str()).filter(|_| n > 0 && !skip);
+    let r = read(ctx, &req.key, from, n, req.reverse, false, true).await?;
     if let Some(s) = &req.since {
         if !s.epoch.is_empty() && s.epoch != r.epoch {
             return Err(ErrorCode::UnrecoverablePosition);

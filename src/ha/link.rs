@@ -3,7 +3,7 @@
 //! scripts on every new connection and pings once a second (the round-trip metric, and how a
 //! silent Redis is noticed). While it is down, stateful work is refused at once.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,11 +14,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::stats::HaStats;
 
+/// The connection, with which one it is.
+#[derive(Clone)]
+pub struct Conn {
+    pub conn: MultiplexedConnection,
+    pub number: u64,
+}
+
 pub struct Link {
     client: Client,
     address: String,
     timeout: Duration,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    conn: Mutex<Option<Conn>>,
+    /// Counts connections made: an error from an earlier one does not take a newer one down.
+    made: AtomicU64,
     up: AtomicBool,
     /// Why Redis is unusable, for `/api/health`.
     problem: Mutex<Option<String>>,
@@ -41,6 +50,7 @@ impl Link {
             address,
             timeout,
             conn: Mutex::new(None),
+            made: AtomicU64::new(0),
             up: AtomicBool::new(false),
             problem: Mutex::new(Some("not connected to Redis yet".into())),
             lost: Notify::new(),
@@ -58,7 +68,7 @@ impl Link {
     }
 
     /// The connection, while Redis is up.
-    pub fn current(&self) -> Option<MultiplexedConnection> {
+    pub fn current(&self) -> Option<Conn> {
         if !self.is_up() {
             return None;
         }
@@ -72,16 +82,16 @@ impl Link {
             .clone()
     }
 
-    /// A command failed; when the failure is the connection's, it is dropped and the
-    /// supervisor reconnects. A script missing from Redis's cache (it restarted) is reloaded
-    /// the same way.
-    pub fn failed(&self, e: &RedisError) {
+    /// A command on connection `number` failed; when the failure is that connection's (and
+    /// it is still the current one), it is dropped and the supervisor reconnects. A script
+    /// missing from Redis's cache (it restarted, or was flushed) is reloaded the same way. A
+    /// timeout alone is not the connection's: the once-a-second PING decides that.
+    pub fn failed(&self, e: &RedisError, number: u64) {
         let broken = e.is_io_error()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
-            || e.is_timeout()
             || e.kind() == redis::ErrorKind::NoScriptError;
-        if broken {
+        if broken && number == self.made.load(Ordering::Acquire) {
             self.down(format!("Redis at {}: {e}", self.address));
         }
     }
@@ -120,7 +130,11 @@ impl Link {
             };
             match attempt {
                 Ok(conn) => {
-                    *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+                    let number = self.made.fetch_add(1, Ordering::AcqRel) + 1;
+                    *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(Conn {
+                        conn: conn.clone(),
+                        number,
+                    });
                     *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     self.up.store(true, Ordering::Release);
                     if !first {

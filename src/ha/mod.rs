@@ -96,10 +96,14 @@ struct Ctx {
     presence: presence::Entries,
     scripts: Scripts,
     stats: Arc<HaStats>,
-    /// Subscribes under way, by channel and connection; `true` once the connection left
-    /// before it was joined (the subscribe then undoes itself).
-    pending: Mutex<HashMap<(Arc<str>, ClientId), bool>>,
-    /// Bounds reads in flight (subscribes, history, presence).
+    /// Subscribes under way, each by its own number (one connection may subscribe, leave and
+    /// subscribe again to one channel before the first is done).
+    pending: Mutex<HashMap<u64, join::Pending>>,
+    next_pending: std::sync::atomic::AtomicU64,
+    /// Bounds subscribes under way…
+    subscribes: Arc<Semaphore>,
+    /// … and other reads in flight (history, presence), apart: subscribes waiting for Redis
+    /// during an outage do not starve them.
     reads: Arc<Semaphore>,
     /// Most publications one recovery or history read returns.
     max_read: usize,
@@ -109,7 +113,7 @@ struct Ctx {
 impl Ctx {
     /// One command on the command connection (refused at once while Redis is down).
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
-        let Some(mut conn) = self.link.current() else {
+        let Some(link::Conn { mut conn, number }) = self.link.current() else {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::IoError,
                 "Redis is unavailable",
@@ -124,8 +128,21 @@ impl Ctx {
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let v = r
             .and_then(|v| v.extract_error())
-            .inspect_err(|e| self.link.failed(e))?;
+            .inspect_err(|e| self.link.failed(e, number))?;
         redis::from_owned_redis_value(v)
+    }
+
+    /// A pipeline on the command connection; its replies are not wanted.
+    async fn query_pipeline(&self, pipe: &redis::Pipeline) -> redis::RedisResult<()> {
+        let Some(link::Conn { mut conn, number }) = self.link.current() else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "Redis is unavailable",
+            )));
+        };
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .inspect_err(|e| self.link.failed(e, number))
     }
 
     /// A history's epoch and top offset.
@@ -174,7 +191,8 @@ impl Engine {
         ));
         let (writer, jobs) = Writer::new(settings.max_queued);
         let (subs, ops) = pubsub::Subscriptions::new();
-        let reads = Arc::new(Semaphore::new(settings.max_reads.max(1)));
+        let settings_max_reads = settings.max_reads.max(1);
+        let reads = Arc::new(Semaphore::new(settings_max_reads));
         let ctx = Arc::new(Ctx {
             settings,
             hub,
@@ -185,6 +203,8 @@ impl Engine {
             scripts,
             stats,
             pending: Mutex::default(),
+            next_pending: std::sync::atomic::AtomicU64::new(0),
+            subscribes: Arc::new(Semaphore::new(settings_max_reads)),
             reads,
             max_read,
             backfill,
@@ -242,9 +262,13 @@ impl Engine {
     }
 
     /// A push body's frames, all queued or none (`Err`: the queue cannot take them all).
+    /// `retained`: MQTT retained values (a bridge that subscribes again is given them again),
+    /// not published again when one repeats the stream's last frame in Redis but for its time,
+    /// as the storage thread does without Redis (decided in the push's script).
     pub fn push(
         &self,
         frames: Vec<(Arc<str>, FrameJson)>,
+        retained: bool,
         history: impl Fn(&str) -> Option<HistoryPolicy>,
         mut ack: impl FnMut() -> Ack,
     ) -> Result<(), Busy> {
@@ -255,23 +279,13 @@ impl Engine {
             }
             return Ok(());
         }
-        let mut jobs = Vec::with_capacity(frames.len());
-        for (key, frame) in frames {
-            let time_ms = unix_ms();
-            let mut full = publication(&frame.full(), None);
-            full.time = time_ms;
-            let mut data_only = publication(&frame.data_only(), None);
-            data_only.time = time_ms;
-            jobs.push(Job::Push {
-                history: history(&key),
-                key,
-                schema: frame.schema_only(),
-                frame: frame.full(),
-                full: full.encode_to_vec(),
-                data_only: data_only.encode_to_vec(),
-                ack: ack(),
-            });
-        }
+        let jobs: Vec<Job> = frames
+            .into_iter()
+            .map(|(key, frame)| {
+                let h = history(&key);
+                push_job(key, &frame, h, retained, ack())
+            })
+            .collect();
         self.ctx.writer.send_all(jobs).map_err(|_| {
             self.ctx.stats.refused.inc();
             Busy
@@ -319,6 +333,33 @@ impl Engine {
 
 pub use join::HistoryRequest;
 
+/// A managed stream's frame as the write queue takes it: both payloads, Redis's last frame
+/// decides which goes out.
+fn push_job(
+    key: Arc<str>,
+    frame: &FrameJson,
+    history: Option<HistoryPolicy>,
+    retained: bool,
+    ack: Ack,
+) -> Job {
+    let time_ms = unix_ms();
+    let mut full = publication(&frame.full(), None);
+    full.time = time_ms;
+    let mut data_only = publication(&frame.data_only(), None);
+    data_only.time = time_ms;
+    Job::Push {
+        key,
+        schema: frame.schema_only(),
+        frame: frame.full(),
+        full: full.encode_to_vec(),
+        data_only: data_only.encode_to_vec(),
+        history,
+        // The time column is compared as any other when the schema has none.
+        retained: retained.then(|| crate::persist::frames::time_column(&frame.schema)),
+        ack,
+    }
+}
+
 /// A publication's protobuf (offset and epoch travel beside it, in Redis's header and entry id).
 fn publication(data: &str, info: Option<&ClientInfo>) -> proto::Publication {
     proto::Publication {
@@ -350,4 +391,16 @@ fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_are_eight_letters() {
+        let e = new_epoch();
+        assert_eq!(e.len(), 8);
+        assert!(e.bytes().all(|b| b.is_ascii_alphabetic()));
+    }
 }

@@ -72,7 +72,9 @@ impl Entries {
     }
 }
 
-/// Refreshes this node's entries every `presence_refresh`, until `stop`.
+/// Refreshes this node's entries every `presence_refresh`, until `stop`: pipelines of 256 on
+/// the command connection, each awaited, apart from the write queue (a refresh of many entries
+/// must not crowd publications out of it).
 pub async fn refresh(ctx: Arc<Ctx>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(ctx.settings.presence_refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -84,12 +86,18 @@ pub async fn refresh(ctx: Arc<Ctx>, stop: CancellationToken) {
         if !ctx.link.is_up() {
             continue;
         }
-        for (key, client, info) in ctx.presence.snapshot() {
-            if ctx
-                .writer
-                .send(Job::PresenceAdd { key, client, info })
-                .is_err()
-            {
+        for chunk in ctx.presence.snapshot().chunks(256) {
+            let mut pipe = redis::pipe();
+            for (key, client, info) in chunk {
+                let job = Job::PresenceAdd {
+                    key: key.clone(),
+                    client: client.clone(),
+                    info: info.clone(),
+                };
+                pipe.add_command(job.cmd(&ctx)).ignore();
+            }
+            if let Err(e) = ctx.query_pipeline(&pipe).await {
+                tracing::debug!(error = %e, "redis engine: presence refresh failed");
                 break;
             }
         }

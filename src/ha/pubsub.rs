@@ -11,11 +11,13 @@
 //!   was delivered here; where they differ its subscribers are told the same way.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use redis::aio::PubSubSink;
+use redis::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +44,9 @@ pub struct Subscriptions {
     /// bounded by `max_connections` × `client_channel_limit`.
     ops: mpsc::UnboundedSender<Op>,
     up: AtomicBool,
+    /// Counts (re)subscribed connections: a subscribe whose position was read on an earlier
+    /// one reads it again (publications may have gone by unseen in between).
+    generation: AtomicU64,
 }
 
 impl Subscriptions {
@@ -51,12 +56,17 @@ impl Subscriptions {
             users: Mutex::default(),
             ops,
             up: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
         };
         (s, rx)
     }
 
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// One more user of `key`; the answer comes once Redis confirmed the subscription.
@@ -90,6 +100,10 @@ impl Subscriptions {
     }
 }
 
+/// How often the pub/sub connection is pinged: a connection that went silent (a partition, a
+/// host gone without a reset) is noticed within this and the reply timeout.
+const PING_EVERY: Duration = Duration::from_secs(5);
+
 /// The pub/sub task, until `stop`.
 pub async fn run(ctx: Arc<Ctx>, mut ops: mpsc::UnboundedReceiver<Op>, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
@@ -99,7 +113,18 @@ pub async fn run(ctx: Arc<Ctx>, mut ops: mpsc::UnboundedReceiver<Op>, stop: Canc
             _ = stop.cancelled() => return,
             r = tokio::time::timeout(ctx.settings.timeout, ctx.link.client().get_async_pubsub()) => r,
         };
-        let Ok(Ok(pubsub)) = connected else {
+        let resubscribed = match connected {
+            Ok(Ok(pubsub)) => {
+                let (sink, stream) = pubsub.split();
+                let keys = ctx.subs.keys();
+                let names = keys.iter().map(|k| ctx.settings.keys.client(k)).collect();
+                each(&ctx, &sink, true, names)
+                    .await
+                    .then_some((sink, stream, keys))
+            }
+            _ => None,
+        };
+        let Some((mut sink, mut stream, keys)) = resubscribed else {
             // Subscribes waiting now fail (their clients get an error and may retry).
             while let Ok(op) = ops.try_recv() {
                 if let Op::Subscribe(_, tx) = op {
@@ -114,22 +139,10 @@ pub async fn run(ctx: Arc<Ctx>, mut ops: mpsc::UnboundedReceiver<Op>, stop: Canc
             continue;
         };
         backoff = Duration::from_millis(100);
-        let (mut sink, mut stream) = pubsub.split();
-        let keys = ctx.subs.keys();
-        let mut ok = true;
-        for chunk in keys.chunks(BATCH) {
-            let names: Vec<String> = chunk.iter().map(|k| ctx.settings.keys.client(k)).collect();
-            if sink.subscribe(names).await.is_err() {
-                ok = false;
-                break;
-            }
-        }
-        if !ok {
-            continue;
-        }
         ctx.stats
             .channels
             .store(ctx.subs.len() as i64, Ordering::Relaxed);
+        ctx.subs.generation.fetch_add(1, Ordering::AcqRel);
         ctx.subs.up.store(true, Ordering::Release);
         if !first {
             ctx.stats.pubsub_reconnects.inc();
@@ -137,6 +150,8 @@ pub async fn run(ctx: Arc<Ctx>, mut ops: mpsc::UnboundedReceiver<Op>, stop: Canc
             tokio::spawn(resync(ctx.clone(), keys));
         }
         first = false;
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -146,7 +161,13 @@ pub async fn run(ctx: Arc<Ctx>, mut ops: mpsc::UnboundedReceiver<Op>, stop: Canc
                 },
                 op = ops.recv() => {
                     let Some(op) = op else { return };
-                    if !apply(&ctx, &mut sink, op, &mut ops).await {
+                    if !apply(&ctx, &sink, op, &mut ops).await {
+                        break;
+                    }
+                }
+                _ = ping.tick() => {
+                    let pong = tokio::time::timeout(ctx.settings.timeout, sink.ping::<Value>()).await;
+                    if !matches!(pong, Ok(Ok(_))) {
                         break;
                     }
                 }
@@ -157,11 +178,39 @@ pub async fn run(ctx: Arc<Ctx>, mut ops: mpsc::UnboundedReceiver<Op>, stop: Canc
     }
 }
 
-/// Applies `first` and what else is queued, grouping runs of one kind into one command.
-/// False when the connection failed.
+/// SUBSCRIBE (or UNSUBSCRIBE) every one of `names`, one channel per command, pipelined: the
+/// client pairs each reply with one command, so a command naming several channels would have
+/// its extra replies taken for later commands' confirmations. False when any failed or Redis
+/// did not answer in time.
+async fn each(ctx: &Ctx, sink: &PubSubSink, subscribe: bool, names: Vec<String>) -> bool {
+    let mut all = true;
+    let mut names = names.into_iter().peekable();
+    while names.peek().is_some() {
+        let batch = names.by_ref().take(BATCH).map(|name| {
+            let mut sink = sink.clone();
+            async move {
+                match subscribe {
+                    true => sink.subscribe(name).await,
+                    false => sink.unsubscribe(name).await,
+                }
+            }
+        });
+        // `join_all` polls each in order first, so the commands are sent in this order.
+        let done =
+            tokio::time::timeout(ctx.settings.timeout, futures_util::future::join_all(batch)).await;
+        all &= matches!(done, Ok(r) if r.iter().all(Result::is_ok));
+        if !all {
+            break;
+        }
+    }
+    all
+}
+
+/// Applies `first` and what else is queued, in order, grouping runs of one kind. False when the
+/// connection failed.
 async fn apply(
     ctx: &Ctx,
-    sink: &mut redis::aio::PubSubSink,
+    sink: &PubSubSink,
     first: Op,
     ops: &mut mpsc::UnboundedReceiver<Op>,
 ) -> bool {
@@ -172,35 +221,29 @@ async fn apply(
             Err(_) => break,
         }
     }
-    // Each run of one kind is drained from the front.
-    let i = 0;
-    while i < queued.len() {
-        let subscribe = matches!(queued[i], Op::Subscribe(..));
-        let j = queued[i..]
+    while !queued.is_empty() {
+        let subscribe = matches!(queued[0], Op::Subscribe(..));
+        let run = queued
             .iter()
             .position(|o| matches!(o, Op::Subscribe(..)) != subscribe)
-            .map_or(queued.len(), |p| i + p);
-        let names: Vec<String> = queued[i..j]
+            .unwrap_or(queued.len());
+        let names = queued[..run]
             .iter()
             .map(|o| match o {
                 Op::Subscribe(k, _) | Op::Unsubscribe(k) => ctx.settings.keys.client(k),
             })
             .collect();
-        let done = match subscribe {
-            true => sink.subscribe(names).await,
-            false => sink.unsubscribe(names).await,
+        let ok = each(ctx, sink, subscribe, names).await;
+        let answered: Vec<Op> = match ok {
+            true => queued.drain(..run).collect(),
+            false => std::mem::take(&mut queued),
         };
-        for op in queued.drain(i..j) {
+        for op in answered {
             if let Op::Subscribe(_, tx) = op {
-                let _ = tx.send(done.is_ok());
+                let _ = tx.send(ok);
             }
         }
-        if done.is_err() {
-            for op in queued.drain(i..) {
-                if let Op::Subscribe(_, tx) = op {
-                    let _ = tx.send(false);
-                }
-            }
+        if !ok {
             return false;
         }
     }
@@ -242,6 +285,16 @@ pub fn deliver(ctx: &Ctx, channel: &[u8], payload: &[u8]) {
             let ended = ctx.hub.with(&key, |ch| {
                 if ch.num_subscribers() == 0 && ch.in_flight() == 0 {
                     return Vec::new();
+                }
+                if position.is_none() {
+                    // A managed stream without history counts what was delivered (`join.rs`).
+                    if let Some(r) = ch.remote().filter(|r| r.epoch.is_empty()) {
+                        let counted = r.offset + 1;
+                        ch.set_remote(Some(Remote {
+                            epoch: String::new(),
+                            offset: counted,
+                        }));
+                    }
                 }
                 if let Some((offset, epoch)) = position {
                     let follows = match ch.remote() {
@@ -289,22 +342,32 @@ fn announce(
     ctx.hub.broadcast(key, |name| encode(name, &info));
 }
 
-/// After pub/sub came back: where a history channel's top in Redis is not what was delivered
-/// here (publications went by while this node was not listening), its subscribers are told to
-/// resubscribe and recover.
+/// After pub/sub came back: where a history channel's top in Redis is past what was delivered
+/// here (publications went by while this node was not listening), or its epoch changed, its
+/// subscribers are told to resubscribe and recover. A top that cannot be read counts as changed.
 async fn resync(ctx: Arc<Ctx>, keys: Vec<Arc<str>>) {
+    // The command connection may come back a moment after pub/sub.
+    let deadline = tokio::time::Instant::now() + ctx.settings.timeout;
+    while !ctx.link.is_up() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for key in keys {
-        let Some(had) = ctx.hub.with(&key, |ch| ch.remote().cloned()) else {
-            continue;
-        };
-        let now = ctx.top(&key).await;
-        if now
-            .as_ref()
-            .is_ok_and(|(e, s)| *e == had.epoch && *s == had.offset)
-        {
+        let tracked = ctx
+            .hub
+            .with(&key, |ch| ch.remote().is_some_and(|r| !r.epoch.is_empty()));
+        if !tracked {
             continue;
         }
+        let now = ctx.top(&key).await.ok();
         let ended = ctx.hub.with(&key, |ch| {
+            let in_step = match (ch.remote(), &now) {
+                (Some(had), Some((epoch, top))) => had.epoch == *epoch && had.offset >= *top,
+                (None, _) => true,
+                _ => false,
+            };
+            if in_step {
+                return Vec::new();
+            }
             ch.set_remote(None);
             ch.end_all(|name| reply::unsubscribe(name, 2500, "insufficient state"))
         });

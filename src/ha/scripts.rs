@@ -47,12 +47,35 @@ pub fn publish_history() -> Script {
 
 /// A managed stream's push: KEYS last-frame hash, stream, meta; ARGV schema, frame, full
 /// payload, data-only payload, last-frame TTL (s), history ("1"/"0"), max length, stream TTL,
-/// pub/sub channel, meta TTL, new epoch. The data-only payload goes out when the schema is the
-/// hash's (schema once, as Grafana publishes); the hash then holds this frame. Returns
-/// `{offset, epoch}` (`{0, ""}` without history).
+/// pub/sub channel, meta TTL, new epoch, retained ("1": an MQTT retained value, given again
+/// whenever a bridge subscribes again), its time column (from 1; 0 = none). The data-only
+/// payload goes out when the schema is the hash's (schema once, as Grafana publishes); the hash
+/// then holds this frame. A retained value that repeats the last frame but for its time column
+/// changes nothing. Returns `{offset, epoch}` (`{0, ""}` without history or when skipped).
 pub fn push_frame() -> Script {
     Script::new(&format!(
         r#"{HISTORY_ADD}
+if ARGV[12] == "1" and redis.call("hget", KEYS[1], "schema") == ARGV[1] then
+  local before = redis.call("hget", KEYS[1], "frame")
+  local ok_a, a = pcall(cjson.decode, before or "")
+  local ok_b, b = pcall(cjson.decode, ARGV[2])
+  if ok_a and ok_b and type(a.data) == "table" and type(b.data) == "table" then
+    local va, vb = a.data.values, b.data.values
+    local time = tonumber(ARGV[13])
+    local same = type(va) == "table" and type(vb) == "table" and #va == #vb
+    if same then
+      for i = 1, #va do
+        if i ~= time and cjson.encode(va[i]) ~= cjson.encode(vb[i]) then
+          same = false
+          break
+        end
+      end
+    end
+    if same then
+      return {{0, ""}}
+    end
+  end
+end
 local last = redis.call("hget", KEYS[1], "schema")
 local payload = ARGV[4]
 if last ~= ARGV[1] then
@@ -68,26 +91,31 @@ return history_add(KEYS[2], KEYS[3], payload, ARGV[7], ARGV[8], ARGV[9], ARGV[10
     ))
 }
 
-/// A history's position and, optionally, publications (a read starts the epoch when there is
-/// none and keeps the meta alive, as Centrifuge's does): KEYS stream, meta; ARGV with
-/// publications ("1"/"0"), from (an offset, "-" or "+"), count, reverse ("1"/"0"), meta TTL,
-/// epoch to start with when the history has none. Returns `{top, epoch, entries}` (entries as
-/// XRANGE gives them, or an empty table).
+/// What a subscribe or the history command reads, in one step: KEYS stream, meta, last-frame
+/// hash; ARGV with publications ("1"/"0"), from (an offset, "-" or "+"), count, reverse
+/// ("1"/"0"), meta TTL, epoch to start with when the history has none, with the last frame
+/// ("1"/"0"), with the position ("1"/"0"). Reading the position starts the epoch when there is
+/// none and keeps the meta alive, as Centrifuge's read does. Returns `{top, epoch, entries,
+/// frame}` (entries as XRANGE gives them; `"0"`, `""` without the position; frame nil when not
+/// asked for or none).
 pub fn history_read() -> Script {
     Script::new(
         r#"
-local meta = redis.call("hmget", KEYS[2], "s", "e")
-local top, epoch = meta[1], meta[2]
-if epoch == false then
-  epoch = ARGV[6]
-  top = "0"
-  redis.call("hset", KEYS[2], "e", epoch)
-end
-if ARGV[5] ~= "0" then
-  redis.call("expire", KEYS[2], ARGV[5])
-end
-if top == false then
-  top = "0"
+local top, epoch = "0", ""
+if ARGV[8] == "1" then
+  local meta = redis.call("hmget", KEYS[2], "s", "e")
+  top, epoch = meta[1], meta[2]
+  if epoch == false then
+    epoch = ARGV[6]
+    top = "0"
+    redis.call("hset", KEYS[2], "e", epoch)
+  end
+  if top == false then
+    top = "0"
+  end
+  if ARGV[5] ~= "0" then
+    redis.call("expire", KEYS[2], ARGV[5])
+  end
 end
 local entries = {}
 if ARGV[1] == "1" then
@@ -97,7 +125,11 @@ if ARGV[1] == "1" then
     entries = redis.call("xrange", KEYS[1], ARGV[2], "+", "COUNT", ARGV[3])
   end
 end
-return {top, epoch, entries}"#,
+local frame = false
+if ARGV[7] == "1" then
+  frame = redis.call("hget", KEYS[3], "frame")
+end
+return {top, epoch, entries, frame}"#,
     )
 }
 

@@ -38,6 +38,9 @@ pub enum Job {
         full: Vec<u8>,
         data_only: Vec<u8>,
         history: Option<HistoryPolicy>,
+        /// An MQTT retained value, with its time column (compared as any other when `None`):
+        /// skipped when it repeats the last frame but for its time.
+        retained: Option<Option<usize>>,
         ack: Ack,
     },
     PresenceAdd {
@@ -57,7 +60,7 @@ pub enum Job {
 }
 
 impl Job {
-    fn cmd(&self, ctx: &Ctx) -> Cmd {
+    pub fn cmd(&self, ctx: &Ctx) -> Cmd {
         let k = &ctx.settings.keys;
         let meta_ttl = ctx.settings.meta_ttl.as_secs();
         match self {
@@ -96,6 +99,7 @@ impl Job {
                 full,
                 data_only,
                 history,
+                retained,
                 ..
             } => {
                 let mut c = evalsha(
@@ -112,7 +116,10 @@ impl Job {
                     .arg(history.map_or(1, |h| h.ttl.as_secs().max(1)))
                     .arg(k.client(key))
                     .arg(meta_ttl)
-                    .arg(super::new_epoch());
+                    .arg(super::new_epoch())
+                    .arg(if retained.is_some() { "1" } else { "0" })
+                    // Lua counts from 1; 0 = no time column.
+                    .arg(retained.flatten().map_or(0, |t| t + 1));
                 c
             }
             Job::PresenceAdd { key, client, info } => {
@@ -144,7 +151,7 @@ impl Job {
     }
 
     /// Tells whoever waits how it went.
-    fn complete(self, result: Result<Value, ErrorCode>) {
+    pub fn complete(self, result: Result<Value, ErrorCode>) {
         let ack = match self {
             Job::Publish { ack, .. } | Job::Push { ack, .. } => ack,
             _ => return,
@@ -181,10 +188,13 @@ impl Writer {
         (Writer { tx }, rx)
     }
 
-    /// Queues `job`; `Err` when the queue is full or the writer gone (the job is dropped:
-    /// whoever waits on its acknowledgement sees it refused by the caller).
-    pub fn send(&self, job: Job) -> Result<(), Full> {
-        self.tx.try_send(job).map_err(|_| Full)
+    /// Queues `job`, or gives it back when the queue is full or the writer gone.
+    pub fn send(&self, job: Job) -> Result<(), Box<Job>> {
+        self.tx.try_send(job).map_err(|e| {
+            Box::new(match e {
+                mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
+            })
+        })
     }
 }
 
@@ -203,7 +213,7 @@ impl Writer {
 pub async fn run(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let Some(mut conn) = ctx.link.current() else {
+        let Some(super::link::Conn { mut conn, number }) = ctx.link.current() else {
             for job in batch.drain(..) {
                 ctx.stats.refused.inc();
                 job.complete(Err(ErrorCode::Internal));
@@ -227,7 +237,7 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Job>) {
                         Ok(v) => job.complete(Ok(v)),
                         Err(e) => {
                             tracing::warn!(error = %e, "redis engine: a write was refused");
-                            ctx.link.failed(&e);
+                            ctx.link.failed(&e, number);
                             ctx.stats.refused.inc();
                             job.complete(Err(ErrorCode::Internal));
                         }
@@ -236,7 +246,7 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Job>) {
             }
             other => {
                 if let Err(e) = &other {
-                    ctx.link.failed(e);
+                    ctx.link.failed(e, number);
                 }
                 for job in batch.drain(..) {
                     ctx.stats.refused.inc();

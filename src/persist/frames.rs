@@ -71,7 +71,7 @@ struct Stream {
 }
 
 /// The index of a schema's time field.
-fn time_column(schema: &str) -> Option<usize> {
+pub fn time_column(schema: &str) -> Option<usize> {
     let v: serde_json::Value = serde_json::from_str(schema).ok()?;
     v.get("fields")?
         .as_array()?

@@ -15,7 +15,7 @@
 
 pub mod backfill;
 mod flusher;
-mod frames;
+pub mod frames;
 mod sequencer;
 
 use crate::ingest::sticky::Sticky;
