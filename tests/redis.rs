@@ -560,5 +560,8 @@ async fn subscribes_racing_leaves_leave_nothing_behind() {
     });
     // And stays so past a presence refresh (no entry kept to be refreshed back).
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(present(&mut observer, ch).await, [observer_id.clone()]);
+    assert_eq!(
+        present(&mut observer, ch).await,
+        std::slice::from_ref(&observer_id)
+    );
 }
