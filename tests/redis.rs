@@ -232,6 +232,22 @@ async fn three_nodes_share_channels_history_presence_and_streams() {
         6,
     );
     assert_eq!(late["data"]["schema"]["name"], "line", "{late}");
+    // Every node lists the stream, pushed through others.
+    let (st, body) = http(b.addr, "GET", "/api/live/list", &[], b"");
+    assert_eq!(st, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let listed = list["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == stream)
+        .unwrap_or_else(|| panic!("{list}"))
+        .clone();
+    assert_eq!(listed["data"]["schema"]["name"], "line", "{listed}");
+    assert!(
+        listed["last_ms"].as_u64().unwrap() > 1_700_000_000_000,
+        "{listed}"
+    );
     assert_eq!(
         late["data"]["data"]["values"][2],
         json!([21.5, 22.5]),
@@ -564,4 +580,140 @@ async fn subscribes_racing_leaves_leave_nothing_behind() {
         present(&mut observer, ch).await,
         std::slice::from_ref(&observer_id)
     );
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl.
+fn certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let st = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl (Debian package openssl)");
+        assert!(st.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=edgelive test CA",
+    ]);
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+}
+
+/// `rediss://` with a CA file and a password from a file; a node started before Redis, and
+/// one with the wrong password, are degraded until they can work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_ca_file_and_a_password_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    certificates(dir);
+    std::fs::write(dir.join("redis.pass"), "s3cret-for-tests\n").unwrap();
+    std::fs::write(dir.join("wrong.pass"), "not-it\n").unwrap();
+    let port = common::free_port();
+    let config = |pass: &str| {
+        format!(
+            "[live]\nha_engine = \"redis\"\nha_engine_address = \"rediss://127.0.0.1:{port}\"\n\
+             ha_engine_ca_file = \"{}\"\nha_engine_password_file = \"{}\"\n",
+            dir.join("ca.crt").display(),
+            dir.join(pass).display()
+        )
+    };
+    // Redis is not there yet: the node serves, degraded.
+    let a = Daemon::start_with_config(&config("redis.pass"), &[]);
+    let (st, body) = http(a.addr, "GET", "/api/health", &[], b"");
+    assert_eq!(st, 503, "{body}");
+    let mut redis = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+        .args([
+            "--tls-cert-file",
+            "server.crt",
+            "--tls-key-file",
+            "server.key",
+        ])
+        .args([
+            "--tls-ca-cert-file",
+            "ca.crt",
+            "--requirepass",
+            "s3cret-for-tests",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    struct Reap<'a>(&'a mut Child);
+    impl Drop for Reap<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _reap = Reap(&mut redis);
+    eventually("the node reaches Redis over TLS", || healthy(&a));
+    let wrong = Daemon::start_with_config(&config("wrong.pass"), &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!healthy(&wrong), "a wrong password must not look healthy");
+    // It works: a history publication round trip through Redis over TLS.
+    let ch = "grafana/broadcast/tls";
+    let (mut p, _) = Peer::connected(&a.ws_url()).await;
+    subscribed_with_history(
+        &call(&mut p, 1, "subscribe", json!({"channel": ch})).await,
+        1,
+    );
+    assert_eq!(
+        publish(&mut p, 2, ch, json!({"over": "tls"})).await["publish"],
+        json!({})
+    );
+    let got = next_pub(&mut p, ch).await;
+    assert_eq!(got["data"], json!({"over": "tls"}));
+    assert_eq!(got["offset"], 1);
 }

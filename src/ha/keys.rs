@@ -55,6 +55,27 @@ impl Keys {
         self.join("managed_stream", key)
     }
 
+    /// A `SCAN MATCH` pattern for this org's managed streams' last frames (glob characters in
+    /// the prefix escaped).
+    pub fn managed_streams_pattern(&self) -> String {
+        let mut p = String::new();
+        for c in self.join("managed_stream", "").chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                p.push('\\');
+            }
+            p.push(c);
+        }
+        p.push('*');
+        p
+    }
+
+    /// The hub key of a managed stream's last-frame key, when it is one of ours.
+    pub fn key_of_managed_stream<'a>(&self, key: &'a str) -> Option<&'a str> {
+        let rest = key.strip_prefix(self.prefix.as_str())?;
+        let rest = rest.strip_prefix(".managed_stream.")?;
+        rest.strip_prefix(self.org.as_str())
+    }
+
     /// The hub key of a pub/sub channel name, when it is one of ours (this prefix, this org).
     pub fn key_of_client<'a>(&self, channel: &'a [u8]) -> Option<&'a str> {
         let rest = channel.strip_prefix(self.prefix.as_bytes())?;
@@ -107,5 +128,14 @@ mod tests {
         );
         assert_eq!(site.key_of_client(b"site-a.gf_live.client.1/a/b/c"), None);
         assert_eq!(site.key_of_client(b"gf_live.client.2/a/b/c"), None);
+        let odd = Keys::new("a*b", 1);
+        assert_eq!(
+            odd.managed_streams_pattern(),
+            "a\\*b.gf_live.managed_stream.1/*"
+        );
+        assert_eq!(
+            odd.key_of_managed_stream("a*b.gf_live.managed_stream.1/stream/x/y"),
+            Some("stream/x/y")
+        );
     }
 }

@@ -309,6 +309,73 @@ impl Engine {
         join::history(&self.ctx, req)
     }
 
+    /// Every managed stream in Redis (this org's, any node's), for `/api/live/list`: its
+    /// schema and last push; the per-minute rate is each node's own and not kept in Redis (0).
+    /// At most `MAX_LISTED`, found with SCAN (which does not block Redis).
+    pub async fn list_streams(&self) -> Result<Vec<crate::persist::Listed>, ErrorCode> {
+        const MAX_LISTED: usize = 10_000;
+        let ctx = &self.ctx;
+        let _permit = ctx
+            .reads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ErrorCode::TooManyRequests)?;
+        let pattern = ctx.settings.keys.managed_streams_pattern();
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, found): (u64, Vec<String>) =
+                ctx.query(&cmd).await.map_err(|_| ErrorCode::Internal)?;
+            keys.extend(found);
+            cursor = next;
+            if cursor == 0 || keys.len() >= MAX_LISTED {
+                break;
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        keys.truncate(MAX_LISTED);
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(256) {
+            let mut pipe = redis::pipe();
+            for k in chunk {
+                pipe.cmd("HMGET").arg(k).arg("schema").arg("t");
+            }
+            let Some(link::Conn { mut conn, number }) = ctx.link.current() else {
+                return Err(ErrorCode::Internal);
+            };
+            let rows: Vec<(Option<String>, Option<u64>)> = pipe
+                .query_async(&mut conn)
+                .await
+                .inspect_err(|e| ctx.link.failed(e, number))
+                .map_err(|_| ErrorCode::Internal)?;
+            for (k, (schema, t)) in chunk.iter().zip(rows) {
+                let (Some(channel), Some(schema)) =
+                    (ctx.settings.keys.key_of_managed_stream(k), schema)
+                else {
+                    continue;
+                };
+                if CompactJson::from_string(schema.clone()).is_err() {
+                    ctx.stats.bad_messages.inc();
+                    continue;
+                }
+                out.push(crate::persist::Listed {
+                    channel: channel.to_owned(),
+                    minute_rate: 0,
+                    last_ms: t.unwrap_or(0),
+                    schema_only: schema,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Who is present, every node's clients; `done` gets the list or the error.
     pub fn presence(
         &self,

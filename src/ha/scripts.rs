@@ -48,10 +48,11 @@ pub fn publish_history() -> Script {
 /// A managed stream's push: KEYS last-frame hash, stream, meta; ARGV schema, frame, full
 /// payload, data-only payload, last-frame TTL (s), history ("1"/"0"), max length, stream TTL,
 /// pub/sub channel, meta TTL, new epoch, retained ("1": an MQTT retained value, given again
-/// whenever a bridge subscribes again), its time column (from 1; 0 = none). The data-only
+/// whenever a bridge subscribes again), its time column (from 1; 0 = none), the push's time. The data-only
 /// payload goes out when the schema is the hash's (schema once, as Grafana publishes); the hash
-/// then holds this frame. A retained value that repeats the last frame but for its time column
-/// changes nothing. Returns `{offset, epoch}` (`{0, ""}` without history or when skipped).
+/// then holds this frame, and `t` the push's time (unix ms; for `/api/live/list`, Grafana's
+/// cache reads only `schema` and `frame`). A retained value that repeats the last frame but for
+/// its time column changes nothing. Returns `{offset, epoch}` (`{0, ""}` without history or when skipped).
 pub fn push_frame() -> Script {
     Script::new(&format!(
         r#"{HISTORY_ADD}
@@ -81,7 +82,7 @@ local payload = ARGV[4]
 if last ~= ARGV[1] then
   payload = ARGV[3]
 end
-redis.call("hset", KEYS[1], "schema", ARGV[1], "frame", ARGV[2])
+redis.call("hset", KEYS[1], "schema", ARGV[1], "frame", ARGV[2], "t", ARGV[14])
 redis.call("expire", KEYS[1], ARGV[5])
 if ARGV[6] == "0" then
   redis.call("publish", ARGV[9], payload)

@@ -119,7 +119,8 @@ impl Job {
                     .arg(super::new_epoch())
                     .arg(if retained.is_some() { "1" } else { "0" })
                     // Lua counts from 1; 0 = no time column.
-                    .arg(retained.flatten().map_or(0, |t| t + 1));
+                    .arg(retained.flatten().map_or(0, |t| t + 1))
+                    .arg(super::unix_ms());
                 c
             }
             Job::PresenceAdd { key, client, info } => {

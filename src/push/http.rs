@@ -318,9 +318,16 @@ pub async fn list(shared: Arc<Shared>) -> Response<Body> {
     {
         return push_error(&PushError::Busy);
     }
-    let Ok(listing) = rx.await else {
+    let Ok(mut listing) = rx.await else {
         return push_error(&PushError::Storage);
     };
+    // With the Redis engine, managed streams live in Redis: every node's.
+    if let Some(engine) = shared.broker.engine() {
+        match engine.list_streams().await {
+            Ok(streams) => listing.streams = streams,
+            Err(_) => return push_error(&PushError::Storage),
+        }
+    }
     let subscribers = |channel: &str| shared.hub.num_subscribers(channel);
     // Managed streams, then stream-handler channels: those whose producer runs, and Grafana's
     // four testdata channels, which Grafana always lists (with its advertised rates).
