@@ -582,3 +582,65 @@ async fn messages_for_streams_beyond_the_limit_are_counted_and_the_bridge_goes_o
     assert_eq!(dropped(&d, "refused"), 1);
     assert!(d.logged("storage refused it"), "{}", d.log_text());
 }
+
+/// With the Redis engine (`ha_engine = "redis"`, a real redis-server here), a retained value
+/// the bridge is given again when it reconnects is compared in Redis with the stream's last
+/// frame (its time aside) and not published again; a new value is.
+#[tokio::test]
+async fn retained_values_through_redis_are_not_published_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis_port = free_port();
+    struct Reap(Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _redis = Reap(
+        Command::new("redis-server")
+            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (tests/run installs it)"),
+    );
+    let xlen = || -> Option<u64> {
+        let client = ::redis::Client::open(format!("redis://127.0.0.1:{redis_port}")).ok()?;
+        let mut conn = client.get_connection().ok()?;
+        ::redis::cmd("XLEN")
+            .arg("gf_live.stream.1/stream/mqtt/sensors/setpoint")
+            .query(&mut conn)
+            .ok()
+    };
+    eventually("redis-server answers", || xlen().is_some());
+    let broker = Mosquitto::start(dir.path(), free_port(), "");
+    broker.publish("sensors/setpoint", b"{\"c\":19.5}", &["-r"]);
+    let config = format!(
+        "{}[live]\nha_engine = \"redis\"\nha_engine_address = \"127.0.0.1:{redis_port}\"\n",
+        bridge_config(broker.port, "")
+    );
+    let d = Daemon::start_with_config(&config, &[]);
+    eventually("the bridge connects", || connected(&d));
+    eventually("the retained value is in Redis", || xlen() == Some(1));
+    // The bridge connects again and is given the retained value again: nothing new in Redis.
+    let d = d.restart(false);
+    eventually("the bridge reconnects", || connected(&d));
+    broker.publish("sensors/setpoint", b"{\"c\":20}", &[]);
+    eventually("the new value is in Redis", || xlen() >= Some(2));
+    assert_eq!(xlen(), Some(2), "the retained value was published again");
+    let (mut p, _) = Peer::connected(&d.ws_url()).await;
+    let r = call(
+        &mut p,
+        2,
+        "subscribe",
+        json!({"channel": "stream/mqtt/sensors/setpoint"}),
+    )
+    .await;
+    assert_eq!(
+        r["subscribe"]["data"]["data"]["values"][1],
+        json!([19.5, 20]),
+        "{r}"
+    );
+}
