@@ -40,8 +40,7 @@ use crate::ha::Engine;
 use crate::head::{Head, Position, Recovery, Sequenced};
 use crate::hub::{ClientId, Hub, Locked, Subscriber};
 use crate::json::CompactJson;
-use crate::outbox::Outbox;
-use crate::persist::{info_json, Ack, Busy, Persist, Request};
+use crate::persist::{info_json, Ack, Busy, HistoryQuery, Persist, Request};
 use crate::protocol::reply::{self, ClientInfo, Publication, StoredPublication, SubscribeAnswer};
 use crate::protocol::ErrorCode;
 
@@ -402,38 +401,13 @@ impl Broker {
             .is_ok()
     }
 
-    /// The history command: read on the storage thread (after every write queued before it).
-    #[allow(clippy::too_many_arguments)]
-    pub fn history(
-        &self,
-        key: &Arc<str>,
-        kind: &ChannelKind,
-        outbox: Arc<Outbox>,
-        id: u32,
-        limit: i32,
-        since: Option<Position>,
-        reverse: bool,
-    ) -> Result<(), Busy> {
-        if let Some(engine) = self.engine_for(kind) {
-            return engine.history(crate::ha::HistoryRequest {
-                key: key.clone(),
-                policy: kind.history,
-                outbox,
-                id,
-                limit,
-                since,
-                reverse,
-            });
+    /// The history command: read on the storage thread (after every write queued before it),
+    /// or from Redis.
+    pub fn history(&self, kind: &ChannelKind, query: HistoryQuery) -> Result<(), Busy> {
+        match self.engine_for(kind) {
+            Some(engine) => engine.history(query),
+            None => self.inner.persist.submit(Request::History(query)),
         }
-        self.inner.persist.submit(Request::History {
-            key: key.clone(),
-            policy: kind.history,
-            outbox,
-            id,
-            limit,
-            since,
-            reverse,
-        })
     }
 
     /// Who is subscribed to a channel: from the hub's memory (at once), or with the Redis

@@ -582,71 +582,13 @@ async fn subscribes_racing_leaves_leave_nothing_behind() {
     );
 }
 
-/// A CA and a server certificate for 127.0.0.1, made with openssl.
-fn certificates(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let st = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl (Debian package openssl)");
-        assert!(st.success(), "openssl {args:?}");
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=edgelive test CA",
-    ]);
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
-}
-
 /// `rediss://` with a CA file and a password from a file; a node started before Redis, and
 /// one with the wrong password, are degraded until they can work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_ca_file_and_a_password_file() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    certificates(dir);
+    common::certificates(dir);
     std::fs::write(dir.join("redis.pass"), "s3cret-for-tests\n").unwrap();
     std::fs::write(dir.join("wrong.pass"), "not-it\n").unwrap();
     let port = common::free_port();

@@ -15,13 +15,12 @@ use prost::Message as _;
 use redis::Value;
 
 use super::{proto, Ctx};
-use crate::channel_kind::{ChannelKind, HistoryPolicy};
+use crate::channel_kind::ChannelKind;
 use crate::head::Position;
 use crate::hub::{ClientId, Remote, Subscriber};
 use crate::json::CompactJson;
-use crate::outbox::Outbox;
 use crate::persist::backfill;
-use crate::persist::Busy;
+use crate::persist::{Busy, HistoryQuery};
 use crate::protocol::reply::{self, ClientInfo, StoredPublication, SubscribeAnswer};
 use crate::protocol::ErrorCode;
 
@@ -37,16 +36,6 @@ pub struct SubscribeRequest {
     pub recover: Option<Position>,
     /// A stream handler's subscribe data.
     pub initial: Option<CompactJson<'static>>,
-}
-
-pub struct HistoryRequest {
-    pub key: Arc<str>,
-    pub policy: Option<HistoryPolicy>,
-    pub outbox: Arc<Outbox>,
-    pub id: u32,
-    pub limit: i32,
-    pub since: Option<Position>,
-    pub reverse: bool,
 }
 
 /// A subscribe under way.
@@ -469,7 +458,7 @@ pub fn leave(
     }
 }
 
-pub fn history(ctx: &Arc<Ctx>, req: HistoryRequest) -> Result<(), Busy> {
+pub fn history(ctx: &Arc<Ctx>, req: HistoryQuery) -> Result<(), Busy> {
     let permit = ctx.reads.clone().try_acquire_owned().map_err(|_| Busy)?;
     let ctx = ctx.clone();
     tokio::spawn(async move {
@@ -484,7 +473,7 @@ pub fn history(ctx: &Arc<Ctx>, req: HistoryRequest) -> Result<(), Busy> {
 
 /// As the storage thread answers it (`persist::sequencer::reads`): `limit` 0 = position only,
 /// -1 = all (capped), `since` = after that position, `reverse` = newest first.
-async fn history_reply(ctx: &Ctx, req: &HistoryRequest) -> Result<bytes::Bytes, ErrorCode> {
+async fn history_reply(ctx: &Ctx, req: &HistoryQuery) -> Result<bytes::Bytes, ErrorCode> {
     if req.policy.is_none() {
         return Err(ErrorCode::NotAvailable);
     }

@@ -305,7 +305,7 @@ impl Engine {
     }
 
     /// The history command, answered into `outbox` once read.
-    pub fn history(&self, req: join::HistoryRequest) -> Result<(), Busy> {
+    pub fn history(&self, req: crate::persist::HistoryQuery) -> Result<(), Busy> {
         join::history(&self.ctx, req)
     }
 
@@ -397,8 +397,6 @@ impl Engine {
         Ok(())
     }
 }
-
-pub use join::HistoryRequest;
 
 /// A managed stream's frame as the write queue takes it: both payloads, Redis's last frame
 /// decides which goes out.

@@ -82,6 +82,19 @@ impl Ack {
     }
 }
 
+/// The history command, as the storage thread or the Redis engine answers it: `limit` 0 =
+/// position only, -1 = all (capped), `since` = after that position, `reverse` = newest first;
+/// the reply goes into `outbox`.
+pub struct HistoryQuery {
+    pub key: Arc<str>,
+    pub policy: Option<HistoryPolicy>,
+    pub outbox: Arc<Outbox>,
+    pub id: u32,
+    pub limit: i32,
+    pub since: Option<Position>,
+    pub reverse: bool,
+}
+
 /// What the storage thread is asked. Every `Subscribe` and `Publish` is counted in its
 /// channel's in-flight requests by the broker and settled by the storage thread.
 pub enum Request {
@@ -136,16 +149,10 @@ pub enum Request {
         ack: Ack,
     },
     /// The managed streams, for `/api/live/list`.
-    List { reply: oneshot::Sender<Listing> },
-    History {
-        key: Arc<str>,
-        policy: Option<HistoryPolicy>,
-        outbox: Arc<Outbox>,
-        id: u32,
-        limit: i32,
-        since: Option<Position>,
-        reverse: bool,
+    List {
+        reply: oneshot::Sender<Listing>,
     },
+    History(HistoryQuery),
     /// A presence entry written behind the hot path (presence is answered from the hub's
     /// memory; sled keeps a copy, cleared at open): `info` to add, `None` to remove.
     PresenceWrite {

@@ -339,7 +339,7 @@ impl Sequencer {
                 history.sort();
                 let _ = reply.send(super::Listing { streams, history });
             }
-            Request::History {
+            Request::History(super::HistoryQuery {
                 key,
                 policy,
                 outbox,
@@ -347,7 +347,7 @@ impl Sequencer {
                 limit,
                 since,
                 reverse,
-            } => {
+            }) => {
                 let msg = self
                     .history(&key, policy, id, limit, since, reverse)
                     .unwrap_or_else(|code| reply::error(id, code, None));

@@ -407,16 +407,17 @@ impl Session {
             offset: s.offset,
             epoch: s.epoch,
         });
+        let query = crate::persist::HistoryQuery {
+            key: channel.key().clone(),
+            policy: kind.history,
+            outbox: self.outbox.clone(),
+            id,
+            limit: req.limit,
+            since,
+            reverse: req.reverse,
+        };
         self.broker
-            .history(
-                channel.key(),
-                &kind,
-                self.outbox.clone(),
-                id,
-                req.limit,
-                since,
-                req.reverse,
-            )
+            .history(&kind, query)
             .map_err(|_| ErrorCode::TooManyRequests.into())
     }
 
