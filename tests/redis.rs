@@ -23,8 +23,19 @@ struct Redis {
 }
 
 impl Redis {
-    /// Starts redis-server on `port` (no persistence: a restart loses everything).
-    fn start(dir: &Path, port: u16) -> Redis {
+    /// Starts redis-server on a free port (no persistence: a restart loses everything).
+    fn start(dir: &Path) -> Redis {
+        // A port found free may be taken by another test's port-0 listener before Redis
+        // binds it: then Redis exits, and another port is tried.
+        for _ in 0..5 {
+            if let Some(r) = Redis::start_on(dir, common::free_port()) {
+                return r;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    fn start_on(dir: &Path, port: u16) -> Option<Redis> {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -40,13 +51,19 @@ impl Redis {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server (tests/run installs it)");
-        let r = Redis {
+        let mut r = Redis {
             child,
             port,
             dir: dir.to_owned(),
         };
-        eventually("redis-server answers", || r.conn().is_some());
-        r
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while r.conn().is_none() {
+            if r.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(r)
     }
 
     fn conn(&self) -> Option<redis::Connection> {
@@ -61,11 +78,12 @@ impl Redis {
         let _ = self.child.wait();
     }
 
+    /// Stops it and starts an empty one on the same port (the nodes know that one).
     fn restart(mut self) -> Redis {
         self.kill();
         let (dir, port) = (self.dir.clone(), self.port);
         drop(self);
-        Redis::start(&dir, port)
+        Redis::start_on(&dir, port).expect("redis-server restarts on its port")
     }
 }
 
@@ -143,7 +161,7 @@ fn decode_with_protobufjs(publications: &[Vec<u8>], infos: &[Vec<u8>]) -> Value 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_channels_history_presence_and_streams() {
     let tmp = tempfile::tempdir().unwrap();
-    let redis = Redis::start(tmp.path(), common::free_port());
+    let redis = Redis::start(tmp.path());
     let (a, b, c) = (node(&redis, ""), node(&redis, ""), node(&redis, ""));
     let ch = "grafana/broadcast/shared";
 
@@ -402,7 +420,7 @@ type Entries = Vec<(String, Vec<(String, Vec<u8>)>)>;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_presence_goes_with_the_ttl() {
     let tmp = tempfile::tempdir().unwrap();
-    let redis = Redis::start(tmp.path(), common::free_port());
+    let redis = Redis::start(tmp.path());
     let ttl = "ha_presence_ttl = \"2s\"\n";
     let (a, mut c) = (node(&redis, ttl), node(&redis, ttl));
     let ch = "grafana/broadcast/ghosts";
@@ -440,7 +458,7 @@ async fn a_killed_nodes_presence_goes_with_the_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_lost_and_back_refuses_then_recovers_without_a_silent_gap() {
     let tmp = tempfile::tempdir().unwrap();
-    let redis = Redis::start(tmp.path(), common::free_port());
+    let redis = Redis::start(tmp.path());
     let (a, b) = (node(&redis, ""), node(&redis, ""));
     let ch = "grafana/broadcast/outage";
     let (mut pa, _) = Peer::connected(&a.ws_url()).await;
@@ -524,7 +542,7 @@ async fn redis_lost_and_back_refuses_then_recovers_without_a_silent_gap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribes_racing_leaves_leave_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
-    let redis = Redis::start(tmp.path(), common::free_port());
+    let redis = Redis::start(tmp.path());
     let (a, b) = (node(&redis, ""), node(&redis, ""));
     let ch = "grafana/broadcast/races";
     let (mut observer, observer_id) = Peer::connected(&b.ws_url()).await;
@@ -591,7 +609,10 @@ async fn tls_with_a_ca_file_and_a_password_file() {
     common::certificates(dir);
     std::fs::write(dir.join("redis.pass"), "s3cret-for-tests\n").unwrap();
     std::fs::write(dir.join("wrong.pass"), "not-it\n").unwrap();
-    let port = common::free_port();
+    // Held until Redis starts, so that no other test's port-0 listener takes it meanwhile (the
+    // node connects to it and gets no answer: degraded, as with no Redis at all).
+    let hold = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hold.local_addr().unwrap().port();
     let config = |pass: &str| {
         format!(
             "[live]\nha_engine = \"redis\"\nha_engine_address = \"rediss://127.0.0.1:{port}\"\n\
@@ -604,6 +625,7 @@ async fn tls_with_a_ca_file_and_a_password_file() {
     let a = Daemon::start_with_config(&config("redis.pass"), &[]);
     let (st, body) = http(a.addr, "GET", "/api/health", &[], b"");
     assert_eq!(st, 503, "{body}");
+    drop(hold);
     let mut redis = Command::new("redis-server")
         .args([
             "--port",

@@ -131,6 +131,27 @@ async fn run(ctx: &Arc<Ctx>, req: SubscribeRequest, number: u64) -> Result<(), E
 
 async fn position(ctx: &Arc<Ctx>, req: &SubscribeRequest, number: u64) -> Result<(), ErrorCode> {
     let key = &req.key;
+    if req.kind.presence {
+        // Before the reply. Removed again below unless joined (a leave before the join finds
+        // nothing to remove).
+        super::presence::Entries::write(ctx, key, &req.sub.info)
+            .await
+            .map_err(|_| ErrorCode::Internal)?;
+    }
+    let joined = join_positioned(ctx, req, number).await;
+    if req.kind.presence && !matches!(joined, Ok(true)) {
+        ctx.presence.remove(ctx, key, &req.sub.info.client);
+    }
+    joined.map(|_| ())
+}
+
+/// Reads and joins; `Ok(true)` when the client was joined.
+async fn join_positioned(
+    ctx: &Arc<Ctx>,
+    req: &SubscribeRequest,
+    number: u64,
+) -> Result<bool, ErrorCode> {
+    let key = &req.key;
     for _ in 0..ATTEMPTS {
         // Read after this: a reconnect in between may have missed publications the read saw.
         let generation = ctx.subs.generation();
@@ -209,7 +230,7 @@ async fn position(ctx: &Arc<Ctx>, req: &SubscribeRequest, number: u64) -> Result
                 // Here, under the lock: a leave that follows is ordered after these.
                 let info = &req.sub.info;
                 if req.kind.presence {
-                    ctx.presence.add(ctx, key, info);
+                    ctx.presence.keep(key, info);
                 }
                 if req.kind.join_leave {
                     announce(ctx, key, info, true);
@@ -222,7 +243,7 @@ async fn position(ctx: &Arc<Ctx>, req: &SubscribeRequest, number: u64) -> Result
             Step::Cancelled { ended } => {
                 ctx.forget(key, &ended);
                 ctx.subs.release(key);
-                return Ok(());
+                return Ok(false);
             }
             Step::Joined { added, ended } => {
                 ctx.forget(key, &ended);
@@ -230,7 +251,7 @@ async fn position(ctx: &Arc<Ctx>, req: &SubscribeRequest, number: u64) -> Result
                     // Its connection closed meanwhile; its session already left.
                     ctx.subs.release(key);
                 }
-                return Ok(());
+                return Ok(added);
             }
         }
     }

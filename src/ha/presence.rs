@@ -28,19 +28,24 @@ impl Entries {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds the entry here and queues it for Redis.
-    pub fn add(&self, ctx: &Ctx, key: &Arc<str>, info: &ClientInfo) {
+    /// Writes the entry to Redis (before the subscribe is answered, as Centrifuge does: a
+    /// client told it is subscribed is listed on every node).
+    pub async fn write(ctx: &Ctx, key: &Arc<str>, info: &ClientInfo) -> redis::RedisResult<()> {
+        let job = Job::PresenceAdd {
+            key: key.clone(),
+            client: info.client.clone(),
+            info: proto::ClientInfo::of(info).encode_to_vec(),
+        };
+        ctx.query(&job.cmd(ctx)).await
+    }
+
+    /// Keeps the entry here, to be refreshed (it was written by `write`).
+    pub fn keep(&self, key: &Arc<str>, info: &ClientInfo) {
         let bytes = proto::ClientInfo::of(info).encode_to_vec();
         self.lock()
             .entry(key.clone())
             .or_default()
-            .insert(info.client.clone(), bytes.clone());
-        // A full queue leaves it to the next refresh.
-        let _ = ctx.writer.send(Job::PresenceAdd {
-            key: key.clone(),
-            client: info.client.clone(),
-            info: bytes,
-        });
+            .insert(info.client.clone(), bytes);
     }
 
     pub fn remove(&self, ctx: &Ctx, key: &Arc<str>, client: &str) {
