@@ -8,7 +8,8 @@
 //!
 //! - `writer.rs`: the ordered, bounded write queue (publications, pushes, presence);
 //! - `pubsub.rs`: the channels subscribed in Redis and what arrives on them;
-//! - `join.rs`: subscribes (positioned, recovered, with a managed stream's frame), history;
+//! - `join.rs`: subscribes (positioned, recovered, with a managed stream's frame), leaves;
+//! - `history.rs`: the read script's results, and the history command;
 //! - `presence.rs`: this node's presence entries and their refresh;
 //! - `link.rs`: the command connection, kept up.
 //!
@@ -17,6 +18,7 @@
 //! clients in their node lists and `/api/live/list`-style surveys, and their disconnect or
 //! unsubscribe commands do not reach our clients.
 
+mod history;
 mod join;
 pub mod keys;
 mod link;
@@ -306,7 +308,7 @@ impl Engine {
 
     /// The history command, answered into `outbox` once read.
     pub fn history(&self, req: crate::persist::HistoryQuery) -> Result<(), Busy> {
-        join::history(&self.ctx, req)
+        history::history(&self.ctx, req)
     }
 
     /// Every managed stream in Redis (this org's, any node's), for `/api/live/list`: its
