@@ -173,6 +173,11 @@ impl Locked<'_> {
         self.entry.remote = remote.map(Box::new);
     }
 
+    /// Whether a client is subscribed.
+    pub fn has(&self, client: ClientId) -> bool {
+        self.entry.subs.iter().any(|s| s.client == client)
+    }
+
     /// Removes a client's subscription, returning it.
     pub fn remove(&mut self, client: ClientId) -> Option<Subscriber> {
         let i = self.entry.subs.iter().position(|s| s.client == client)?;

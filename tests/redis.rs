@@ -551,7 +551,7 @@ async fn subscribes_racing_leaves_leave_nothing_behind() {
         1,
     );
     for round in 0..10u64 {
-        let (mut p, _) = Peer::connected(&a.ws_url()).await;
+        let (mut p, p_id) = Peer::connected(&a.ws_url()).await;
         // Three commands in one frame: subscribe, unsubscribe, subscribe.
         p.send(&format!(
             "{}\n{}\n{}",
@@ -574,6 +574,9 @@ async fn subscribes_racing_leaves_leave_nothing_behind() {
             json!({})
         );
         assert_eq!(next_pub(&mut p, ch).await["data"]["round"], round);
+        // And it is present: the first subscribe's undoing did not take the last one's entry.
+        let listed = present(&mut observer, ch).await;
+        assert!(listed.contains(&p_id), "round {round}: {listed:?}");
         // A subscribe under way when its connection goes.
         let (mut gone, _) = Peer::connected(&a.ws_url()).await;
         gone.send(&json!({"id": 1, "subscribe": {"channel": ch}}).to_string())

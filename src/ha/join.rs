@@ -72,22 +72,20 @@ pub fn subscribe(ctx: &Arc<Ctx>, req: SubscribeRequest) -> Result<(), Busy> {
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        let (key, client) = (req.key.clone(), req.sub.client);
+        let key = req.key.clone();
         let (outbox, answer) = (req.sub.outbox.clone(), req.answer.clone());
         let Err(code) = run(&ctx, req, number).await else {
             return;
         };
         // Undo the channel's count and the pending mark (`run` released the Redis
-        // subscription); the session forgets the subscription unless it subscribed again.
-        let (was_pending, again) = ctx.hub.with(&key, |ch| {
+        // subscription). The session forgets the subscription, unless it left it before (then
+        // the subscription it holds now, if any, is a later subscribe's).
+        let pending = ctx.hub.with(&key, |ch| {
             ch.settle();
-            let mut pending = lock_pending(&ctx);
-            let was = pending.remove(&number).is_some();
-            let again = pending.values().any(|p| p.key == key && p.client == client);
-            (was, again)
+            lock_pending(&ctx).remove(&number)
         });
-        if was_pending {
-            if !again {
+        if let Some(p) = pending {
+            if !p.cancelled {
                 outbox.refuse_subscription(key.clone());
             }
             let _ = outbox.push(answer.error(code));
@@ -122,17 +120,35 @@ async fn run(ctx: &Arc<Ctx>, req: SubscribeRequest, number: u64) -> Result<(), E
 async fn position(ctx: &Arc<Ctx>, req: &SubscribeRequest, number: u64) -> Result<(), ErrorCode> {
     let key = &req.key;
     if req.kind.presence {
-        // Before the reply. Removed again below unless joined (a leave before the join finds
-        // nothing to remove).
-        super::presence::Entries::write(ctx, key, &req.sub.info)
-            .await
-            .map_err(|_| ErrorCode::Internal)?;
+        // Before the reply, through the write queue (so after any removal queued before it).
+        // Removed again below unless joined (a leave before the join finds nothing to remove).
+        let written = super::presence::Entries::write(ctx, key, &req.sub.info).await;
+        if written.is_err() {
+            unwrite_presence(ctx, req);
+            return Err(ErrorCode::Internal);
+        }
     }
     let joined = join_positioned(ctx, req, number).await;
     if req.kind.presence && !matches!(joined, Ok(true)) {
-        ctx.presence.remove(ctx, key, &req.sub.info.client);
+        unwrite_presence(ctx, req);
     }
     joined.map(|_| ())
+}
+
+/// Removes the presence entry a subscribe wrote and did not keep, unless the client holds the
+/// channel (or is subscribing to it again): entries are per client and channel. Decided under
+/// the channel's lock, as joins and leaves are.
+fn unwrite_presence(ctx: &Arc<Ctx>, req: &SubscribeRequest) {
+    let (key, client) = (&req.key, req.sub.client);
+    ctx.hub.with(key, |ch| {
+        let held = ch.has(client)
+            || lock_pending(ctx)
+                .values()
+                .any(|p| p.key == *key && p.client == client && !p.cancelled);
+        if !held {
+            ctx.presence.remove(ctx, key, &req.sub.info.client);
+        }
+    });
 }
 
 /// Reads and joins; `Ok(true)` when the client was joined.
@@ -142,27 +158,40 @@ async fn join_positioned(
     number: u64,
 ) -> Result<bool, ErrorCode> {
     let key = &req.key;
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
         // Read after this: a reconnect in between may have missed publications the read saw.
         let generation = ctx.subs.generation();
         let counted = ctx.hub.with(key, |ch| ch.remote().map(|r| r.offset));
         let read = read_subscribe(ctx, key, req).await?;
+        // Parsed before taking the lock.
+        let initial = match (req.kind.managed, &read) {
+            (true, Some(r)) => r
+                .frame
+                .as_ref()
+                .and_then(|f| CompactJson::from_string(f.clone()).ok()),
+            _ => req.initial.clone(),
+        };
+        let first = attempt == 0;
         let step = ctx.hub.with(key, |ch| {
             if ctx.subs.generation() != generation {
                 return Step::Again;
             }
             if let (Some(r), Some(had)) = (&read, ch.remote()) {
-                // Pub/sub delivered past the read: what a recovering client missed must be
-                // read again to reach the live stream.
-                if !r.epoch.is_empty()
-                    && had.epoch == r.epoch
-                    && had.offset > r.top
-                    && req.recover.is_some()
-                {
+                let history = !r.epoch.is_empty();
+                // Pub/sub delivered past the read: what a recovering client missed, or a
+                // managed stream's frame (its schema may have changed since), must be read
+                // again to reach the live stream.
+                let behind = had.epoch == r.epoch && had.offset > r.top;
+                if history && behind && (req.recover.is_some() || req.kind.managed) {
                     return Step::Again;
                 }
-                // A managed stream without history: a frame delivered since the read.
-                if r.epoch.is_empty() && Some(had.offset) != counted {
+                // Another epoch than pub/sub's: the read may be the older one; once more.
+                if history && had.epoch != r.epoch && first {
+                    return Step::Again;
+                }
+                // A managed stream without history: a full frame (a schema change) delivered
+                // since the read.
+                if !history && Some(had.offset) != counted {
                     return Step::Again;
                 }
             }
@@ -174,13 +203,6 @@ async fn join_positioned(
                 .remove(&number)
                 .is_none_or(|p| p.cancelled);
             let mut ended = Vec::new();
-            let initial = match (req.kind.managed, &read) {
-                (true, Some(r)) => r
-                    .frame
-                    .as_ref()
-                    .and_then(|f| CompactJson::from_string(f.clone()).ok()),
-                _ => req.initial.clone(),
-            };
             let msg = match read.as_ref().filter(|r| !r.epoch.is_empty()) {
                 None => req.answer.result(&reply::SubscribeResult {
                     data: initial.as_ref(),

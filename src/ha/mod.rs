@@ -162,7 +162,7 @@ impl Ctx {
     fn forget(&self, key: &Arc<str>, gone: &[Subscriber]) {
         for s in gone {
             self.subs.release(key);
-            self.presence.remove(self, key, &s.info.client);
+            self.presence.remove_kept(self, key, &s.info.client);
         }
     }
 }

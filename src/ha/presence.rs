@@ -20,60 +20,84 @@ pub struct Entries {
     map: Mutex<ByChannel>,
 }
 
-/// Channel → client id → protobuf `ClientInfo`.
-type ByChannel = HashMap<Arc<str>, HashMap<String, Vec<u8>>>;
+/// Channel → client id → protobuf `ClientInfo` (shared: a refresh's snapshot copies pointers,
+/// while joins and leaves wait on this map under their channel's lock).
+type ByChannel = HashMap<Arc<str>, HashMap<String, Arc<[u8]>>>;
 
 impl Entries {
     fn lock(&self) -> std::sync::MutexGuard<'_, ByChannel> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes the entry to Redis (before the subscribe is answered, as Centrifuge does: a
-    /// client told it is subscribed is listed on every node).
-    pub async fn write(ctx: &Ctx, key: &Arc<str>, info: &ClientInfo) -> redis::RedisResult<()> {
+    /// Writes the entry to Redis, through the write queue (so after any removal queued before
+    /// it) and waited for: the subscribe is answered after it, as Centrifuge does, so a client
+    /// told it is subscribed is listed on every node.
+    pub async fn write(ctx: &Ctx, key: &Arc<str>, info: &ClientInfo) -> Result<(), ()> {
+        let (done, written) = tokio::sync::oneshot::channel();
         let job = Job::PresenceAdd {
             key: key.clone(),
             client: info.client.clone(),
-            info: proto::ClientInfo::of(info).encode_to_vec(),
+            info: proto::ClientInfo::of(info).encode_to_vec().into(),
+            done: Some(done),
         };
-        ctx.query(&job.cmd(ctx)).await
+        ctx.writer.send(job).map_err(|_| ())?;
+        match tokio::time::timeout(ctx.settings.timeout * 2, written).await {
+            Ok(Ok(true)) => Ok(()),
+            _ => Err(()),
+        }
     }
 
     /// Keeps the entry here, to be refreshed (it was written by `write`).
     pub fn keep(&self, key: &Arc<str>, info: &ClientInfo) {
-        let bytes = proto::ClientInfo::of(info).encode_to_vec();
+        let bytes: Arc<[u8]> = proto::ClientInfo::of(info).encode_to_vec().into();
         self.lock()
             .entry(key.clone())
             .or_default()
             .insert(info.client.clone(), bytes);
     }
 
-    pub fn remove(&self, ctx: &Ctx, key: &Arc<str>, client: &str) {
+    /// Forgets the entry here; true when it was kept.
+    fn forget(&self, key: &Arc<str>, client: &str) -> bool {
         let mut map = self.lock();
-        if let Some(m) = map.get_mut(key) {
-            m.remove(client);
-            if m.is_empty() {
-                map.remove(key);
-            }
+        let Some(m) = map.get_mut(key) else {
+            return false;
+        };
+        let was = m.remove(client).is_some();
+        if m.is_empty() {
+            map.remove(key);
         }
-        drop(map);
-        if ctx
-            .writer
-            .send(Job::PresenceRemove {
-                key: key.clone(),
-                client: client.to_owned(),
-            })
-            .is_err()
-        {
-            tracing::debug!(channel = %key, client, "redis engine: presence removal left to the TTL");
+        was
+    }
+
+    /// Forgets the entry here and queues its removal from Redis.
+    pub fn remove(&self, ctx: &Ctx, key: &Arc<str>, client: &str) {
+        self.forget(key, client);
+        unwrite(ctx, key, client);
+    }
+
+    /// `remove`, only for an entry that was kept (a subscriber ended by a gap on a channel
+    /// without presence has none).
+    pub fn remove_kept(&self, ctx: &Ctx, key: &Arc<str>, client: &str) {
+        if self.forget(key, client) {
+            unwrite(ctx, key, client);
         }
     }
 
-    fn snapshot(&self) -> Vec<(Arc<str>, String, Vec<u8>)> {
+    fn snapshot(&self) -> Vec<(Arc<str>, String, Arc<[u8]>)> {
         let map = self.lock();
         map.iter()
             .flat_map(|(k, m)| m.iter().map(|(c, i)| (k.clone(), c.clone(), i.clone())))
             .collect()
+    }
+}
+
+fn unwrite(ctx: &Ctx, key: &Arc<str>, client: &str) {
+    let job = Job::PresenceRemove {
+        key: key.clone(),
+        client: client.to_owned(),
+    };
+    if ctx.writer.send(job).is_err() {
+        tracing::debug!(channel = %key, client, "redis engine: presence removal left to the TTL");
     }
 }
 
@@ -98,6 +122,7 @@ pub async fn refresh(ctx: Arc<Ctx>, stop: CancellationToken) {
                     key: key.clone(),
                     client: client.clone(),
                     info: info.clone(),
+                    done: None,
                 };
                 pipe.add_command(job.cmd(&ctx)).ignore();
             }

@@ -108,6 +108,7 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 pub async fn run(ctx: Arc<Ctx>, mut ops: mpsc::UnboundedReceiver<Op>, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
+    let mut resyncing: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let connected = tokio::select! {
             _ = stop.cancelled() => return,
@@ -117,10 +118,12 @@ pub async fn run(ctx: Arc<Ctx>, mut ops: mpsc::UnboundedReceiver<Op>, stop: Canc
             Ok(Ok(pubsub)) => {
                 let (sink, stream) = pubsub.split();
                 let keys = ctx.subs.keys();
-                let names = keys.iter().map(|k| ctx.settings.keys.client(k)).collect();
-                each(&ctx, &sink, true, names)
-                    .await
-                    .then_some((sink, stream, keys))
+                let names = keys
+                    .iter()
+                    .map(|k| (true, ctx.settings.keys.client(k)))
+                    .collect();
+                let done = each(&ctx, &sink, names).await;
+                done.iter().all(|ok| *ok).then_some((sink, stream, keys))
             }
             _ => None,
         };
@@ -138,7 +141,7 @@ pub async fn run(ctx: Arc<Ctx>, mut ops: mpsc::UnboundedReceiver<Op>, stop: Canc
             backoff = (backoff * 2).min(Duration::from_secs(2));
             continue;
         };
-        backoff = Duration::from_millis(100);
+        let connected_at = tokio::time::Instant::now();
         ctx.stats
             .channels
             .store(ctx.subs.len() as i64, Ordering::Relaxed);
@@ -147,7 +150,10 @@ pub async fn run(ctx: Arc<Ctx>, mut ops: mpsc::UnboundedReceiver<Op>, stop: Canc
         if !first {
             ctx.stats.pubsub_reconnects.inc();
             tracing::info!(channels = keys.len(), "redis engine: pub/sub resubscribed");
-            tokio::spawn(resync(ctx.clone(), keys));
+            // One resync at a time: a newer connection's replaces an unfinished one.
+            if let Some(previous) = resyncing.replace(tokio::spawn(resync(ctx.clone(), keys))) {
+                previous.abort();
+            }
         }
         first = false;
         let mut ping = tokio::time::interval(PING_EVERY);
@@ -175,38 +181,58 @@ pub async fn run(ctx: Arc<Ctx>, mut ops: mpsc::UnboundedReceiver<Op>, stop: Canc
         }
         ctx.subs.up.store(false, Ordering::Release);
         tracing::warn!("redis engine: pub/sub connection lost");
+        // A connection that did not last starts the next attempt after the backoff, not at
+        // once (Redis may be closing it, e.g. over its output buffer limit).
+        if connected_at.elapsed() >= Duration::from_secs(10) {
+            backoff = Duration::from_millis(100);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
-/// SUBSCRIBE (or UNSUBSCRIBE) every one of `names`, one channel per command, pipelined: the
-/// client pairs each reply with one command, so a command naming several channels would have
-/// its extra replies taken for later commands' confirmations. False when any failed or Redis
-/// did not answer in time.
-async fn each(ctx: &Ctx, sink: &PubSubSink, subscribe: bool, names: Vec<String>) -> bool {
-    let mut all = true;
+/// SUBSCRIBE or UNSUBSCRIBE (`subscribe` of each) every one of `names`, one channel per
+/// command, pipelined: the client pairs each reply with one command (first in, first out), so a
+/// command naming several channels would have its extra replies taken for later commands'
+/// confirmations. Each name's outcome; all false when Redis did not answer in time.
+async fn each(ctx: &Ctx, sink: &PubSubSink, names: Vec<(bool, String)>) -> Vec<bool> {
+    let n = names.len();
+    let mut out = Vec::with_capacity(n);
     let mut names = names.into_iter().peekable();
     while names.peek().is_some() {
-        let batch = names.by_ref().take(BATCH).map(|name| {
-            let mut sink = sink.clone();
-            async move {
-                match subscribe {
-                    true => sink.subscribe(name).await,
-                    false => sink.unsubscribe(name).await,
+        let batch: Vec<_> = names
+            .by_ref()
+            .take(BATCH)
+            .map(|(subscribe, name)| {
+                let mut sink = sink.clone();
+                async move {
+                    match subscribe {
+                        true => sink.subscribe(name).await.is_ok(),
+                        false => sink.unsubscribe(name).await.is_ok(),
+                    }
                 }
-            }
-        });
+            })
+            .collect();
+        let len = batch.len();
         // `join_all` polls each in order first, so the commands are sent in this order.
-        let done =
-            tokio::time::timeout(ctx.settings.timeout, futures_util::future::join_all(batch)).await;
-        all &= matches!(done, Ok(r) if r.iter().all(Result::is_ok));
-        if !all {
+        match tokio::time::timeout(ctx.settings.timeout, futures_util::future::join_all(batch))
+            .await
+        {
+            Ok(done) => out.extend(done),
+            Err(_) => out.extend(std::iter::repeat_n(false, len)),
+        }
+        if out.iter().any(|ok| !ok) {
             break;
         }
     }
-    all
+    out.resize(n, false);
+    out
 }
 
-/// Applies `first` and what else is queued, in order, grouping runs of one kind. False when the
+/// Applies `first` and what else is queued, in order, in one pipeline. False when the
 /// connection failed.
 async fn apply(
     ctx: &Ctx,
@@ -221,36 +247,24 @@ async fn apply(
             Err(_) => break,
         }
     }
-    while !queued.is_empty() {
-        let subscribe = matches!(queued[0], Op::Subscribe(..));
-        let run = queued
-            .iter()
-            .position(|o| matches!(o, Op::Subscribe(..)) != subscribe)
-            .unwrap_or(queued.len());
-        let names = queued[..run]
-            .iter()
-            .map(|o| match o {
-                Op::Subscribe(k, _) | Op::Unsubscribe(k) => ctx.settings.keys.client(k),
-            })
-            .collect();
-        let ok = each(ctx, sink, subscribe, names).await;
-        let answered: Vec<Op> = match ok {
-            true => queued.drain(..run).collect(),
-            false => std::mem::take(&mut queued),
-        };
-        for op in answered {
-            if let Op::Subscribe(_, tx) = op {
-                let _ = tx.send(ok);
-            }
-        }
-        if !ok {
-            return false;
+    let names = queued
+        .iter()
+        .map(|o| match o {
+            Op::Subscribe(k, _) => (true, ctx.settings.keys.client(k)),
+            Op::Unsubscribe(k) => (false, ctx.settings.keys.client(k)),
+        })
+        .collect();
+    let done = each(ctx, sink, names).await;
+    let all = done.iter().all(|ok| *ok);
+    for (op, ok) in queued.into_iter().zip(done) {
+        if let Op::Subscribe(_, tx) = op {
+            let _ = tx.send(ok);
         }
     }
     ctx.stats
         .channels
         .store(ctx.subs.len() as i64, Ordering::Relaxed);
-    true
+    all
 }
 
 /// One pub/sub message to the channel's local subscribers.
@@ -286,8 +300,9 @@ pub fn deliver(ctx: &Ctx, channel: &[u8], payload: &[u8]) {
                 if ch.num_subscribers() == 0 && ch.in_flight() == 0 {
                     return Vec::new();
                 }
-                if position.is_none() {
-                    // A managed stream without history counts what was delivered (`join.rs`).
+                if position.is_none() && data.get().starts_with("{\"schema\"") {
+                    // A managed stream without history counts the full frames (schema changes)
+                    // delivered: a subscribe that read an older frame reads again (`join.rs`).
                     if let Some(r) = ch.remote().filter(|r| r.epoch.is_empty()) {
                         let counted = r.offset + 1;
                         ch.set_remote(Some(Remote {

@@ -46,7 +46,9 @@ pub enum Job {
     PresenceAdd {
         key: Arc<str>,
         client: String,
-        info: Vec<u8>,
+        info: Arc<[u8]>,
+        /// Told whether Redis took it (a subscribe waits for it before its reply).
+        done: Option<tokio::sync::oneshot::Sender<bool>>,
     },
     PresenceRemove {
         key: Arc<str>,
@@ -123,7 +125,9 @@ impl Job {
                     .arg(super::unix_ms());
                 c
             }
-            Job::PresenceAdd { key, client, info } => {
+            Job::PresenceAdd {
+                key, client, info, ..
+            } => {
                 let ttl = ctx.settings.presence_ttl.as_secs();
                 let mut c = evalsha(
                     &ctx.scripts.presence_add,
@@ -132,7 +136,7 @@ impl Job {
                 c.arg(ttl)
                     .arg(super::unix_now() + ttl)
                     .arg(client.as_str())
-                    .arg(info.as_slice());
+                    .arg(&info[..]);
                 c
             }
             Job::PresenceRemove { key, client } => {
@@ -155,6 +159,12 @@ impl Job {
     pub fn complete(self, result: Result<Value, ErrorCode>) {
         let ack = match self {
             Job::Publish { ack, .. } | Job::Push { ack, .. } => ack,
+            Job::PresenceAdd {
+                done: Some(done), ..
+            } => {
+                let _ = done.send(result.is_ok());
+                return;
+            }
             _ => return,
         };
         let offset =
