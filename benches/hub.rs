@@ -40,6 +40,7 @@ fn fanout(c: &mut Criterion) {
                 client: i as u64,
                 outbox: o.clone(),
                 prefixed: false,
+                server_side: false,
                 info,
             };
             hub.subscribe(&key, sub, || ());

@@ -36,6 +36,10 @@ pub struct Subscriber {
     pub outbox: Arc<Outbox>,
     /// The client subscribed with the `<org>/` prefix, so its pushes carry that name.
     pub prefixed: bool,
+    /// A server-side subscription (a JWT's `channels`): the client cannot resubscribe it
+    /// itself, so where a client-side one is told to resubscribe (unsubscribe 2500), its
+    /// connection is closed with 3010 to reconnect, as Centrifuge does.
+    pub server_side: bool,
     pub info: Arc<ClientInfo>,
 }
 
@@ -186,14 +190,28 @@ impl Locked<'_> {
 
     /// Ends the channel for every subscriber (see `Hub::end_channel`), returning them.
     pub fn end_all(&mut self, encode: impl Fn(&str) -> Bytes) -> Vec<Subscriber> {
+        self.end_each(|s, name| {
+            s.outbox.refuse_subscription(name.key());
+            let _ = s.outbox.push(encode(name.as_sent()));
+        })
+    }
+
+    /// Takes every subscriber away and runs `end` for each (with the channel's name as that
+    /// subscriber wrote it), returning them.
+    pub fn end_each(&mut self, end: impl Fn(&Subscriber, &Name<'_>)) -> Vec<Subscriber> {
         let subs = std::mem::take(&mut self.entry.subs);
         for s in &subs {
-            s.outbox.refuse_subscription(self.key.clone());
-            let msg = match s.prefixed {
-                true => encode(&format!("{}{}", self.hub.org_prefix, self.key)),
-                false => encode(self.key),
+            let sent = match s.prefixed {
+                true => std::borrow::Cow::Owned(format!("{}{}", self.hub.org_prefix, self.key)),
+                false => std::borrow::Cow::Borrowed(&**self.key),
             };
-            let _ = s.outbox.push(msg);
+            end(
+                s,
+                &Name {
+                    key: self.key,
+                    sent,
+                },
+            );
         }
         subs
     }
@@ -224,6 +242,24 @@ impl Locked<'_> {
             self.broadcast(|name| reply::join(name, &info));
         }
         true
+    }
+}
+
+/// A channel's name for one subscriber (see `Locked::end_each`).
+pub struct Name<'a> {
+    key: &'a Arc<str>,
+    sent: std::borrow::Cow<'a, str>,
+}
+
+impl Name<'_> {
+    /// The hub's key.
+    pub fn key(&self) -> Arc<str> {
+        self.key.clone()
+    }
+
+    /// As the subscriber wrote it (with the org prefix when it used one).
+    pub fn as_sent(&self) -> &str {
+        &self.sent
     }
 }
 
@@ -420,6 +456,7 @@ mod tests {
             client: id,
             outbox: Arc::new(Outbox::new(limit)),
             prefixed,
+            server_side: false,
             info: Arc::new(ClientInfo {
                 user: user.into(),
                 client: format!("c{id}"),

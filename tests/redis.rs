@@ -684,3 +684,43 @@ async fn tls_with_a_ca_file_and_a_password_file() {
     assert_eq!(got["data"], json!({"over": "tls"}));
     assert_eq!(got["offset"], 1);
 }
+
+/// A server-side subscription (a JWT's `channels`) whose position fell into a gap is ended by
+/// closing its connection with 3010 "insufficient state" (its client reconnects and recovers),
+/// since only the server can subscribe it again; as Centrifuge does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_side_subscription_in_a_gap_reconnects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = Redis::start(tmp.path());
+    let secret = "redis-test-jwt-secret-0123456789";
+    let a = node(&redis, &format!("[auth]\njwt_hmac_secret = \"{secret}\"\n"));
+    let ch = "grafana/broadcast/server-side";
+    let t = edgelive::auth::jwt::sign(
+        &edgelive::auth::jwt::Claims {
+            sub: "kiosk".into(),
+            channels: vec![ch.into()],
+            ..Default::default()
+        },
+        secret.as_bytes(),
+    );
+    let mut p = Peer::connect(&a.ws_url()).await;
+    p.send(&json!({"id": 1, "connect": {"token": t}}).to_string())
+        .await;
+    // The connect reply, then the subscribe push of the server-side subscription.
+    loop {
+        let m = p.recv_non_ping().await;
+        if m["push"]["subscribe"].is_object() {
+            assert_eq!(m["push"]["subscribe"]["recoverable"], true, "{m}");
+            break;
+        }
+    }
+    let redis = redis.restart();
+    // Redis came back empty (a new epoch): the connection is closed with 3010.
+    match p.until_closed(Duration::from_secs(20)).await {
+        common::Ended::Close(code, reason) => {
+            assert_eq!((code, reason.as_str()), (3010, "insufficient state"))
+        }
+        other => panic!("expected close 3010, got {other:?}"),
+    }
+    drop(redis);
+}

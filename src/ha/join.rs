@@ -217,8 +217,7 @@ async fn join_positioned(
                             if had.is_some() {
                                 // Redis started a new epoch: those here hold positions of the
                                 // old one.
-                                ended = ch
-                                    .end_all(|n| reply::unsubscribe(n, 2500, "insufficient state"));
+                                ended = super::insufficient_state(ch);
                             }
                             ch.set_remote(Some(Remote {
                                 epoch: r.epoch.clone(),

@@ -167,6 +167,24 @@ impl Ctx {
     }
 }
 
+/// Tells every subscriber of a channel that publications went by unseen: a client-side
+/// subscription gets unsubscribe 2500 "insufficient state" (the client resubscribes and
+/// recovers), a server-side one's connection is closed with 3010 (it reconnects and recovers),
+/// as Centrifuge does. Returns them (for `Ctx::forget`).
+fn insufficient_state(ch: &mut crate::hub::Locked<'_>) -> Vec<Subscriber> {
+    ch.end_each(|s, name| match s.server_side {
+        true => s
+            .outbox
+            .close(crate::protocol::Disconnect::INSUFFICIENT_STATE),
+        false => {
+            s.outbox.refuse_subscription(name.key());
+            let msg =
+                crate::protocol::reply::unsubscribe(name.as_sent(), 2500, "insufficient state");
+            let _ = s.outbox.push(msg);
+        }
+    })
+}
+
 /// Cheap-clone handle.
 #[derive(Clone)]
 pub struct Engine {

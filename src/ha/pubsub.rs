@@ -319,8 +319,7 @@ pub fn deliver(ctx: &Ctx, channel: &[u8], payload: &[u8]) {
                     };
                     ch.set_remote(Some(Remote { epoch, offset }));
                     if !follows {
-                        return ch
-                            .end_all(|name| reply::unsubscribe(name, 2500, "insufficient state"));
+                        return super::insufficient_state(ch);
                     }
                 }
                 ch.broadcast(|name| {
@@ -384,7 +383,7 @@ async fn resync(ctx: Arc<Ctx>, keys: Vec<Arc<str>>) {
                 return Vec::new();
             }
             ch.set_remote(None);
-            ch.end_all(|name| reply::unsubscribe(name, 2500, "insufficient state"))
+            super::insufficient_state(ch)
         });
         ctx.stats.insufficient_state.add(ended.len() as u64);
         ctx.forget(&key, &ended);

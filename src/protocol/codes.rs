@@ -71,6 +71,7 @@ disconnects! {
     EXPIRED = 3005, "connection expired";
     SLOW = 3008, "slow";
     WRITE_ERROR = 3009, "write error";
+    INSUFFICIENT_STATE = 3010, "insufficient state";
     NO_PONG = 3012, "no pong";
     TOO_MANY_REQUESTS = 3013, "too many requests";
     INVALID_TOKEN = 3500, "invalid token";

@@ -283,6 +283,7 @@ impl Session {
             client: self.id,
             outbox: self.outbox.clone(),
             prefixed: channel.prefixed,
+            server_side: matches!(answer, SubscribeAnswer::Push(_)),
             info: self.info.clone().expect("connected"),
         };
         let joined = self
