@@ -40,7 +40,7 @@ use crate::ha::Engine;
 use crate::head::{Head, Position, Recovery, Sequenced};
 use crate::hub::{ClientId, Hub, Locked, Subscriber};
 use crate::json::CompactJson;
-use crate::persist::{info_json, Ack, Busy, HistoryQuery, Persist, Request};
+use crate::persist::{info_json, Ack, Busy, HistoryQuery, Persist, Request, SubscribeQuery};
 use crate::protocol::reply::{self, ClientInfo, Publication, StoredPublication, SubscribeAnswer};
 use crate::protocol::ErrorCode;
 
@@ -291,19 +291,20 @@ impl Broker {
         recover: Option<Position>,
         initial: Option<String>,
     ) -> Result<Joined, Busy> {
-        let initial = initial.and_then(|s| CompactJson::from_string(s).ok());
+        let query = SubscribeQuery {
+            key: key.clone(),
+            kind,
+            sub,
+            answer,
+            recover,
+            initial: initial.and_then(|s| CompactJson::from_string(s).ok()),
+        };
         if let Some(engine) = self.engine_for(&kind) {
-            let req = crate::ha::SubscribeRequest {
-                key: key.clone(),
-                kind,
-                sub,
-                answer,
-                recover,
-                initial,
-            };
-            return engine.subscribe(req).map(|()| Joined::Queued);
+            return engine.subscribe(query).map(|()| Joined::Queued);
         }
         let joined = self.inner.hub.with(key, |ch| {
+            let (answer, recover, initial) =
+                (&query.answer, query.recover.as_ref(), &query.initial);
             let ready = if !kind.is_sequenced() {
                 Some(answer.result(&reply::SubscribeResult {
                     data: initial.as_ref(),
@@ -313,25 +314,19 @@ impl Broker {
                 None
             } else if !kind.managed {
                 ch.head()
-                    .and_then(|h| self.answer_from(h, &answer, recover.as_ref(), &initial))
+                    .and_then(|h| self.answer_from(h, answer, recover, initial))
             } else {
-                self.answer_managed(ch, kind, &answer, recover.as_ref())
+                self.answer_managed(ch, kind, answer, recover)
             };
             let Some(msg) = ready else {
                 ch.begin();
-                let queued = self.inner.persist.submit(Request::Subscribe {
-                    key: key.clone(),
-                    kind,
-                    sub,
-                    answer,
-                    recover,
-                    initial,
-                });
+                let queued = self.inner.persist.submit(Request::Subscribe(query));
                 if queued.is_err() {
                     ch.settle();
                 }
                 return queued.map(|()| None);
             };
+            let sub = query.sub;
             let outbox = sub.outbox.clone();
             let info = sub.info.clone();
             let added = ch.join(sub, kind.join_leave, || {

@@ -14,27 +14,16 @@ use std::sync::Arc;
 use super::history::{read, stored, Read};
 use super::{proto, Ctx};
 use crate::channel_kind::ChannelKind;
-use crate::head::Position;
 use crate::hub::{ClientId, Remote, Subscriber};
 use crate::json::CompactJson;
 use crate::persist::backfill;
-use crate::persist::Busy;
-use crate::protocol::reply::{self, ClientInfo, StoredPublication, SubscribeAnswer};
+use crate::persist::{Busy, SubscribeQuery};
+use crate::protocol::reply::{self, ClientInfo, StoredPublication};
 use crate::protocol::ErrorCode;
 
 /// Reads repeated while pub/sub runs ahead of them (or reconnects) before the subscribe gives
 /// up with 100.
 const ATTEMPTS: usize = 10;
-
-pub struct SubscribeRequest {
-    pub key: Arc<str>,
-    pub kind: ChannelKind,
-    pub sub: Subscriber,
-    pub answer: SubscribeAnswer,
-    pub recover: Option<Position>,
-    /// A stream handler's subscribe data.
-    pub initial: Option<CompactJson<'static>>,
-}
 
 /// A subscribe under way.
 pub struct Pending {
@@ -44,7 +33,7 @@ pub struct Pending {
     cancelled: bool,
 }
 
-pub fn subscribe(ctx: &Arc<Ctx>, req: SubscribeRequest) -> Result<(), Busy> {
+pub fn subscribe(ctx: &Arc<Ctx>, req: SubscribeQuery) -> Result<(), Busy> {
     let permit = ctx
         .subscribes
         .clone()
@@ -100,7 +89,7 @@ fn lock_pending(ctx: &Ctx) -> std::sync::MutexGuard<'_, std::collections::HashMa
 
 /// The subscribe, once Redis is asked; `Err` before the client was joined (the Redis
 /// subscription given back).
-async fn run(ctx: &Arc<Ctx>, req: SubscribeRequest, number: u64) -> Result<(), ErrorCode> {
+async fn run(ctx: &Arc<Ctx>, req: SubscribeQuery, number: u64) -> Result<(), ErrorCode> {
     if !ctx.link.is_up() {
         return Err(ErrorCode::Internal);
     }
@@ -117,7 +106,7 @@ async fn run(ctx: &Arc<Ctx>, req: SubscribeRequest, number: u64) -> Result<(), E
     got
 }
 
-async fn position(ctx: &Arc<Ctx>, req: &SubscribeRequest, number: u64) -> Result<(), ErrorCode> {
+async fn position(ctx: &Arc<Ctx>, req: &SubscribeQuery, number: u64) -> Result<(), ErrorCode> {
     let key = &req.key;
     if req.kind.presence {
         // Before the reply, through the write queue (so after any removal queued before it).
@@ -138,7 +127,7 @@ async fn position(ctx: &Arc<Ctx>, req: &SubscribeRequest, number: u64) -> Result
 /// Removes the presence entry a subscribe wrote and did not keep, unless the client holds the
 /// channel (or is subscribing to it again): entries are per client and channel. Decided under
 /// the channel's lock, as joins and leaves are.
-fn unwrite_presence(ctx: &Arc<Ctx>, req: &SubscribeRequest) {
+fn unwrite_presence(ctx: &Arc<Ctx>, req: &SubscribeQuery) {
     let (key, client) = (&req.key, req.sub.client);
     ctx.hub.with(key, |ch| {
         let held = ch.has(client)
@@ -154,7 +143,7 @@ fn unwrite_presence(ctx: &Arc<Ctx>, req: &SubscribeRequest) {
 /// Reads and joins; `Ok(true)` when the client was joined.
 async fn join_positioned(
     ctx: &Arc<Ctx>,
-    req: &SubscribeRequest,
+    req: &SubscribeQuery,
     number: u64,
 ) -> Result<bool, ErrorCode> {
     let key = &req.key;
@@ -289,7 +278,7 @@ enum Step {
 async fn read_subscribe(
     ctx: &Ctx,
     key: &str,
-    req: &SubscribeRequest,
+    req: &SubscribeQuery,
 ) -> Result<Option<Read>, ErrorCode> {
     let (history, managed) = (req.kind.history.is_some(), req.kind.managed);
     if !history && !managed {
@@ -314,7 +303,7 @@ async fn read_subscribe(
 /// The subscribe result of a history channel whose position here is `top`.
 fn answer(
     ctx: &Ctx,
-    req: &SubscribeRequest,
+    req: &SubscribeQuery,
     r: &Read,
     top: u64,
     initial: Option<&CompactJson<'static>>,

@@ -49,7 +49,6 @@ use crate::persist::{Ack, Busy};
 use crate::protocol::reply::ClientInfo;
 use crate::protocol::ErrorCode;
 
-pub use join::SubscribeRequest;
 pub use settings::HaSettings;
 pub use stats::HaStats;
 use writer::{Job, Writer};
@@ -315,7 +314,7 @@ impl Engine {
     /// Subscribes through Redis: answered (and joined to the hub) once Redis confirmed the
     /// channel's subscription and the position was read. `Err` when too many reads are in
     /// flight: nothing happened.
-    pub fn subscribe(&self, req: SubscribeRequest) -> Result<(), Busy> {
+    pub fn subscribe(&self, req: crate::persist::SubscribeQuery) -> Result<(), Busy> {
         join::subscribe(&self.ctx, req)
     }
 

@@ -82,6 +82,17 @@ impl Ack {
     }
 }
 
+/// A subscribe, as the storage thread or the Redis engine answers it.
+pub struct SubscribeQuery {
+    pub key: Arc<str>,
+    pub kind: ChannelKind,
+    pub sub: Subscriber,
+    pub answer: crate::protocol::reply::SubscribeAnswer,
+    pub recover: Option<Position>,
+    /// The subscribe reply's data when a stream handler gives it.
+    pub initial: Option<CompactJson<'static>>,
+}
+
 /// The history command, as the storage thread or the Redis engine answers it: `limit` 0 =
 /// position only, -1 = all (capped), `since` = after that position, `reverse` = newest first;
 /// the reply goes into `outbox`.
@@ -98,15 +109,7 @@ pub struct HistoryQuery {
 /// What the storage thread is asked. Every `Subscribe` and `Publish` is counted in its
 /// channel's in-flight requests by the broker and settled by the storage thread.
 pub enum Request {
-    Subscribe {
-        key: Arc<str>,
-        kind: ChannelKind,
-        sub: Subscriber,
-        answer: crate::protocol::reply::SubscribeAnswer,
-        recover: Option<Position>,
-        /// The subscribe reply's data when a stream handler gives it.
-        initial: Option<CompactJson<'static>>,
-    },
+    Subscribe(SubscribeQuery),
     /// Leaving a channel; also sent by a session that ends, so never refused.
     Unsubscribe {
         key: Arc<str>,

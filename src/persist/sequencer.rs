@@ -265,14 +265,14 @@ impl Sequencer {
 
     fn handle(&mut self, req: Request) {
         match req {
-            Request::Subscribe {
+            Request::Subscribe(super::SubscribeQuery {
                 key,
                 kind,
                 sub,
                 answer,
                 recover,
                 initial,
-            } => {
+            }) => {
                 self.subscribe(key.clone(), kind, sub, answer, recover, initial);
                 if kind.managed {
                     self.settle_stream(&key);
