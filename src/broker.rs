@@ -411,13 +411,12 @@ impl Broker {
         &self,
         key: &Arc<str>,
         kind: &ChannelKind,
-        done: impl FnOnce(Result<Vec<ClientInfo>, ErrorCode>) + Send + 'static,
+        done: impl FnOnce(Result<Vec<Arc<ClientInfo>>, ErrorCode>) + Send + 'static,
     ) -> Result<(), Busy> {
         if let Some(engine) = self.engine_for(kind) {
             return engine.presence(key, done);
         }
-        let here = self.inner.hub.presence(key);
-        done(Ok(here.iter().map(|i| (**i).clone()).collect()));
+        done(Ok(self.inner.hub.presence(key)));
         Ok(())
     }
 

@@ -115,10 +115,7 @@ impl Ctx {
     /// One command on the command connection (refused at once while Redis is down).
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
         let Some(link::Conn { mut conn, number }) = self.link.current() else {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::IoError,
-                "Redis is unavailable",
-            )));
+            return Err(unavailable());
         };
         self.stats
             .in_flight
@@ -136,10 +133,7 @@ impl Ctx {
     /// A pipeline on the command connection; its replies are not wanted.
     async fn query_pipeline(&self, pipe: &redis::Pipeline) -> redis::RedisResult<()> {
         let Some(link::Conn { mut conn, number }) = self.link.current() else {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::IoError,
-                "Redis is unavailable",
-            )));
+            return Err(unavailable());
         };
         pipe.query_async::<()>(&mut conn)
             .await
@@ -164,6 +158,11 @@ impl Ctx {
             self.presence.remove_kept(self, key, &s.info.client);
         }
     }
+}
+
+/// What a command gets while Redis is down (refused at once, never sent).
+fn unavailable() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::IoError, "Redis is unavailable"))
 }
 
 /// Tells every subscriber of a channel that publications went by unseen: a client-side
@@ -399,7 +398,7 @@ impl Engine {
     pub fn presence(
         &self,
         key: &Arc<str>,
-        done: impl FnOnce(Result<Vec<ClientInfo>, ErrorCode>) + Send + 'static,
+        done: impl FnOnce(Result<Vec<Arc<ClientInfo>>, ErrorCode>) + Send + 'static,
     ) -> Result<(), Busy> {
         let permit = self
             .ctx
@@ -411,7 +410,10 @@ impl Engine {
         tokio::spawn(async move {
             let _permit = permit;
             let r = presence::read(&ctx, &key).await;
-            done(r.map_err(|_| ErrorCode::Internal));
+            done(
+                r.map(|v| v.into_iter().map(Arc::new).collect())
+                    .map_err(|_| ErrorCode::Internal),
+            );
         });
         Ok(())
     }
@@ -426,17 +428,19 @@ fn push_job(
     retained: bool,
     ack: Ack,
 ) -> Job {
-    let time_ms = unix_ms();
-    let mut full = publication(&frame.full(), None);
-    full.time = time_ms;
+    // The whole frame encoded once, for its payload and for the last-frame hash; both payloads
+    // carry one time.
+    let whole = frame.full();
+    let full = publication(&whole, None);
     let mut data_only = publication(&frame.data_only(), None);
-    data_only.time = time_ms;
+    data_only.time = full.time;
+    let (full, data_only) = (full.encode_to_vec(), data_only.encode_to_vec());
     Job::Push {
         key,
         schema: frame.schema_only(),
-        frame: frame.full(),
-        full: full.encode_to_vec(),
-        data_only: data_only.encode_to_vec(),
+        frame: whole,
+        full,
+        data_only,
         history,
         // The time column is compared as any other when the schema has none.
         retained: retained.then(|| crate::persist::frames::time_column(&frame.schema)),

@@ -389,7 +389,7 @@ impl Session {
                 } else {
                     let list: Vec<(String, CompactJson<'static>)> = present
                         .iter()
-                        .map(|i| (i.client.clone(), CompactJson::of(i)))
+                        .map(|i| (i.client.clone(), CompactJson::of(&**i)))
                         .collect();
                     reply::reply(id, "presence", &reply::PresenceResult(&list))
                 };
