@@ -421,7 +421,9 @@ type Entries = Vec<(String, Vec<(String, Vec<u8>)>)>;
 async fn a_killed_nodes_presence_goes_with_the_ttl() {
     let tmp = tempfile::tempdir().unwrap();
     let redis = Redis::start(tmp.path());
-    let ttl = "ha_presence_ttl = \"2s\"\n";
+    // Refreshed every 25/60 of it (1.7 s): a margin of over 2 s for a refresh delayed on a
+    // loaded machine, and still well under the waits below.
+    let ttl = "ha_presence_ttl = \"4s\"\n";
     let (a, mut c) = (node(&redis, ttl), node(&redis, ttl));
     let ch = "grafana/broadcast/ghosts";
     let (mut pa, a_id) = Peer::connected(&a.ws_url()).await;
