@@ -9,7 +9,8 @@
 //! - `presence`: channel ‖ 0 ‖ client id → ClientInfo JSON; cleared on open, since no
 //!   connection survives a restart;
 //! - `frames`: managed-stream name → last full frame (used by the push API);
-//! - `dashboards`: uid → a dashboard saved through the dashboard HTTP API.
+//! - `dashboards`: uid → a dashboard saved through the dashboard HTTP API;
+//! - `fwd/<target>`: a `[[forward]]` target's queue (see `forward`).
 //!
 //! Values are a version byte + `rmp_serde::to_vec_named` (see `record`). sled's page cache is
 //! set explicitly (its default of 1 GiB must never apply on a small board).
@@ -28,12 +29,14 @@
 use std::path::{Path, PathBuf};
 
 mod dashboards;
+mod forward;
 mod frames;
 mod history;
 mod presence;
 mod record;
 
 pub use dashboards::StoredDashboard;
+pub use forward::{ForwardEntry, ForwardQueue, QueueTotals, Removed};
 pub use frames::StoredFrame;
 pub use history::HistorySize;
 pub use record::{ChannelMeta, Publication, Publisher};
