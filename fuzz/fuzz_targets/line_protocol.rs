@@ -1,12 +1,34 @@
 //! A push body through the parser and converter, in both layouts and every precision. An error
-//! must point inside the body; a success must name only valid channels.
+//! must point inside the body; a success must name only valid channels, and the line protocol
+//! written for `[[forward]]` targets must read back as the same points.
 #![no_main]
 
 use edgelive::channel::Channel;
 use edgelive::ingest::convert::Limits;
-use edgelive::ingest::lineproto::LineLimits;
+use edgelive::forward::lines::body_lines;
+use edgelive::ingest::lineproto::{Line, LineLimits, Parser, Precision};
 use edgelive::ingest::{frames, target};
 use libfuzzer_sys::fuzz_target;
+
+const NOW: i64 = 1_700_000_000_000_000_000;
+
+/// Every point of `body` as text, timestamps in nanoseconds (`NOW` where a line had none).
+fn points(body: &str, precision: Precision, limits: LineLimits) -> Vec<String> {
+    let mut p = Parser::with_limits(body, precision, limits);
+    let mut l = Line::default();
+    let mut out = Vec::new();
+    while let Some(r) = p.next(&mut l) {
+        r.expect("parses");
+        out.push(format!(
+            "{:?}|{:?}|{:?}|{}",
+            l.measurement,
+            l.tags,
+            l.fields,
+            l.timestamp.unwrap_or(NOW)
+        ));
+    }
+    out
+}
 
 fuzz_target!(|data: &[u8]| {
     // The defaults, and limits small enough for fuzz inputs to reach.
@@ -24,11 +46,20 @@ fuzz_target!(|data: &[u8]| {
         ("gf_live_frame_format=wide", small),
     ] {
         let t = target("fuzz", Some(query), limits).expect("valid target");
-        match frames(data, &t, 1_700_000_000_000_000_000, None) {
+        match frames(data, &t, NOW, None) {
             Ok(out) => {
                 for (channel, _) in out {
                     Channel::parse_bare(&channel).expect("converted frames name valid channels");
                 }
+                let text = std::str::from_utf8(data).expect("an accepted body is UTF-8");
+                let written = body_lines(text, t.precision, NOW, limits.line)
+                    .expect("an accepted body is forwarded");
+                assert_eq!(
+                    points(&written.text, Precision::Nanoseconds, limits.line),
+                    points(text, t.precision, limits.line),
+                    "forwarded lines {:?}",
+                    written.text
+                );
             }
             Err(edgelive::ingest::PushError::Parse(e)) => {
                 assert!(e.line >= 1, "{e}");

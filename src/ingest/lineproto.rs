@@ -436,44 +436,63 @@ impl Builder {
         fields: &[(&str, FieldValue<'_>)],
         timestamp: Option<i64>,
     ) -> &mut Self {
-        use std::fmt::Write;
-        escape_into(&mut self.out, measurement, MEASUREMENT_ESC);
-        for (k, v) in tags {
-            self.out.push(',');
-            escape_into(&mut self.out, k, KEY_ESC);
-            self.out.push('=');
-            escape_into(&mut self.out, v, KEY_ESC);
-        }
-        self.out.push(' ');
-        for (i, (k, v)) in fields.iter().enumerate() {
-            if i > 0 {
-                self.out.push(',');
-            }
-            escape_into(&mut self.out, k, KEY_ESC);
-            self.out.push('=');
-            let _ = match v {
-                FieldValue::Float(f) => write!(self.out, "{f:?}"),
-                FieldValue::Int(i) => write!(self.out, "{i}i"),
-                FieldValue::UInt(u) => write!(self.out, "{u}u"),
-                FieldValue::Bool(b) => write!(self.out, "{b}"),
-                FieldValue::Str(s) => {
-                    self.out.push('"');
-                    escape_into(&mut self.out, s, b"\"");
-                    self.out.push('"');
-                    Ok(())
-                }
-            };
-        }
-        if let Some(t) = timestamp {
-            let _ = write!(self.out, " {t}");
-        }
-        self.out.push('\n');
+        write_point(
+            &mut self.out,
+            measurement,
+            tags.iter().copied(),
+            fields.iter().map(|(k, v)| (*k, v)),
+            timestamp,
+        );
         self
     }
 
     pub fn build(self) -> String {
         self.out
     }
+}
+
+/// Writes one point as a line (ending in `\n`), escaped so that `Parser` reads back the same
+/// names and values; floats in their shortest exact form, integers with `i`, unsigned ones
+/// with `u`.
+pub fn write_point<'v>(
+    out: &mut String,
+    measurement: &str,
+    tags: impl IntoIterator<Item = (&'v str, &'v str)>,
+    fields: impl IntoIterator<Item = (&'v str, &'v FieldValue<'v>)>,
+    timestamp: Option<i64>,
+) {
+    use std::fmt::Write;
+    escape_into(out, measurement, MEASUREMENT_ESC);
+    for (k, v) in tags {
+        out.push(',');
+        escape_into(out, k, KEY_ESC);
+        out.push('=');
+        escape_into(out, v, KEY_ESC);
+    }
+    out.push(' ');
+    for (i, (k, v)) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        escape_into(out, k, KEY_ESC);
+        out.push('=');
+        let _ = match v {
+            FieldValue::Float(f) => write!(out, "{f:?}"),
+            FieldValue::Int(i) => write!(out, "{i}i"),
+            FieldValue::UInt(u) => write!(out, "{u}u"),
+            FieldValue::Bool(b) => write!(out, "{b}"),
+            FieldValue::Str(s) => {
+                out.push('"');
+                escape_into(out, s, b"\"");
+                out.push('"');
+                Ok(())
+            }
+        };
+    }
+    if let Some(t) = timestamp {
+        let _ = write!(out, " {t}");
+    }
+    out.push('\n');
 }
 
 fn escape_into(out: &mut String, s: &str, special: &[u8]) {

@@ -1,0 +1,195 @@
+//! What is forwarded, as Influx line protocol: a push body's points written again with their
+//! timestamps in nanoseconds (the receive time where a line had none, the time the edge's own
+//! frames carry), names, tags and field types as parsed; an MQTT message's frame as the fields
+//! edgelive made of it. Pure: no I/O.
+
+use crate::frame::{Frame, Values};
+use crate::ingest::lineproto::{write_point, FieldValue, Line, LineLimits, ParseError, Parser};
+use crate::ingest::Precision;
+
+/// Line protocol to forward, and how many points (lines) it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Lines {
+    pub text: String,
+    pub points: u32,
+}
+
+/// A push body's points (already accepted by the converter, so it parses), each line ending
+/// in `\n`, timestamps in nanoseconds.
+pub fn body_lines(
+    body: &str,
+    precision: Precision,
+    now_ns: i64,
+    limits: LineLimits,
+) -> Result<Lines, ParseError> {
+    let mut parser = Parser::with_limits(body, precision, limits);
+    let mut line = Line::default();
+    let mut out = Lines {
+        text: String::with_capacity(body.len() + body.len() / 4),
+        points: 0,
+    };
+    while let Some(r) = parser.next(&mut line) {
+        r?;
+        write_point(
+            &mut out.text,
+            &line.measurement,
+            line.tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
+            line.fields.iter().map(|(k, v)| (k.as_ref(), v)),
+            Some(line.timestamp.unwrap_or(now_ns)),
+        );
+        out.points += 1;
+    }
+    Ok(out)
+}
+
+/// A frame's rows as points of `measurement`: its time column as the timestamp, each other
+/// column's value as a field (numbers as floats, strings, booleans; nulls and NaN left out),
+/// field labels as tags. A row with no value is skipped.
+pub fn frame_lines(measurement: &str, frame: &Frame, now_ns: i64) -> Lines {
+    let mut out = Lines::default();
+    let times = frame.fields.iter().find_map(|f| match &f.values {
+        Values::Time(t) => Some(t),
+        _ => None,
+    });
+    let mut fields: Vec<(&str, FieldValue<'_>)> = Vec::new();
+    let mut tags: Vec<(&str, &str)> = Vec::new();
+    for row in 0..frame.rows() {
+        fields.clear();
+        tags.clear();
+        for f in &frame.fields {
+            let value = match &f.values {
+                Values::Time(_) => None,
+                Values::Float64(v) => v.get(row).copied().map(FieldValue::Float),
+                Values::NullableFloat64(v) => v.get(row).copied().flatten().map(FieldValue::Float),
+                Values::String(v) => v.get(row).map(|s| FieldValue::Str(s.as_str().into())),
+                Values::NullableString(v) => v
+                    .get(row)
+                    .and_then(Option::as_deref)
+                    .map(|s| FieldValue::Str(s.into())),
+                Values::NullableBool(v) => v.get(row).copied().flatten().map(FieldValue::Bool),
+            };
+            let Some(value) =
+                value.filter(|v| !matches!(v, FieldValue::Float(x) if !x.is_finite()))
+            else {
+                continue;
+            };
+            for (k, v) in f.labels.iter().flatten() {
+                if !tags.iter().any(|(tk, _)| *tk == k.as_str()) {
+                    tags.push((k, v));
+                }
+            }
+            fields.push((&f.name, value));
+        }
+        if fields.is_empty() {
+            continue;
+        }
+        tags.sort_unstable();
+        let time = times.and_then(|t| t.get(row).copied()).unwrap_or(now_ns);
+        write_point(
+            &mut out.text,
+            measurement,
+            tags.iter().copied(),
+            fields.iter().map(|(k, v)| (*k, v)),
+            Some(time),
+        );
+        out.points += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Field;
+
+    fn parse_all(text: &str) -> Vec<String> {
+        let mut p = Parser::new(text, Precision::Nanoseconds);
+        let mut l = Line::default();
+        let mut out = Vec::new();
+        while let Some(r) = p.next(&mut l) {
+            r.unwrap();
+            out.push(format!(
+                "{}|{:?}|{:?}|{:?}",
+                l.measurement, l.tags, l.fields, l.timestamp
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn a_body_is_written_again_with_its_types_escapes_and_nanosecond_times() {
+        let body =
+            "cpu\\ load,host=a\\,b,dc=x\\=y f=1.5,i=-3i,u=7u,b=t,s=\"q\\\"uote\\\\\" 1616403090\n\
+                    # comment\n\nmem free=1e21\n";
+        let got = body_lines(body, Precision::Seconds, 42, LineLimits::default()).unwrap();
+        assert_eq!(got.points, 2);
+        assert_eq!(
+            got.text,
+            "cpu\\ load,host=a\\,b,dc=x\\=y f=1.5,i=-3i,u=7u,b=true,s=\"q\\\"uote\\\\\" 1616403090000000000\n\
+             mem free=1e21 42\n"
+        );
+        // Read back, the points are the original's, timestamps scaled to nanoseconds.
+        let again = parse_all(&got.text);
+        let original: Vec<String> = {
+            let mut p = Parser::new(body, Precision::Seconds);
+            let mut l = Line::default();
+            let mut v = Vec::new();
+            while let Some(r) = p.next(&mut l) {
+                r.unwrap();
+                v.push(format!(
+                    "{}|{:?}|{:?}|{:?}",
+                    l.measurement,
+                    l.tags,
+                    l.fields,
+                    Some(l.timestamp.unwrap_or(42))
+                ));
+            }
+            v
+        };
+        assert_eq!(again, original);
+    }
+
+    #[test]
+    fn a_frame_becomes_one_point_per_row() {
+        let frame = Frame {
+            name: "sensors/t".into(),
+            fields: vec![
+                Field {
+                    name: "time".into(),
+                    labels: None,
+                    values: Values::Time(vec![5, 6]),
+                },
+                Field {
+                    name: "temp".into(),
+                    labels: Some(vec![("room".into(), "a b".into())]),
+                    values: Values::NullableFloat64(vec![Some(21.5), None]),
+                },
+                Field {
+                    name: "ok".into(),
+                    labels: None,
+                    values: Values::NullableBool(vec![Some(true), None]),
+                },
+                Field {
+                    name: "note".into(),
+                    labels: None,
+                    values: Values::NullableString(vec![None, Some("x y".into())]),
+                },
+            ],
+        };
+        let got = frame_lines("sensors/room=201/t", &frame, 9);
+        assert_eq!(
+            got.text,
+            "sensors/room=201/t,room=a\\ b temp=21.5,ok=true 5\nsensors/room=201/t note=\"x y\" 6\n"
+        );
+        assert_eq!(got.points, 2);
+        let empty = Frame {
+            name: "e".into(),
+            fields: vec![Field {
+                name: "v".into(),
+                labels: None,
+                values: Values::NullableFloat64(vec![None]),
+            }],
+        };
+        assert_eq!(frame_lines("e", &empty, 1), Lines::default());
+    }
+}
