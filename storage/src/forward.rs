@@ -88,6 +88,14 @@ pub struct QueueTotals {
     pub oldest_ms: u64,
 }
 
+/// The head of a queue, as `ForwardQueue::read` found it.
+#[derive(Debug, Default)]
+pub struct Window {
+    pub entries: Vec<(u64, ForwardEntry)>,
+    /// Entries that could not be decoded.
+    pub damaged: Vec<u64>,
+}
+
 /// What a removal took out: only entries that were still there count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Removed {
@@ -161,24 +169,27 @@ impl ForwardQueue {
     }
 
     /// The oldest entries, from the head, until `max_points` or `max_bytes` is reached (at
-    /// least one entry when any is queued).
-    pub fn read(
-        &self,
-        max_points: u64,
-        max_bytes: u64,
-    ) -> Result<Vec<(u64, ForwardEntry)>, StoreError> {
-        let (mut out, mut points, mut bytes) = (Vec::new(), 0u64, 0u64);
+    /// least one entry when any is queued). Entries that cannot be decoded are listed apart
+    /// (by sequence number), so that one damaged entry cannot stop the queue.
+    pub fn read(&self, max_points: u64, max_bytes: u64) -> Result<Window, StoreError> {
+        let mut w = Window::default();
+        let (mut points, mut bytes) = (0u64, 0u64);
         for kv in self.tree.iter() {
             let (k, v) = kv?;
             let (p, b) = (points_of(&v), stored_bytes(&v));
-            if !out.is_empty() && (points + p > max_points || bytes + b > max_bytes) {
+            if !w.entries.is_empty() && (points + p > max_points || bytes + b > max_bytes) {
                 break;
             }
-            points += p;
-            bytes += b;
-            out.push((seq_of(&k), ForwardEntry::decode(&v)?));
+            match ForwardEntry::decode(&v) {
+                Ok(e) => {
+                    points += p;
+                    bytes += b;
+                    w.entries.push((seq_of(&k), e));
+                }
+                Err(_) => w.damaged.push(seq_of(&k)),
+            }
         }
-        Ok(out)
+        Ok(w)
     }
 
     /// Removes these entries (those still queued; another remover may have taken some).
@@ -272,17 +283,29 @@ mod tests {
         let t = q.totals().unwrap();
         assert_eq!((t.entries, t.points, t.next, t.oldest_ms), (5, 10, 5, 1002));
         // A read stops at the bounds, but always takes one entry.
-        let first: Vec<u64> = q.read(4, u64::MAX).unwrap().iter().map(|e| e.0).collect();
+        let first: Vec<u64> = q
+            .read(4, u64::MAX)
+            .unwrap()
+            .entries
+            .iter()
+            .map(|e| e.0)
+            .collect();
         assert_eq!(first, [0, 1]);
-        assert_eq!(q.read(1, 1).unwrap().len(), 1);
+        assert_eq!(q.read(1, 1).unwrap().entries.len(), 1);
         // Removing what another remover took counts nothing twice.
         let r = q.remove([0, 1]).unwrap();
         assert_eq!((r.entries, r.points), (2, 4));
         assert_eq!(q.remove([1]).unwrap(), Removed::default());
         let dropped = q.remove_oldest(1).unwrap();
         assert_eq!(dropped.entries, 1);
-        assert_eq!(q.read(100, u64::MAX).unwrap()[0].1.stream, "s3");
+        assert_eq!(q.read(100, u64::MAX).unwrap().entries[0].1.stream, "s3");
+
         let left = q.totals().unwrap();
         assert_eq!(left.bytes, t.bytes - r.bytes - dropped.bytes);
+        // A damaged entry is listed apart, not returned, and does not stop the read.
+        q.tree.insert(3u64.to_be_bytes(), &[9u8, 0, 0][..]).unwrap();
+        let w = q.read(100, u64::MAX).unwrap();
+        assert_eq!(w.damaged, [3]);
+        assert_eq!(w.entries.len(), 1);
     }
 }

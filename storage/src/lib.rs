@@ -36,7 +36,7 @@ mod presence;
 mod record;
 
 pub use dashboards::StoredDashboard;
-pub use forward::{ForwardEntry, ForwardQueue, QueueTotals, Removed};
+pub use forward::{ForwardEntry, ForwardQueue, QueueTotals, Removed, Window};
 pub use frames::StoredFrame;
 pub use history::HistorySize;
 pub use record::{ChannelMeta, Publication, Publisher};
