@@ -38,6 +38,8 @@ pub struct Config {
     pub history: Option<Vec<HistoryRule>>,
     /// `[[mqtt]]`: bridges from MQTT brokers into managed streams.
     pub mqtt: Vec<crate::mqtt::config::MqttConfig>,
+    /// `[[forward]]`: targets that receive this device's pushed streams.
+    pub forward: Vec<crate::forward::config::ForwardConfig>,
 }
 
 /// When a publisher's acknowledgement is sent, named for what an acknowledged publication
@@ -483,8 +485,9 @@ impl Config {
                     r
                 }
                 "mqtt" => section_into(value, &mut config.mqtt),
+                "forward" => section_into(value, &mut config.forward),
                 other => Err(format!(
-                    "unknown section [{other}] (expected server, runtime, storage, live, log, push, auth, streams, [[history]] or [[mqtt]])"
+                    "unknown section [{other}] (expected server, runtime, storage, live, log, push, auth, streams, [[history]], [[mqtt]] or [[forward]])"
                 )),
             };
             if let Err(e) = res {
@@ -503,6 +506,7 @@ impl Config {
         for (i, m) in self.mqtt.iter().enumerate() {
             m.validate(i + 1, problems);
         }
+        crate::forward::config::validate_all(&self.forward, problems);
         if self.server.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(
                 "[server] listen = {:?} is not an IP:port address",
@@ -729,6 +733,7 @@ fn section_into<T: serde::de::DeserializeOwned>(
 /// tables and cannot be set this way, but its name is still ours: naming it is an error.
 const ENV_SECTIONS: &[&str] = &[
     "server", "runtime", "storage", "live", "log", "push", "auth", "streams", "history", "mqtt",
+    "forward",
 ];
 
 /// Applies `EDGELIVE_<SECTION>_<KEY>=value`. The value is read as a TOML value when it parses as

@@ -114,21 +114,36 @@ fn health(shared: &Shared, identified: bool, access: &str) -> Response<Body> {
         let engine = shared.broker.engine()?;
         engine.problem()
     });
-    match problem {
-        None => json(
+    let (status, body) = match problem {
+        None => (
             StatusCode::OK,
             format!(r#"{{"status":"ok","access":"{access}"}}"#),
         ),
-        Some(reason) if identified => json(
+        Some(reason) if identified => (
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({ "status": "degraded", "reason": reason, "access": access })
                 .to_string(),
         ),
-        Some(_) => json(
+        Some(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(r#"{{"status":"degraded","access":"{access}"}}"#),
         ),
+    };
+    // A paused forwarding target serves local clients as before, so it does not make the
+    // device unhealthy; it is named (with why, for an identified client) to be noticed.
+    let paused = shared.forward.paused();
+    if paused.is_empty() {
+        return json(status, body);
     }
+    let mut body: serde_json::Value = serde_json::from_str(&body).expect("written above");
+    body["forward_paused"] = match identified {
+        true => paused
+            .into_iter()
+            .map(|(target, why)| serde_json::json!({ "target": target, "reason": why }))
+            .collect(),
+        false => paused.len().into(),
+    };
+    json(status, body.to_string())
 }
 
 /// Every route but the Centrifuge endpoint was refused above without an identity.

@@ -241,6 +241,10 @@ fn run(config: Config, settings: Arc<Settings>, reloader: Reloader) -> Result<()
     let (persist, threads) = Persist::start(store, hub.clone(), (&*settings).into())
         .context("cannot start the storage threads")
         .map_err(|e| Failure(exit::IOERR, e))?;
+    // Each target's queue is counted before the runtime starts (a blocking read).
+    let forward = edgelive::forward::Forwarding::open(&settings.forward, &persist.store)
+        .context("cannot open the forwarding queues")
+        .map_err(|e| Failure(exit::IOERR, e))?;
     let rt = build_runtime(&config).map_err(|e| Failure(exit::TEMPFAIL, e))?;
     let served = persist.clone();
     let result = rt.block_on(async move {
@@ -262,7 +266,8 @@ fn run(config: Config, settings: Arc<Settings>, reloader: Reloader) -> Result<()
             None => None,
         };
         let shutdown = CancellationToken::new();
-        let shared = Shared::new(settings, hub, served, shutdown.clone());
+        let shared = Shared::new(settings, hub, served, forward, shutdown.clone());
+        shared.forward.start(&shared.tracker, shutdown.clone());
         if let Some((socket, u)) = udp {
             if let Ok(a) = socket.local_addr() {
                 info!(addr = %a, stream = %u.target.stream_id, "udp push receiving");

@@ -227,7 +227,101 @@ pub fn render(shared: &Shared) -> String {
     if !shared.mqtt.is_empty() {
         mqtt(&mut out, &shared.mqtt);
     }
+    if !shared.forward.targets().is_empty() {
+        forward(&mut out, shared.forward.targets());
+    }
     out
+}
+
+/// Per `[[forward]]` target: state, queue, age of its oldest point, what went out and what was
+/// dropped.
+fn forward(out: &mut String, targets: &[std::sync::Arc<crate::forward::Target>]) {
+    use crate::forward::stats::{DropCause, State};
+    use crate::forward::Target;
+    let label = |t: &Target| t.spec.name.replace(['"', '\\', '\n'], "_");
+    let _ = writeln!(
+        out,
+        "# HELP edgelive_forward_state The target's state (1 for the one it is in).\n# TYPE edgelive_forward_state gauge"
+    );
+    for t in targets {
+        let now = t.queue.stats.state();
+        for s in [State::Ok, State::Retrying, State::Paused] {
+            let _ = writeln!(
+                out,
+                "edgelive_forward_state{{target=\"{}\",state=\"{}\"}} {}",
+                label(t),
+                s.label(),
+                u8::from(s == now)
+            );
+        }
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    type Read = fn(&Target, u64) -> f64;
+    let series: [(&str, &str, &str, Read); 6] = [
+        (
+            "edgelive_forward_queue_bytes",
+            "gauge",
+            "Bytes queued on disk.",
+            |t, _| t.queue.bytes() as f64,
+        ),
+        (
+            "edgelive_forward_queue_points",
+            "gauge",
+            "Points queued.",
+            |t, _| t.queue.points() as f64,
+        ),
+        (
+            "edgelive_forward_oldest_age_seconds",
+            "gauge",
+            "Age of the oldest queued point (0 when empty).",
+            |t, now| {
+                t.queue
+                    .oldest_ms()
+                    .map_or(0.0, |o| now.saturating_sub(o) as f64 / 1000.0)
+            },
+        ),
+        (
+            "edgelive_forward_sent_points_total",
+            "counter",
+            "Points the far side acknowledged.",
+            |t, _| t.queue.stats.sent_points.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "edgelive_forward_requests_total",
+            "counter",
+            "Requests the far side acknowledged.",
+            |t, _| t.queue.stats.sent_requests.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "edgelive_forward_retries_total",
+            "counter",
+            "Requests that failed and are retried.",
+            |t, _| t.queue.stats.retries.load(Ordering::Relaxed) as f64,
+        ),
+    ];
+    for (name, kind, help, read) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for t in targets {
+            let _ = writeln!(out, "{name}{{target=\"{}\"}} {}", label(t), read(t, now_ms));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP edgelive_forward_dropped_points_total Points that will not reach the far side, by cause.\n# TYPE edgelive_forward_dropped_points_total counter"
+    );
+    for t in targets {
+        for cause in DropCause::ALL {
+            let _ = writeln!(
+                out,
+                "edgelive_forward_dropped_points_total{{target=\"{}\",cause=\"{}\"}} {}",
+                label(t),
+                cause.label(),
+                t.queue.stats.dropped(cause)
+            );
+        }
+    }
 }
 
 /// Per bridge: connected, messages in, drops by cause, reconnects.

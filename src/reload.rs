@@ -184,6 +184,8 @@ fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!("[streams] backoff_max", streams.backoff_max);
     // The bridges' connections.
     keep!("[[mqtt]]", mqtt);
+    // The forwarding queues and their senders.
+    keep!("[[forward]]", forward);
     // The log subscriber is built once.
     keep!("[log] format", log.format);
     changed

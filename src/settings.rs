@@ -68,6 +68,8 @@ pub struct Settings {
     pub exec: Vec<crate::streams::exec::config::Spec>,
     /// `[[mqtt]]` bridges.
     pub mqtt: Vec<Arc<crate::mqtt::MqttSpec>>,
+    /// `[[forward]]` targets (taken at start: a reload keeps them).
+    pub forward: Vec<Arc<crate::forward::spec::TargetSpec>>,
     /// The Redis engine, when `[live] ha_engine = "redis"` (taken at start; a reload keeps
     /// the engine the node started with).
     pub ha: Option<crate::ha::settings::HaSettings>,
@@ -107,6 +109,12 @@ impl Settings {
             .into_iter()
             .map(Arc::new)
             .collect();
+        let forward = config
+            .forward
+            .iter()
+            .map(|f| crate::forward::spec::TargetSpec::from_config(f).map(Arc::new))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|e| vec![e])?;
         let written_back = mqtt
             .iter()
             .filter(|m| m.publish)
@@ -166,6 +174,7 @@ impl Settings {
             },
             exec,
             mqtt,
+            forward,
             ha,
         })
     }

@@ -51,6 +51,8 @@ pub struct Shared {
     pub started: std::time::Instant,
     /// The MQTT bridges' counters (one per `[[mqtt]]`, in order).
     pub mqtt: Vec<Arc<crate::mqtt::stats::BridgeStats>>,
+    /// `[[forward]]` targets: their queues and counters.
+    pub forward: crate::forward::Forwarding,
     /// `/api/status`'s publication rate between two calls.
     pub publication_rate: std::sync::Mutex<RateSample>,
 }
@@ -118,6 +120,7 @@ impl Shared {
         settings: Arc<Settings>,
         hub: Arc<Hub>,
         persist: Persist,
+        forward: crate::forward::Forwarding,
         shutdown: CancellationToken,
     ) -> Arc<Shared> {
         let mut broker = Broker::new(
@@ -164,6 +167,7 @@ impl Shared {
             refused_connections: AtomicU64::new(0),
             closed_since_trim: AtomicUsize::new(0),
             mqtt,
+            forward,
             started: std::time::Instant::now(),
             publication_rate: RateSample::new(),
         })
@@ -193,6 +197,8 @@ impl Shared {
         self.settings.store(settings.clone());
         self.websocket.store(Arc::new((&*settings).into()));
         self.session.send_replace(Arc::new((&*settings).into()));
+        // A paused target's token file may have been fixed.
+        self.forward.resume_paused();
     }
 
     pub fn connection_slot(self: &Arc<Self>) -> ConnectionSlot {

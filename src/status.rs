@@ -45,6 +45,9 @@ pub async fn status(shared: Arc<Shared>) -> Response<Body> {
     let stats = &shared.hub.stats;
     let publications = stats.publications.load(Ordering::Relaxed);
     let problem = shared.persist.health.degraded();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": shared.started.elapsed().as_secs(),
@@ -81,6 +84,25 @@ pub async fn status(shared: Arc<Shared>) -> Response<Body> {
             "reconnects": b.reconnects.load(Ordering::Relaxed),
             "dropped": b.dropped().collect::<std::collections::BTreeMap<_, _>>(),
         })).collect::<Vec<_>>(),
+        "forward": shared.forward.targets().iter().map(|t| {
+            let s = &t.queue.stats;
+            json!({
+                "target": t.spec.name,
+                "state": s.state().label(),
+                "queue_bytes": t.queue.bytes(),
+                "queue_points": t.queue.points(),
+                "max_queue_bytes": t.spec.max_queue,
+                "oldest_age_seconds": t.queue.oldest_ms().map(|o| now_ms.saturating_sub(o) as f64 / 1000.0),
+                "sent_points": s.sent_points.load(Ordering::Relaxed),
+                "sent_requests": s.sent_requests.load(Ordering::Relaxed),
+                "retries": s.retries.load(Ordering::Relaxed),
+                "dropped": crate::forward::stats::DropCause::ALL
+                    .iter()
+                    .map(|c| (c.label(), s.dropped(*c)))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+                "last_error": s.last_error(),
+            })
+        }).collect::<Vec<_>>(),
     });
     json(StatusCode::OK, body.to_string())
 }

@@ -53,6 +53,8 @@ pub enum PushError {
     Busy,
     #[error("too many managed streams ([storage] max_channels)")]
     StreamLimit,
+    #[error("the forwarding queue of target {0:?} is full (on_full = \"refuse\"); retry later")]
+    ForwardFull(String),
     #[error("storage error; see /api/health")]
     Storage,
     #[error("permission denied: publish on {channel} needs the {} role", .needed.name())]

@@ -24,10 +24,12 @@ use super::payload::{self, Dropped};
 use super::stats::BridgeStats;
 use super::topic;
 use super::MqttSpec;
-use crate::broker::Broker;
 use crate::channel::Channel;
+use crate::forward::lines::Lines;
 use crate::frame::FrameJson;
+use crate::ingest::Layout;
 use crate::protocol::ErrorCode;
+use crate::push::Forward;
 use crate::state::Shared;
 
 /// Messages read from the broker and waiting to be stored and acknowledged.
@@ -129,8 +131,7 @@ pub async fn run(spec: Arc<MqttSpec>, parts: Parts) {
                 };
                 match converted {
                     Ok(frames) => {
-                        let Some(stored) =
-                            submit(&parts.shared.broker, frames, p.retain, &stop).await
+                        let Some(stored) = submit(&parts.shared, frames, p.retain, &stop).await
                         else {
                             break;
                         };
@@ -202,23 +203,33 @@ impl crate::streams::Writer for TopicWriter {
     }
 }
 
-/// A message's frames, fitted to their stream's field set and encoded.
-fn convert(
-    spec: &MqttSpec,
-    shared: &Shared,
-    p: &Publish,
-) -> Result<Vec<(Arc<str>, FrameJson)>, Dropped> {
+/// A message's frames (each with its channel) and its points for the forwarding targets.
+type Converted = (Vec<(Arc<str>, FrameJson)>, Option<Forward>);
+
+/// A message's frames, fitted to their stream's field set and encoded, and its points for the
+/// `[[forward]]` targets of the bridge's stream (measurement: the topic's channel path, so the
+/// far side makes the same channel).
+fn convert(spec: &MqttSpec, shared: &Shared, p: &Publish) -> Result<Converted, Dropped> {
     let name = topic::channel_of(&spec.stream, &p.topic).map_err(|_| Dropped::Topic)?;
     let channel = Channel::parse_bare(&name).map_err(|_| Dropped::Topic)?;
-    let frames = payload::frames(
-        &p.payload,
-        &p.topic,
-        crate::ingest::now_ns(),
-        &spec.time_keys,
-        &spec.limits,
-    )?;
+    let now = crate::ingest::now_ns();
+    let frames = payload::frames(&p.payload, &p.topic, now, &spec.time_keys, &spec.limits)?;
+    let queues = shared.forward.queues_for(&spec.stream);
+    let forward = match queues.is_empty() {
+        true => None,
+        false => {
+            let path = &name[("stream/".len() + spec.stream.len() + 1)..];
+            let mut lines = Lines::default();
+            for f in &frames {
+                let l = crate::forward::lines::frame_lines(path, f, now);
+                lines.text.push_str(&l.text);
+                lines.points += l.points;
+            }
+            Forward::new(queues, &spec.stream, Layout::LabelsColumn, lines, now)
+        }
+    };
     let sticky = crate::push::sticky(shared);
-    Ok(frames
+    let frames = frames
         .into_iter()
         .map(|mut f| {
             if let Some(sticky) = &sticky {
@@ -226,19 +237,31 @@ fn convert(
             }
             (channel.key().clone(), f.to_json())
         })
-        .collect())
+        .collect();
+    Ok((frames, forward))
 }
 
-/// Hands a message's frames to storage, retrying while its queue is full; `None` at a stop
-/// (the message is not acknowledged, so the broker gives it to our session again).
+/// Hands a message's frames to storage, retrying while its queue is full (or a forwarding
+/// target with `on_full = "refuse"` is: the broker holds the messages meanwhile); `None` at a
+/// stop (the message is not acknowledged, so the broker gives it to our session again).
 async fn submit(
-    broker: &Broker,
-    frames: Vec<(Arc<str>, FrameJson)>,
+    shared: &Shared,
+    (frames, forward): Converted,
     retained: bool,
     stop: &CancellationToken,
 ) -> Option<crate::push::Stored> {
     loop {
-        match crate::push::submit_frames(broker, frames.clone(), retained) {
+        let room = forward.as_ref().map_or(Ok(()), Forward::check_room);
+        let submitted = room.and_then(|()| {
+            crate::push::submit_frames(
+                &shared.broker,
+                &shared.persist,
+                frames.clone(),
+                retained,
+                forward.clone(),
+            )
+        });
+        match submitted {
             Ok(stored) => return Some(stored),
             Err(_) => tokio::select! {
                 _ = stop.cancelled() => return None,

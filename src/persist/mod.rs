@@ -151,6 +151,13 @@ pub enum Request {
         publication: Option<Arc<Sequenced>>,
         ack: Ack,
     },
+    /// A push's points for `[[forward]]` targets: appended to each queue, then acknowledged
+    /// as a publication is (by the group commit that covers the write: no sync of its own).
+    Forward {
+        queues: Vec<Arc<crate::forward::queue::Queue>>,
+        entry: edgelive_storage::ForwardEntry,
+        ack: Ack,
+    },
     /// The managed streams, for `/api/live/list`.
     List {
         reply: oneshot::Sender<Listing>,

@@ -174,7 +174,10 @@ impl Sequencer {
         self.hub.detach_sequencing();
         for req in rx.try_iter() {
             self.queued.give_back(1);
-            if matches!(req, Request::Append { .. } | Request::PushSequenced { .. }) {
+            if matches!(
+                req,
+                Request::Append { .. } | Request::PushSequenced { .. } | Request::Forward { .. }
+            ) {
                 self.handle(req);
             }
         }
@@ -328,6 +331,16 @@ impl Sequencer {
                 publication,
                 ack,
             } => self.push_sequenced(&key, frame, publication, ack),
+            Request::Forward { queues, entry, ack } => {
+                for q in &queues {
+                    if let Err(e) = q.append(&entry) {
+                        self.fail(&e);
+                        ack.complete(Err(ErrorCode::Internal));
+                        return;
+                    }
+                }
+                self.acknowledge(ack, 0);
+            }
             Request::List { reply } => {
                 let streams = self.frames.list(self.clock.now_ms());
                 let mut history: Vec<(String, u64)> = self

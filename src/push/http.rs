@@ -141,7 +141,7 @@ pub fn push_error(e: &PushError) -> Response<Body> {
     let status = match e {
         PushError::TooLarge(_) | PushError::TooManyFrames(_) => StatusCode::PAYLOAD_TOO_LARGE,
         PushError::Busy | PushError::Storage => StatusCode::SERVICE_UNAVAILABLE,
-        PushError::StreamLimit => StatusCode::INSUFFICIENT_STORAGE,
+        PushError::StreamLimit | PushError::ForwardFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         PushError::Forbidden { .. } => StatusCode::FORBIDDEN,
         _ => StatusCode::BAD_REQUEST,
     };

@@ -21,10 +21,14 @@ pub use crate::ingest::{frames, now_ns, target, Layout, Precision, PushError, Ta
 
 use crate::auth::{Action, Identity};
 use crate::broker::Broker;
+use crate::forward::lines::Lines;
+use crate::forward::queue::Queue;
+use crate::forward::Forwarding;
 use crate::frame::FrameJson;
-use crate::persist::{Ack, Slots};
+use crate::persist::{Ack, Persist, Request, Slots};
 use crate::protocol::ErrorCode;
 use crate::state::Shared;
+use edgelive_storage::ForwardEntry;
 
 /// Work on inputs larger than this (parsing, decompressing) runs on the blocking pool, not on
 /// the event loop.
@@ -50,19 +54,68 @@ pub(crate) fn sticky(shared: &Shared) -> Option<Arc<Sticky>> {
         .then(|| shared.persist.sticky.clone())
 }
 
-/// Parses a body, off the event loop when it is large.
+/// Parses a body, off the event loop when it is large; with `forward`, also writes its
+/// points again as line protocol for the `[[forward]]` targets (in the same work).
 async fn parse(
     body: Bytes,
     target: &Target,
     sticky: Option<Arc<Sticky>>,
-) -> Result<Vec<(Arc<str>, FrameJson)>, PushError> {
+    forward: bool,
+) -> Result<(Vec<(Arc<str>, FrameJson)>, Option<Lines>, i64), PushError> {
     let now = now_ns();
     let target = target.clone();
     sized_work(body.len(), move || {
-        frames(&body, &target, now, sticky.as_deref())
+        let frames = frames(&body, &target, now, sticky.as_deref())?;
+        let lines = match forward {
+            false => None,
+            true => Some(crate::forward::lines::body_lines(
+                crate::ingest::lineproto::utf8(&body)?,
+                target.precision,
+                now,
+                target.limits.line,
+            )?),
+        };
+        Ok((frames, lines, now))
     })
     .await
     .unwrap_or(Err(PushError::Storage))
+}
+
+/// A push's points for the `[[forward]]` targets of its stream.
+#[derive(Clone)]
+pub struct Forward {
+    pub queues: Vec<Arc<Queue>>,
+    pub entry: ForwardEntry,
+}
+
+impl Forward {
+    /// The entry for `lines` pushed to `stream` at `now_ns`; `None` without points.
+    pub fn new(
+        queues: Vec<Arc<Queue>>,
+        stream: &str,
+        layout: Layout,
+        lines: Lines,
+        now_ns: i64,
+    ) -> Option<Forward> {
+        (lines.points > 0 && !queues.is_empty()).then(|| Forward {
+            queues,
+            entry: ForwardEntry {
+                stream: stream.to_owned(),
+                layout: crate::forward::spec::layout_byte(layout),
+                points: lines.points,
+                time_ms: (now_ns / 1_000_000).max(1) as u64,
+                lines: lines.text.into_bytes(),
+            },
+        })
+    }
+
+    /// `Err` naming the target when one refuses new points (`on_full = "refuse"`, full).
+    pub fn check_room(&self) -> Result<(), PushError> {
+        match Forwarding::refusing(&self.queues, self.entry.points as u64) {
+            Some(target) => Err(PushError::ForwardFull(target)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A whole body from HTTP or the push WebSocket: parsed, converted, published and durable.
@@ -74,7 +127,8 @@ pub async fn ingest(
     target: &Target,
     who: &Identity,
 ) -> Result<usize, PushError> {
-    let frames = parse(body, target, sticky(shared)).await?;
+    let queues = shared.forward.queues_for(&target.stream_id);
+    let (frames, lines, now) = parse(body, target, sticky(shared), !queues.is_empty()).await?;
     for (channel, _) in &frames {
         shared
             .settings()
@@ -85,36 +139,33 @@ pub async fn ingest(
                 needed,
             })?;
     }
-    publish(&shared.broker, frames).await
+    let forward =
+        lines.and_then(|l| Forward::new(queues, &target.stream_id, target.layout, l, now));
+    if let Some(f) = &forward {
+        f.check_room()?;
+    }
+    submit_frames(&shared.broker, &shared.persist, frames, false, forward)?
+        .wait()
+        .await
 }
 
-/// Hands the frames to the broker (all or none) and waits until each is published and durable
-/// as configured.
-pub async fn publish(
-    broker: &Broker,
-    frames: Vec<(Arc<str>, FrameJson)>,
-) -> Result<usize, PushError> {
-    publish_frames(broker, frames, false).await
-}
-
-/// `publish`, for an MQTT message that may be retained (see `Request::Push`).
-pub async fn publish_frames(
-    broker: &Broker,
-    frames: Vec<(Arc<str>, FrameJson)>,
-    retained: bool,
-) -> Result<usize, PushError> {
-    submit_frames(broker, frames, retained)?.wait().await
-}
-
-/// Hands frames over at once (`Busy` when the storage queue is full, and then nothing was
-/// taken), so a bridge can read on while they are stored; `Stored::wait` completes when
-/// they are.
+/// Hands frames (and their points for `[[forward]]` targets) over at once (`Busy` when the
+/// storage queue is full, and then nothing was taken), so a bridge can read on while they are
+/// stored; `Stored::wait` completes when they are.
 pub fn submit_frames(
     broker: &Broker,
+    persist: &Persist,
     frames: Vec<(Arc<str>, FrameJson)>,
     retained: bool,
+    forward: Option<Forward>,
 ) -> Result<Stored, PushError> {
-    let mut waits = Vec::with_capacity(frames.len());
+    // The forward entry's place is taken first: once the frames are out, it must not be
+    // refused.
+    let mut place = match &forward {
+        Some(_) => Some(persist.reserve(1).map_err(|_| PushError::Busy)?),
+        None => None,
+    };
+    let mut waits = Vec::with_capacity(frames.len() + 1);
     broker
         .push(frames, retained, || {
             let (tx, rx) = oneshot::channel();
@@ -122,6 +173,16 @@ pub fn submit_frames(
             Ack::Channel(tx)
         })
         .map_err(|_| PushError::Busy)?;
+    if let (Some(place), Some(f)) = (&mut place, forward) {
+        let (tx, rx) = oneshot::channel();
+        waits.push(rx);
+        // A sequencer that is gone fails the acknowledgement, and so the push.
+        let _ = place.send(Request::Forward {
+            queues: f.queues,
+            entry: f.entry,
+            ack: Ack::Channel(tx),
+        });
+    }
     Ok(Stored { waits })
 }
 
@@ -145,22 +206,43 @@ impl Stored {
     }
 }
 
-/// Hands the frames over without waiting (UDP has nobody to answer); each frame takes one of
-/// `slots` until it is stored, and none is taken beyond `max`.
+/// Hands the frames (and their points for `[[forward]]` targets) over without waiting (UDP
+/// has nobody to answer); each request takes one of `slots` until it is stored, and none is
+/// taken beyond `max`.
 pub fn publish_detached(
     broker: &Broker,
+    persist: &Persist,
     frames: Vec<(Arc<str>, FrameJson)>,
+    forward: Option<Forward>,
     slots: &Arc<Slots>,
     max: usize,
 ) -> Result<(), PushError> {
-    let n = frames.len();
+    let n = frames.len() + usize::from(forward.is_some());
     if !slots.try_take(n, max) {
         return Err(PushError::Busy);
     }
+    let mut place = match &forward {
+        Some(_) => match persist.reserve(1) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                slots.give_back(n);
+                return Err(PushError::Busy);
+            }
+        },
+        None => None,
+    };
     broker
         .push(frames, false, || Ack::Release(slots.clone()))
         .map_err(|_| PushError::Busy)
-        .inspect_err(|_| slots.give_back(n))
+        .inspect_err(|_| slots.give_back(n))?;
+    if let (Some(place), Some(f)) = (&mut place, forward) {
+        let _ = place.send(Request::Forward {
+            queues: f.queues,
+            entry: f.entry,
+            ack: Ack::Release(slots.clone()),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -179,11 +261,11 @@ mod tests {
         let three = || frames(body.as_bytes(), &t, 0, None).unwrap();
         // Three frames do not fit in a share of two: none is taken.
         assert!(matches!(
-            publish_detached(&broker, three(), &slots, 2),
+            publish_detached(&broker, persist, three(), None, &slots, 2),
             Err(PushError::Busy)
         ));
         assert_eq!(slots.taken(), 0);
-        publish_detached(&broker, three(), &slots, 3).unwrap();
+        publish_detached(&broker, persist, three(), None, &slots, 3).unwrap();
         // Each stored frame gives its slot back.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while slots.taken() > 0 && std::time::Instant::now() < deadline {

@@ -63,7 +63,8 @@ fn take(
         return Err(PushError::SourceRefused(source));
     }
     let sticky = super::sticky(shared);
-    let frames = super::frames(datagram, &udp.target, super::now_ns(), sticky.as_deref())?;
+    let now = super::now_ns();
+    let frames = super::frames(datagram, &udp.target, now, sticky.as_deref())?;
     for (channel, _) in &frames {
         shared
             .settings()
@@ -74,7 +75,27 @@ fn take(
                 needed,
             })?;
     }
+    let queues = shared.forward.queues_for(&udp.target.stream_id);
+    let forward = match queues.is_empty() {
+        true => None,
+        false => {
+            let t = &udp.target;
+            let text = crate::ingest::lineproto::utf8(datagram)?;
+            let lines = crate::forward::lines::body_lines(text, t.precision, now, t.limits.line)?;
+            super::Forward::new(queues, &t.stream_id, t.layout, lines, now)
+        }
+    };
+    if let Some(f) = &forward {
+        f.check_room()?;
+    }
     let n = frames.len();
-    super::publish_detached(&shared.broker, frames, slots, udp.max_queued)?;
+    super::publish_detached(
+        &shared.broker,
+        &shared.persist,
+        frames,
+        forward,
+        slots,
+        udp.max_queued,
+    )?;
     Ok(n)
 }

@@ -168,7 +168,7 @@ async fn read_loop(
             Ok(_) => {}
             Err(e) => {
                 let code = match e {
-                    PushError::Busy => 1013,
+                    PushError::Busy | PushError::ForwardFull(_) => 1013,
                     PushError::Storage | PushError::StreamLimit => 1011,
                     PushError::TooLarge(_) | PushError::TooManyFrames(_) => 1009,
                     PushError::Forbidden { .. } => 1008,
