@@ -579,3 +579,45 @@ async fn retained_values_through_redis_are_not_published_again() {
         "{r}"
     );
 }
+
+/// An MQTT-fed stream forwarded (`[[forward]]`) to a central edgelive: the central's channel is
+/// the device's under the prefixed stream, with the fields and time the device made of the
+/// message.
+#[tokio::test]
+async fn mqtt_streams_are_forwarded_to_a_central_on_the_same_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), free_port(), "");
+    let central = Daemon::start(&[]);
+    let d = Daemon::start_with_config(
+        &format!(
+            "{}[[forward]]\nurl = \"http://{}/api/live/push/{{stream}}\"\nstreams = [\"mqtt\"]\nstream_prefix = \"pi-\"\nflush_interval = \"50ms\"\n",
+            bridge_config(broker.port, ""),
+            central.addr
+        ),
+        &[],
+    );
+    eventually("the bridge connects", || connected(&d));
+    broker.publish(
+        "sensors/room 1/env",
+        br#"{"env":{"t":21.5},"ok":true,"note":"a b","ts":1700000000}"#,
+        &[],
+    );
+    let local = wait_rows(&d, "stream/mqtt/sensors/room=201/env", 1).await;
+    assert_eq!(local.len(), 1);
+    let far = wait_rows(&central, "stream/pi-mqtt/sensors/room=201/env", 1).await;
+    assert_eq!(far.len(), 1, "nothing reached the central");
+    let mut fields = names(&far[0]);
+    fields.sort();
+    assert_eq!(fields, ["env.t", "labels", "note", "ok", "time"]);
+    let column = |name: &str| {
+        let i = names(&far[0]).iter().position(|n| n == name).unwrap();
+        far[0]["data"]["values"][i].clone()
+    };
+    assert_eq!(column("time"), json!([1700000000000u64]));
+    assert_eq!(column("env.t"), json!([21.5]));
+    assert_eq!(column("ok"), json!([true]));
+    assert_eq!(column("note"), json!(["a b"]));
+    let (_, status) = http(d.addr, "GET", "/api/status", &[], b"");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["forward"][0]["sent_points"], 1, "{status}");
+}
