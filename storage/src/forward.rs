@@ -3,10 +3,11 @@
 //! points for one stream as Influx line protocol.
 //!
 //! The value layout is written by hand, not with `record`'s named msgpack: a queue holds
-//! hundreds of thousands of small entries after an outage, and field names would cost about
-//! 40 bytes each (measured: a one-point entry of 45 bytes of line protocol takes 68 bytes
-//! here, 110 with named msgpack). Layout: version byte, layout byte, points (u32 LE), time of
-//! acceptance in ms (u64 LE), stream id length (u8), stream id, then the lines.
+//! hundreds of thousands of small entries after an outage, and field names (and serde's
+//! byte-per-element arrays) would cost about 40 bytes each. Counted: one point of 45 bytes of
+//! line protocol on stream `plant1` is stored in 74 bytes here (key included), in 111 with
+//! `record`'s encoding. Layout: version byte, layout byte, points (u32 LE), time of acceptance
+//! in ms (u64 LE), stream id length (u8), stream id, then the lines.
 
 use sled::IVec;
 
