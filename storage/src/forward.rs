@@ -116,6 +116,13 @@ fn stored_bytes(value: &[u8]) -> u64 {
     8 + value.len() as u64
 }
 
+/// An entry's acceptance time, read from its header alone (a damaged body does not matter).
+fn time_of(value: &[u8]) -> u64 {
+    value
+        .get(6..14)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
 fn points_of(value: &[u8]) -> u64 {
     value.get(2..6).map_or(0, |b| {
         u32::from_le_bytes(b.try_into().expect("4 bytes")) as u64
@@ -154,7 +161,7 @@ impl ForwardQueue {
             t.points += points_of(&v);
             t.bytes += stored_bytes(&v);
             if t.oldest_ms == 0 {
-                t.oldest_ms = ForwardEntry::decode(&v).map_or(0, |e| e.time_ms);
+                t.oldest_ms = time_of(&v);
             }
             t.next = seq_of(&k) + 1;
         }
@@ -218,10 +225,7 @@ impl ForwardQueue {
 
     /// The oldest entry's acceptance time, ms; `None` when the queue is empty.
     pub fn oldest_ms(&self) -> Result<Option<u64>, StoreError> {
-        match self.tree.first()? {
-            Some((_, v)) => Ok(Some(ForwardEntry::decode(&v)?.time_ms)),
-            None => Ok(None),
-        }
+        Ok(self.tree.first()?.map(|(_, v)| time_of(&v)))
     }
 }
 
