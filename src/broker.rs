@@ -132,13 +132,34 @@ impl Broker {
         &self,
         frames: Vec<(Arc<str>, FrameJson)>,
         retained: bool,
-        mut ack: impl FnMut() -> Ack,
+        ack: impl FnMut() -> Ack,
     ) -> Result<(), Busy> {
+        self.push_after(frames, retained, ack, None).map(drop)
+    }
+
+    /// `push`, with `before` queued to the storage thread ahead of the frames in the same
+    /// reservation (all or nothing): a push's forwarding entry, written before the frames so
+    /// the commit that acknowledges them covers it. Without the storage thread (the Redis
+    /// engine) `before` is handed back, for the caller to queue itself.
+    pub fn push_after(
+        &self,
+        frames: Vec<(Arc<str>, FrameJson)>,
+        retained: bool,
+        mut ack: impl FnMut() -> Ack,
+        before: Option<Request>,
+    ) -> Result<Option<Request>, Busy> {
         let kinds = self.inner.kinds.load();
         if let Some(engine) = &self.inner.engine {
-            return engine.push(frames, retained, |key| kinds.history_for(key), ack);
+            engine.push(frames, retained, |key| kinds.history_for(key), ack)?;
+            return Ok(before);
         }
-        let mut places = self.inner.persist.reserve(frames.len())?;
+        let mut places = self
+            .inner
+            .persist
+            .reserve(frames.len() + usize::from(before.is_some()))?;
+        if let Some(req) = before {
+            places.send(req)?;
+        }
         for (key, frame) in frames {
             let policy = kinds.history_for(&key);
             let ack = ack();
@@ -181,7 +202,7 @@ impl Broker {
                 queued
             })?;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// A managed-stream frame's publication, sequenced in memory when memory can: the

@@ -242,9 +242,17 @@ fn run(config: Config, settings: Arc<Settings>, reloader: Reloader) -> Result<()
         .context("cannot start the storage threads")
         .map_err(|e| Failure(exit::IOERR, e))?;
     // Each target's queue is counted before the runtime starts (a blocking read).
-    let forward = edgelive::forward::Forwarding::open(&settings.forward, &persist.store)
-        .context("cannot open the forwarding queues")
-        .map_err(|e| Failure(exit::IOERR, e))?;
+    let forward = match edgelive::forward::Forwarding::open(&settings.forward, &persist.store) {
+        Ok(f) => f,
+        Err(e) => {
+            // A clean stop, so the next start is not taken for a crash.
+            persist.stop(threads);
+            return Err(Failure(
+                exit::IOERR,
+                anyhow::Error::new(e).context("cannot open the forwarding queues"),
+            ));
+        }
+    };
     let rt = build_runtime(&config).map_err(|e| Failure(exit::TEMPFAIL, e))?;
     let served = persist.clone();
     let result = rt.block_on(async move {

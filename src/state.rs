@@ -197,8 +197,8 @@ impl Shared {
         self.settings.store(settings.clone());
         self.websocket.store(Arc::new((&*settings).into()));
         self.session.send_replace(Arc::new((&*settings).into()));
-        // A paused target's token file may have been fixed.
-        self.forward.resume_paused();
+        // A forwarding target's token file may have been rotated or fixed.
+        self.forward.reloaded();
     }
 
     pub fn connection_slot(self: &Arc<Self>) -> ConnectionSlot {

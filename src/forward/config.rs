@@ -245,11 +245,21 @@ impl ForwardConfig {
         if self.batch_size == 0 || self.batch_size > 100_000 {
             problems.push(format!("{at}: batch_size must be 1 to 100000 points"));
         }
-        if self.flush_interval < Duration::from_millis(10) {
-            problems.push(format!("{at}: flush_interval must be at least 10ms"));
+        if self.flush_interval < Duration::from_millis(10)
+            || self.flush_interval > Duration::from_secs(3600)
+        {
+            problems.push(format!("{at}: flush_interval must be 10ms to 1h"));
         }
-        if self.timeout < Duration::from_millis(100) {
-            problems.push(format!("{at}: timeout must be at least 100ms"));
+        if self.timeout < Duration::from_millis(100) || self.timeout > Duration::from_secs(600) {
+            problems.push(format!("{at}: timeout must be 100ms to 10m"));
+        }
+        if self.url.contains("gf_live_frame_format") {
+            problems.push(format!(
+                "{at}: url must not set gf_live_frame_format (each push's own is sent)"
+            ));
+        }
+        if self.stream_prefix.len() > 64 {
+            problems.push(format!("{at}: stream_prefix is longer than 64 bytes"));
         }
         if self.max_queue.0 < 1 << 20 {
             problems.push(format!(
@@ -257,9 +267,12 @@ impl ForwardConfig {
                 self.max_queue
             ));
         }
-        if self.retry_min.is_zero() || self.retry_max < self.retry_min {
+        if self.retry_min.is_zero()
+            || self.retry_max < self.retry_min
+            || self.retry_max > Duration::from_secs(3600)
+        {
             problems.push(format!(
-                "{at}: retry_min must be positive and at most retry_max"
+                "{at}: retry_min must be positive and at most retry_max, which is at most 1h"
             ));
         }
     }

@@ -14,6 +14,36 @@ pub struct Lines {
     pub points: u32,
 }
 
+/// Most bytes and points of one queued entry: a larger push is queued as several entries, so
+/// that batching and the far side's body limit always have something to work with.
+pub const ENTRY_MAX_BYTES: usize = 1 << 20;
+pub const ENTRY_MAX_POINTS: u32 = 10_000;
+
+impl Lines {
+    /// Cut at line ends into parts of at most `ENTRY_MAX_BYTES` (a longer line alone) and
+    /// `ENTRY_MAX_POINTS`.
+    pub fn into_parts(self) -> Vec<Lines> {
+        if self.text.len() <= ENTRY_MAX_BYTES && self.points <= ENTRY_MAX_POINTS {
+            return vec![self];
+        }
+        let mut out = Vec::new();
+        let mut cur = Lines::default();
+        for line in self.text.split_inclusive('\n') {
+            if cur.points > 0
+                && (cur.text.len() + line.len() > ENTRY_MAX_BYTES || cur.points == ENTRY_MAX_POINTS)
+            {
+                out.push(std::mem::take(&mut cur));
+            }
+            cur.text.push_str(line);
+            cur.points += 1;
+        }
+        if cur.points > 0 {
+            out.push(cur);
+        }
+        out
+    }
+}
+
 /// A push body's points (already accepted by the converter, so it parses), each line ending
 /// in `\n`, timestamps in nanoseconds.
 pub fn body_lines(
@@ -21,6 +51,33 @@ pub fn body_lines(
     precision: Precision,
     now_ns: i64,
     limits: LineLimits,
+) -> Result<Lines, ParseError> {
+    lines_of(body, precision, now_ns, limits, None)
+}
+
+/// `body_lines` with every point's measurement replaced by `measurement` (an MQTT message's
+/// lines go to its topic's channel).
+pub fn body_lines_as(
+    body: &str,
+    now_ns: i64,
+    limits: LineLimits,
+    measurement: &str,
+) -> Result<Lines, ParseError> {
+    lines_of(
+        body,
+        Precision::Nanoseconds,
+        now_ns,
+        limits,
+        Some(measurement),
+    )
+}
+
+fn lines_of(
+    body: &str,
+    precision: Precision,
+    now_ns: i64,
+    limits: LineLimits,
+    measurement: Option<&str>,
 ) -> Result<Lines, ParseError> {
     let mut parser = Parser::with_limits(body, precision, limits);
     let mut line = Line::default();
@@ -32,7 +89,7 @@ pub fn body_lines(
         r?;
         write_point(
             &mut out.text,
-            &line.measurement,
+            measurement.unwrap_or(&line.measurement),
             line.tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
             line.fields.iter().map(|(k, v)| (k.as_ref(), v)),
             Some(line.timestamp.unwrap_or(now_ns)),
@@ -147,6 +204,33 @@ mod tests {
             v
         };
         assert_eq!(again, original);
+    }
+
+    #[test]
+    fn large_pushes_are_cut_at_line_ends() {
+        let line = "m v=1 1\n";
+        let n = ENTRY_MAX_POINTS * 2 + 5;
+        let all = Lines {
+            text: line.repeat(n as usize),
+            points: n,
+        };
+        let parts = all.clone().into_parts();
+        assert_eq!(
+            parts.iter().map(|p| p.points).collect::<Vec<_>>(),
+            [ENTRY_MAX_POINTS, ENTRY_MAX_POINTS, 5]
+        );
+        assert_eq!(
+            parts.iter().map(|p| p.text.as_str()).collect::<String>(),
+            all.text
+        );
+        let long = format!("m s=\"{}\" 1\n", "x".repeat(ENTRY_MAX_BYTES / 2));
+        let big = Lines {
+            text: long.repeat(3),
+            points: 3,
+        };
+        let parts = big.into_parts();
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().all(|p| p.text == long && p.points == 1));
     }
 
     #[test]

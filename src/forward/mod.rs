@@ -8,6 +8,7 @@
 //! protocol written for a push or a frame, `queue` the durable queue, `client` the HTTP
 //! connection, `sender` the loop with its retry, drop and pause rules, `stats` the counters.
 
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod lines;
@@ -16,17 +17,17 @@ pub mod sender;
 pub mod spec;
 pub mod stats;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use edgelive_storage::{Store, StoreError};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use queue::Queue;
 use spec::TargetSpec;
-use stats::{DropCause, State, TargetStats};
+use stats::{State, TargetStats};
 
 /// One target: its settings and its queue (whose stats are the target's).
 pub struct Target {
@@ -38,8 +39,8 @@ pub struct Target {
 #[derive(Clone, Default)]
 pub struct Forwarding {
     targets: Arc<[Arc<Target>]>,
-    /// Wakes paused senders (a reload may have fixed their token).
-    resume: Arc<Notify>,
+    /// Reloads, for the senders (a paused one tries again, every one reads its token file).
+    wake: Arc<sender::Wakeups>,
 }
 
 impl Forwarding {
@@ -67,7 +68,7 @@ impl Forwarding {
         }
         Ok(Forwarding {
             targets: targets.into(),
-            resume: Arc::new(Notify::new()),
+            wake: Arc::default(),
         })
     }
 
@@ -88,20 +89,22 @@ impl Forwarding {
     /// the refused points there.
     pub fn refusing(queues: &[Arc<Queue>], points: u64) -> Option<String> {
         let q = queues.iter().find(|q| q.refuses())?;
-        q.stats.drop_points(DropCause::Refused, points);
+        q.refused(points);
         Some(q.name().to_owned())
     }
 
     /// Starts every target's sender.
     pub fn start(&self, tracker: &TaskTracker, stop: CancellationToken) {
         for t in self.targets.iter() {
-            tracker.spawn(sender::run(t.clone(), self.resume.clone(), stop.clone()));
+            tracker.spawn(sender::run(t.clone(), self.wake.clone(), stop.clone()));
         }
     }
 
-    /// Paused targets try again now (after a reload).
-    pub fn resume_paused(&self) {
-        self.resume.notify_waiters();
+    /// After a reload: every sender reads its token file again, and paused ones try again
+    /// now.
+    pub fn reloaded(&self) {
+        self.wake.reloads.fetch_add(1, Ordering::Relaxed);
+        self.wake.resume.notify_waiters();
     }
 
     /// Paused targets and why, for `/api/health`.

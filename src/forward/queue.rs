@@ -14,6 +14,8 @@ use tracing::{error, info, warn};
 use super::config::OnFull;
 use super::stats::{DropCause, TargetStats};
 
+/// Most bytes one full queue's drop frees beyond what the new entry needs.
+const DROP_AT_ONCE: u64 = 512 << 10;
 /// At most one "dropping the oldest" line a minute per target (the counter has every drop).
 const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -87,9 +89,14 @@ impl Queue {
         self.on_full == OnFull::Refuse && self.bytes() >= self.max_bytes
     }
 
+    /// Counts points refused because the queue was full.
+    pub fn refused(&self, points: u64) {
+        self.stats.drop_points(DropCause::Refused, points);
+    }
+
     /// Storage thread: queues an entry; with `drop_oldest`, makes room by dropping the oldest
-    /// entries (a thirty-second of the bound at once, so drops come in batches, not one per
-    /// push).
+    /// entries (a thirty-second of the bound at once, at most `DROP_AT_ONCE`, so drops come in
+    /// batches, not one per push, and none holds the storage thread long).
     pub fn append(&self, entry: &ForwardEntry) -> Result<(), StoreError> {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let bytes = self.disk.append(seq, entry)?;
@@ -107,7 +114,7 @@ impl Queue {
         }
         let total = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if total > self.max_bytes && self.on_full == OnFull::DropOldest {
-            let free = total - self.max_bytes + self.max_bytes / 32;
+            let free = total - self.max_bytes + (self.max_bytes / 32).min(DROP_AT_ONCE);
             let removed = self.disk.remove_oldest(free)?;
             self.count_removed(&removed)?;
             self.stats.drop_points(DropCause::QueueFull, removed.points);
@@ -142,6 +149,16 @@ impl Queue {
             error!(target = %self.name(), entries = w.damaged.len(), first = w.damaged[0], "damaged forwarding queue entries dropped");
         }
         Ok(w.entries)
+    }
+
+    /// Blocking: counts what the queue holds again (after a failed write left the counters
+    /// behind).
+    pub fn recount(&self) -> Result<(), StoreError> {
+        let t = self.disk.totals()?;
+        self.bytes.store(t.bytes, Ordering::Relaxed);
+        self.points.store(t.points, Ordering::Relaxed);
+        self.oldest_ms.store(t.oldest_ms, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Blocking: removes entries the far side took (or refused for good).

@@ -219,13 +219,30 @@ fn convert(spec: &MqttSpec, shared: &Shared, p: &Publish) -> Result<Converted, D
         true => None,
         false => {
             let path = &name[("stream/".len() + spec.stream.len() + 1)..];
-            let mut lines = Lines::default();
-            for f in &frames {
-                let l = crate::forward::lines::frame_lines(path, f, now);
-                lines.text.push_str(&l.text);
-                lines.points += l.points;
-            }
+            let lines = match payload::is_line_protocol(&frames) {
+                // Its own lines (tags, types, times as sent), under the topic's path.
+                true => std::str::from_utf8(&p.payload)
+                    .ok()
+                    .and_then(|text| {
+                        let limits = crate::ingest::lineproto::LineLimits::default();
+                        crate::forward::lines::body_lines_as(text.trim(), now, limits, path).ok()
+                    })
+                    .unwrap_or_default(),
+                false => {
+                    let mut lines = Lines::default();
+                    for f in &frames {
+                        let l = crate::forward::lines::frame_lines(path, f, now);
+                        lines.text.push_str(&l.text);
+                        lines.points += l.points;
+                    }
+                    lines
+                }
+            };
+            // The publisher cannot be told to come back later: a target refusing new points
+            // (on_full = "refuse", full) does not get this message (counted there); the others
+            // and the device itself do.
             Forward::new(queues, &spec.stream, Layout::LabelsColumn, lines, now)
+                .and_then(Forward::without_full)
         }
     };
     let sticky = crate::push::sticky(shared);
@@ -241,9 +258,8 @@ fn convert(spec: &MqttSpec, shared: &Shared, p: &Publish) -> Result<Converted, D
     Ok((frames, forward))
 }
 
-/// Hands a message's frames to storage, retrying while its queue is full (or a forwarding
-/// target with `on_full = "refuse"` is: the broker holds the messages meanwhile); `None` at a
-/// stop (the message is not acknowledged, so the broker gives it to our session again).
+/// Hands a message's frames to storage, retrying while its queue is full; `None` at a stop
+/// (the message is not acknowledged, so the broker gives it to our session again).
 async fn submit(
     shared: &Shared,
     (frames, forward): Converted,
@@ -251,16 +267,13 @@ async fn submit(
     stop: &CancellationToken,
 ) -> Option<crate::push::Stored> {
     loop {
-        let room = forward.as_ref().map_or(Ok(()), Forward::check_room);
-        let submitted = room.and_then(|()| {
-            crate::push::submit_frames(
-                &shared.broker,
-                &shared.persist,
-                frames.clone(),
-                retained,
-                forward.clone(),
-            )
-        });
+        let submitted = crate::push::submit_frames(
+            &shared.broker,
+            &shared.persist,
+            frames.clone(),
+            retained,
+            forward.clone(),
+        );
         match submitted {
             Ok(stored) => return Some(stored),
             Err(_) => tokio::select! {

@@ -136,6 +136,15 @@ pub fn frames(
     )])
 }
 
+/// Whether `frames` (of one payload) were read from Influx line protocol: only that reading
+/// gives frames in Grafana's `labels_column` layout, whose first column is `labels`.
+pub fn is_line_protocol(frames: &[Frame]) -> bool {
+    frames
+        .first()
+        .and_then(|f| f.fields.first())
+        .is_some_and(|f| f.name == "labels" && matches!(f.values, Values::String(_)))
+}
+
 /// A depth estimate for text serde_json refused: brackets opened and not closed.
 fn nesting(text: &str) -> usize {
     let (mut depth, mut max) = (0usize, 0usize);

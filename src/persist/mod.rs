@@ -151,11 +151,13 @@ pub enum Request {
         publication: Option<Arc<Sequenced>>,
         ack: Ack,
     },
-    /// A push's points for `[[forward]]` targets: appended to each queue, then acknowledged
-    /// as a publication is (by the group commit that covers the write: no sync of its own).
+    /// A push's points for `[[forward]]` targets: appended to each queue. Queued ahead of the
+    /// push's frames with `Ack::Discard`, so that the commit acknowledging them covers it too
+    /// (one sync for both); acknowledged as a publication is when it comes alone (the Redis
+    /// engine took the frames).
     Forward {
         queues: Vec<Arc<crate::forward::queue::Queue>>,
-        entry: edgelive_storage::ForwardEntry,
+        entries: Vec<edgelive_storage::ForwardEntry>,
         ack: Ack,
     },
     /// The managed streams, for `/api/live/list`.

@@ -331,15 +331,27 @@ impl Sequencer {
                 publication,
                 ack,
             } => self.push_sequenced(&key, frame, publication, ack),
-            Request::Forward { queues, entry, ack } => {
+            Request::Forward {
+                queues,
+                entries,
+                ack,
+            } => {
                 for q in &queues {
-                    if let Err(e) = q.append(&entry) {
-                        self.fail(&e);
-                        ack.complete(Err(ErrorCode::Internal));
-                        return;
+                    for entry in &entries {
+                        if let Err(e) = q.append(entry) {
+                            warn!(target = %q.name(), error = %e, "cannot queue points for forwarding");
+                            self.fail(&e);
+                            ack.complete(Err(ErrorCode::Internal));
+                            return;
+                        }
                     }
                 }
-                self.acknowledge(ack, 0);
+                // Nobody waits for an entry queued ahead of its push's frames: their
+                // acknowledgement's commit covers it (handing the flusher an acknowledgement
+                // here would start a commit of its own).
+                if !matches!(ack, Ack::Discard) {
+                    self.acknowledge(ack, 0);
+                }
             }
             Request::List { reply } => {
                 let streams = self.frames.list(self.clock.now_ms());

@@ -85,11 +85,13 @@ async fn parse(
 #[derive(Clone)]
 pub struct Forward {
     pub queues: Vec<Arc<Queue>>,
-    pub entry: ForwardEntry,
+    /// One, or several for a push over `ENTRY_MAX_BYTES` or `ENTRY_MAX_POINTS`.
+    pub entries: Vec<ForwardEntry>,
+    points: u64,
 }
 
 impl Forward {
-    /// The entry for `lines` pushed to `stream` at `now_ns`; `None` without points.
+    /// The entries for `lines` pushed to `stream` at `now_ns`; `None` without points.
     pub fn new(
         queues: Vec<Arc<Queue>>,
         stream: &str,
@@ -97,23 +99,57 @@ impl Forward {
         lines: Lines,
         now_ns: i64,
     ) -> Option<Forward> {
-        (lines.points > 0 && !queues.is_empty()).then(|| Forward {
-            queues,
-            entry: ForwardEntry {
+        if lines.points == 0 || queues.is_empty() {
+            return None;
+        }
+        let points = lines.points as u64;
+        let entries = lines
+            .into_parts()
+            .into_iter()
+            .map(|part| ForwardEntry {
                 stream: stream.to_owned(),
                 layout: crate::forward::spec::layout_byte(layout),
-                points: lines.points,
+                points: part.points,
                 time_ms: (now_ns / 1_000_000).max(1) as u64,
-                lines: lines.text.into_bytes(),
-            },
+                lines: part.text.into_bytes(),
+            })
+            .collect();
+        Some(Forward {
+            queues,
+            entries,
+            points,
         })
     }
 
-    /// `Err` naming the target when one refuses new points (`on_full = "refuse"`, full).
+    /// `Err` naming the target when one refuses new points (`on_full = "refuse"`, full); the
+    /// refused points are counted there.
     pub fn check_room(&self) -> Result<(), PushError> {
-        match Forwarding::refusing(&self.queues, self.entry.points as u64) {
+        match Forwarding::refusing(&self.queues, self.points) {
             Some(target) => Err(PushError::ForwardFull(target)),
             None => Ok(()),
+        }
+    }
+
+    /// Leaves out the targets refusing new points (counting the points there); `None` when
+    /// none is left. For MQTT bridges, whose publishers cannot be told to come back later.
+    pub fn without_full(mut self) -> Option<Forward> {
+        let points = self.points;
+        self.queues.retain(|q| {
+            let refuses = q.refuses();
+            if refuses {
+                q.refused(points);
+            }
+            !refuses
+        });
+        (!self.queues.is_empty()).then_some(self)
+    }
+
+    /// The request that queues it, acknowledged by `ack`.
+    fn request(self, ack: Ack) -> Request {
+        Request::Forward {
+            queues: self.queues,
+            entries: self.entries,
+            ack,
         }
     }
 }
@@ -152,6 +188,11 @@ pub async fn ingest(
 /// Hands frames (and their points for `[[forward]]` targets) over at once (`Busy` when the
 /// storage queue is full, and then nothing was taken), so a bridge can read on while they are
 /// stored; `Stored::wait` completes when they are.
+///
+/// The forwarding entry goes to the storage thread ahead of the frames, in the same
+/// reservation, acknowledged by nobody: the commit that acknowledges the frames covers it, so a
+/// forwarded push costs no second sync. With the Redis engine the frames do not pass there and
+/// the entry is acknowledged on its own.
 pub fn submit_frames(
     broker: &Broker,
     persist: &Persist,
@@ -159,42 +200,49 @@ pub fn submit_frames(
     retained: bool,
     forward: Option<Forward>,
 ) -> Result<Stored, PushError> {
-    // The forward entry's place is taken first: once the frames are out, it must not be
-    // refused.
-    let mut place = match &forward {
-        Some(_) => Some(persist.reserve(1).map_err(|_| PushError::Busy)?),
-        None => None,
-    };
-    let mut waits = Vec::with_capacity(frames.len() + 1);
-    broker
-        .push(frames, retained, || {
-            let (tx, rx) = oneshot::channel();
-            waits.push(rx);
-            Ack::Channel(tx)
-        })
+    let count = frames.len();
+    let mut waits = Vec::with_capacity(count + 1);
+    let before = forward.map(|f| f.request(Ack::Discard));
+    let back = broker
+        .push_after(
+            frames,
+            retained,
+            || {
+                let (tx, rx) = oneshot::channel();
+                waits.push(rx);
+                Ack::Channel(tx)
+            },
+            before,
+        )
         .map_err(|_| PushError::Busy)?;
-    if let (Some(place), Some(f)) = (&mut place, forward) {
+    if let Some(Request::Forward {
+        queues, entries, ..
+    }) = back
+    {
         let (tx, rx) = oneshot::channel();
         waits.push(rx);
-        // A sequencer that is gone fails the acknowledgement, and so the push.
-        let _ = place.send(Request::Forward {
-            queues: f.queues,
-            entry: f.entry,
+        // Refused (the storage queue is full): the acknowledgement is dropped with it, and
+        // the push fails (its frames went out; a retry publishes them again).
+        let _ = persist.submit(Request::Forward {
+            queues,
+            entries,
             ack: Ack::Channel(tx),
         });
     }
-    Ok(Stored { waits })
+    Ok(Stored { waits, count })
 }
 
 /// Frames handed over by `submit_frames`, until they are stored.
 pub struct Stored {
     waits: Vec<oneshot::Receiver<Result<u64, ErrorCode>>>,
+    /// Frames (the forwarding entry may add a wait).
+    count: usize,
 }
 
 impl Stored {
-    /// How many were stored, once all are.
+    /// How many frames were stored, once all are.
     pub async fn wait(self) -> Result<usize, PushError> {
-        let n = self.waits.len();
+        let n = self.count;
         for rx in self.waits {
             match rx.await {
                 Ok(Ok(_)) => {}
@@ -207,8 +255,8 @@ impl Stored {
 }
 
 /// Hands the frames (and their points for `[[forward]]` targets) over without waiting (UDP
-/// has nobody to answer); each request takes one of `slots` until it is stored, and none is
-/// taken beyond `max`.
+/// has nobody to answer); each frame takes one of `slots` until it is stored, and none is
+/// taken beyond `max`. The forwarding entry is queued as `submit_frames` queues it.
 pub fn publish_detached(
     broker: &Broker,
     persist: &Persist,
@@ -217,30 +265,18 @@ pub fn publish_detached(
     slots: &Arc<Slots>,
     max: usize,
 ) -> Result<(), PushError> {
-    let n = frames.len() + usize::from(forward.is_some());
+    let n = frames.len();
     if !slots.try_take(n, max) {
         return Err(PushError::Busy);
     }
-    let mut place = match &forward {
-        Some(_) => match persist.reserve(1) {
-            Ok(p) => Some(p),
-            Err(_) => {
-                slots.give_back(n);
-                return Err(PushError::Busy);
-            }
-        },
-        None => None,
-    };
-    broker
-        .push(frames, false, || Ack::Release(slots.clone()))
+    let before = forward.map(|f| f.request(Ack::Discard));
+    let back = broker
+        .push_after(frames, false, || Ack::Release(slots.clone()), before)
         .map_err(|_| PushError::Busy)
         .inspect_err(|_| slots.give_back(n))?;
-    if let (Some(place), Some(f)) = (&mut place, forward) {
-        let _ = place.send(Request::Forward {
-            queues: f.queues,
-            entry: f.entry,
-            ack: Ack::Release(slots.clone()),
-        });
+    if let Some(req) = back {
+        // The Redis engine took the frames; nobody waits for the entry either way.
+        let _ = persist.submit(req);
     }
     Ok(())
 }
