@@ -512,6 +512,51 @@ async fn exact_lines_a_refused_batch_does_not_block_and_413_splits() {
     let s = target_status(e);
     assert_eq!(s["dropped"]["rejected"], 2, "{s}");
     assert_eq!(s["state"], "ok", "{s}");
+
+    // 400 for a batch of several pushes: split down to the push it is about; only that one
+    // is dropped, the others arrive in order.
+    fake.set(Box::new(|_| Reply::Status(503, "Retry-After: 0\r\n")));
+    for i in 0..6 {
+        let field = if i == 3 { "bad" } else { "v" };
+        assert_eq!(push(e, "s1", &format!("four {field}={i} {i}\n")).0, 200);
+    }
+    eventually("the target to retry", || {
+        target_status(e)["queue_points"] == 6
+    });
+    let before = fake.lines().len();
+    fake.set(Box::new(|r| match r.body.contains("bad=") {
+        true => Reply::Status(400, ""),
+        false => Reply::Status(204, ""),
+    }));
+    eventually("the good pushes", || fake.lines().len() == before + 5);
+    let expected: Vec<String> = [0, 1, 2, 4, 5]
+        .iter()
+        .map(|i| format!("four v={i}.0 {i}"))
+        .collect();
+    assert_eq!(fake.lines()[before..].to_vec(), expected);
+    eventually("one push dropped", || {
+        target_status(e)["dropped"]["rejected"] == 3
+    });
+
+    // 500 to one push while the far side takes the others: other streams go on at once, and
+    // after three tries the push is dropped as poison; its stream goes on after it.
+    fake.set(Box::new(|r| match r.body.contains("poison") {
+        true => Reply::Status(500, ""),
+        false => Reply::Status(204, ""),
+    }));
+    let before = fake.lines().len();
+    assert_eq!(push(e, "s1", "poison v=1 10\n").0, 200);
+    assert_eq!(push(e, "s1", "behind v=1 11\n").0, 200);
+    assert_eq!(push(e, "s3", "other v=1 12\n").0, 200);
+    eventually("the other stream", || {
+        fake.lines()[before..].contains(&"other v=1.0 12".to_owned())
+    });
+    eventually("the poison dropped and its stream going on", || {
+        fake.lines()[before..].contains(&"behind v=1.0 11".to_owned())
+    });
+    let s = target_status(e);
+    assert_eq!(s["dropped"]["rejected"], 4, "{s}");
+    assert!(e.logged("dropped as poison"), "{}", e.log_text());
 }
 
 #[test]

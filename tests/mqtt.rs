@@ -602,8 +602,21 @@ async fn mqtt_streams_are_forwarded_to_a_central_on_the_same_channels() {
         br#"{"env":{"t":21.5},"ok":true,"note":"a b","ts":1700000000}"#,
         &[],
     );
+    // Line protocol keeps its tags and types; the topic's path is its measurement there.
+    broker.publish(
+        "sensors/lp",
+        b"env,room=a temp=20,n=3i 1700000000000000000",
+        &[],
+    );
     let local = wait_rows(&d, "stream/mqtt/sensors/room=201/env", 1).await;
     assert_eq!(local.len(), 1);
+    let lp = wait_rows(&central, "stream/pi-mqtt/sensors/lp", 1).await;
+    assert_eq!(lp.len(), 1, "the line-protocol message reached the central");
+    assert_eq!(names(&lp[0]), ["labels", "time", "n", "temp"]);
+    assert_eq!(
+        lp[0]["data"]["values"],
+        json!([["room=a"], [1700000000000u64], [3], [20]])
+    );
     let far = wait_rows(&central, "stream/pi-mqtt/sensors/room=201/env", 1).await;
     assert_eq!(far.len(), 1, "nothing reached the central");
     let mut fields = names(&far[0]);
@@ -619,5 +632,5 @@ async fn mqtt_streams_are_forwarded_to_a_central_on_the_same_channels() {
     assert_eq!(column("note"), json!(["a b"]));
     let (_, status) = http(d.addr, "GET", "/api/status", &[], b"");
     let status: Value = serde_json::from_str(&status).unwrap();
-    assert_eq!(status["forward"][0]["sent_points"], 1, "{status}");
+    assert_eq!(status["forward"][0]["sent_points"], 2, "{status}");
 }
