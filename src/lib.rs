@@ -18,6 +18,7 @@ pub mod frame;
 pub mod glob;
 pub mod ha;
 pub mod head;
+pub mod hostport;
 pub mod http;
 pub mod hub;
 pub mod ingest;

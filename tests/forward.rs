@@ -757,65 +757,37 @@ async fn a_central_that_never_answers_does_not_stall_the_edge() {
     });
 }
 
-#[test]
-fn check_config_names_every_problem_of_a_target() {
+/// `edgelive check-config` on a file holding `toml`: exit code and stderr.
+fn check_config(toml: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edgelive.toml");
-    std::fs::write(
-        &path,
-        r#"
-[[forward]]
-url = "http://central/api/live/push/"
-token = "a"
-token_file = "missing.token"
-on_full = "sometimes"
-"#,
+    std::fs::write(&path, toml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgelive"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-    .unwrap();
-    let run = |path: &std::path::Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_edgelive"))
-            .arg("check-config")
-            .arg(path)
-            .output()
-            .unwrap()
-    };
-    let out = run(&path);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "{err}");
+}
+
+#[test]
+fn check_config_names_every_problem_of_a_target() {
+    const BAD: &str = "[[forward]]\nurl = \"http://central/api/live/push/\"\ntoken = \"a\"\ntoken_file = \"missing.token\"\n";
+    let (code, err) = check_config(&format!("{BAD}on_full = \"sometimes\"\n"));
+    assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("on_full"), "{err}");
-    std::fs::write(
-        &path,
-        r#"
-[[forward]]
-url = "http://central/api/live/push/"
-token = "a"
-token_file = "missing.token"
-max_queue = "12 parsecs"
-"#,
-    )
-    .unwrap();
-    let out = run(&path);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_, err) = check_config(&format!("{BAD}max_queue = \"12 parsecs\"\n"));
     assert!(
         err.contains("max_queue") && err.contains("not a size"),
         "{err}"
     );
-    std::fs::write(
-        &path,
-        r#"
-[[forward]]
-url = "http://central/api/live/push/"
-token = "a"
-token_file = "missing.token"
-streams = ["a/b"]
-[[forward]]
-url = "https://central/x/{stream}"
-"#,
-    )
-    .unwrap();
-    let out = run(&path);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "{err}");
+    let (code, err) = check_config(&format!(
+        "{BAD}streams = [\"a/b\"]\n[[forward]]\nurl = \"https://central/x/{{stream}}\"\n"
+    ));
+    assert_ne!(code, Some(0), "{err}");
     for needle in [
         "must contain {stream}",
         "token and token_file are exclusive",

@@ -29,6 +29,7 @@ const FLOORS: &[&[&str]] = &[
         "ha::proto",
         "ha::stats",
         "size",
+        "hostport",
         "forward::stats",
     ],
     // Policy.

@@ -134,18 +134,9 @@ pub fn url_parts(url: &str) -> Result<UrlParts, String> {
             "url {url:?}: put credentials in token or token_file, not the URL"
         ));
     }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.starts_with('[') || h.ends_with(']') => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| format!("url {url:?}: {p:?} is not a port"))?,
-        ),
-        _ => (authority, if tls { 443 } else { 80 }),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("url {url:?} has no host"));
-    }
+    let (host, port) =
+        crate::hostport::split(authority).map_err(|e| format!("url {url:?}: {e}"))?;
+    let port = port.unwrap_or(if tls { 443 } else { 80 });
     if !path.contains("{stream}") {
         return Err(format!(
             "url {url:?} must contain {{stream}} where the stream id goes (…/api/live/push/{{stream}})"
@@ -189,10 +180,10 @@ impl ForwardConfig {
                 Err(_) => {
                     let rest = self.url.split_once("://").map_or("", |(_, r)| r);
                     let authority = rest.split('/').next().unwrap_or("");
-                    match authority.rsplit_once(':') {
-                        Some((h, _)) if !authority.ends_with(']') => h.to_owned(),
-                        _ => authority.to_owned(),
-                    }
+                    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+                    crate::hostport::split(authority)
+                        .map_or(host, |(h, _)| h)
+                        .to_owned()
                 }
             },
         }

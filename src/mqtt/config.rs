@@ -99,18 +99,8 @@ pub fn broker_address(url: &str) -> Result<(String, u16, bool), String> {
         }
     };
     let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| format!("broker {url:?}: {p:?} is not a port"))?,
-        ),
-        _ => (rest, if tls { 8883 } else { 1883 }),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("broker {url:?} has no host"));
-    }
+    let (host, port) = crate::hostport::split(rest).map_err(|e| format!("broker {url:?}: {e}"))?;
+    let port = port.unwrap_or(if tls { 8883 } else { 1883 });
     Ok((host.to_owned(), port, tls))
 }
 
