@@ -204,6 +204,10 @@ mod tests {
             broker_address("mqtt://[::1]:1883").unwrap(),
             ("::1".into(), 1883, false)
         );
+        assert_eq!(
+            broker_address("mqtts://[::1]").unwrap(),
+            ("::1".into(), 8883, true)
+        );
         assert!(broker_address("http://x").is_err());
         assert!(broker_address("mqtt://x:port").is_err());
         for ok in ["a/b", "sensors/#", "plant/+/state", "#", "+"] {
