@@ -34,6 +34,9 @@ pub struct Queue {
     pub wake: Notify,
     /// When a drop was last logged.
     drop_logged: Mutex<Option<Instant>>,
+    /// Orders updates of `oldest_ms` between the storage thread and the sender (held only
+    /// around reading the queue's head, never across an await).
+    head: Mutex<()>,
 }
 
 impl Queue {
@@ -61,6 +64,7 @@ impl Queue {
             oldest_ms: AtomicU64::new(t.oldest_ms),
             wake: Notify::new(),
             drop_logged: Mutex::new(None),
+            head: Mutex::new(()),
         })
     }
 
@@ -100,17 +104,16 @@ impl Queue {
     pub fn append(&self, entry: &ForwardEntry) -> Result<(), StoreError> {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let bytes = self.disk.append(seq, entry)?;
-        if self
-            .points
-            .fetch_add(entry.points as u64, Ordering::Relaxed)
-            == 0
+        self.points
+            .fetch_add(entry.points as u64, Ordering::Relaxed);
         {
-            let _ = self.oldest_ms.compare_exchange(
-                0,
-                entry.time_ms.max(1),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            // Under the lock a removal holds from reading the head to storing its time: an
+            // entry appended meanwhile is either seen there or finds 0 here.
+            let _head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+            if self.oldest_ms.load(Ordering::Relaxed) == 0 {
+                self.oldest_ms
+                    .store(entry.time_ms.max(1), Ordering::Relaxed);
+            }
         }
         let total = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if total > self.max_bytes && self.on_full == OnFull::DropOldest {
@@ -173,6 +176,7 @@ impl Queue {
             .fetch_sub(r.bytes.min(self.bytes()), Ordering::Relaxed);
         self.points
             .fetch_sub(r.points.min(self.points()), Ordering::Relaxed);
+        let _head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         let oldest = self.disk.oldest_ms()?.map_or(0, |t| t.max(1));
         self.oldest_ms.store(oldest, Ordering::Relaxed);
         Ok(())
