@@ -83,6 +83,35 @@ fn parse_and_convert(c: &mut Criterion) {
             })
         });
     }
+    // What a push to a forwarded stream adds: its points written again as line protocol.
+    g.bench_function("labels_column + forward lines, two passes", |b| {
+        b.iter(|| {
+            let frames = convert(&body, Layout::LabelsColumn, Precision::Nanoseconds, 0).unwrap();
+            let lines = edgelive::forward::lines::body_lines(
+                &body,
+                Precision::Nanoseconds,
+                0,
+                Default::default(),
+            )
+            .unwrap();
+            frames.iter().map(|f| f.to_json().data.len()).sum::<usize>() + lines.text.len()
+        })
+    });
+    g.bench_function("labels_column + forward lines, one pass", |b| {
+        b.iter(|| {
+            let mut lines = edgelive::forward::lines::Lines::default();
+            let frames = edgelive::ingest::convert::convert_echo(
+                &body,
+                Layout::LabelsColumn,
+                Precision::Nanoseconds,
+                0,
+                Default::default(),
+                Some(&mut lines),
+            )
+            .unwrap();
+            frames.iter().map(|f| f.to_json().data.len()).sum::<usize>() + lines.text.len()
+        })
+    });
     g.finish();
 }
 

@@ -6,8 +6,8 @@
 use edgelive::channel::Channel;
 use edgelive::ingest::convert::Limits;
 use edgelive::forward::lines::body_lines;
-use edgelive::ingest::lineproto::{Line, LineLimits, Parser, Precision};
-use edgelive::ingest::{frames, target};
+use edgelive::ingest::lineproto::{Line, LineLimits, Lines, Parser, Precision};
+use edgelive::ingest::{frames_echo, target};
 use libfuzzer_sys::fuzz_target;
 
 const NOW: i64 = 1_700_000_000_000_000_000;
@@ -46,20 +46,25 @@ fuzz_target!(|data: &[u8]| {
         ("gf_live_frame_format=wide", small),
     ] {
         let t = target("fuzz", Some(query), limits).expect("valid target");
-        match frames(data, &t, NOW, None) {
+        let mut echo = Lines::default();
+        match frames_echo(data, &t, NOW, None, Some(&mut echo)) {
             Ok(out) => {
                 for (channel, _) in out {
                     Channel::parse_bare(&channel).expect("converted frames name valid channels");
                 }
                 let text = std::str::from_utf8(data).expect("an accepted body is UTF-8");
+                let original = points(text, t.precision, limits.line);
+                assert_eq!(
+                    points(&echo.text, Precision::Nanoseconds, limits.line),
+                    original,
+                    "forwarded lines {:?}",
+                    echo.text
+                );
+                assert_eq!(echo.points as usize, original.len());
+                // The parser-only writer (MQTT's) writes the same.
                 let written = body_lines(text, t.precision, NOW, limits.line)
                     .expect("an accepted body is forwarded");
-                assert_eq!(
-                    points(&written.text, Precision::Nanoseconds, limits.line),
-                    points(text, t.precision, limits.line),
-                    "forwarded lines {:?}",
-                    written.text
-                );
+                assert_eq!(written, echo);
             }
             Err(edgelive::ingest::PushError::Parse(e)) => {
                 assert!(e.line >= 1, "{e}");

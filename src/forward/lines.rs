@@ -8,11 +8,7 @@ use crate::ingest::lineproto::{write_point, FieldValue, Line, LineLimits, ParseE
 use crate::ingest::Precision;
 
 /// Line protocol to forward, and how many points (lines) it holds.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Lines {
-    pub text: String,
-    pub points: u32,
-}
+pub use crate::ingest::lineproto::Lines;
 
 /// Most bytes and points of one queued entry: a larger push is queued as several entries, so
 /// that batching and the far side's body limit always have something to work with.
@@ -42,6 +38,11 @@ impl Lines {
         }
         out
     }
+}
+
+/// Room for a body's points written back: timestamps in nanoseconds make lines longer.
+pub fn echo_capacity(body_len: usize) -> usize {
+    body_len + body_len / 4
 }
 
 /// A push body's points (already accepted by the converter, so it parses), each line ending
@@ -81,20 +82,10 @@ fn lines_of(
 ) -> Result<Lines, ParseError> {
     let mut parser = Parser::with_limits(body, precision, limits);
     let mut line = Line::default();
-    let mut out = Lines {
-        text: String::with_capacity(body.len() + body.len() / 4),
-        points: 0,
-    };
+    let mut out = Lines::with_capacity(echo_capacity(body.len()));
     while let Some(r) = parser.next(&mut line) {
         r?;
-        write_point(
-            &mut out.text,
-            measurement.unwrap_or(&line.measurement),
-            line.tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
-            line.fields.iter().map(|(k, v)| (k.as_ref(), v)),
-            Some(line.timestamp.unwrap_or(now_ns)),
-        );
-        out.points += 1;
+        out.push(&line, measurement, now_ns);
     }
     Ok(out)
 }
@@ -204,6 +195,28 @@ mod tests {
             v
         };
         assert_eq!(again, original);
+    }
+
+    #[test]
+    fn the_converters_echo_is_what_body_lines_writes() {
+        let body = "cpu,host=a\\,b,host=c f=1.5,f=2i 5\nmem free=2\n";
+        let mut echo = Lines::default();
+        crate::ingest::convert::convert_echo(
+            body,
+            crate::ingest::Layout::Wide,
+            Precision::Milliseconds,
+            42,
+            Default::default(),
+            Some(&mut echo),
+        )
+        .unwrap();
+        let written = body_lines(body, Precision::Milliseconds, 42, LineLimits::default());
+        assert_eq!(written.unwrap(), echo);
+        // As pushed: duplicate keys and their order kept, for the far side to normalize.
+        assert_eq!(
+            echo.text,
+            "cpu,host=a\\,b,host=c f=1.5,f=2i 5000000\nmem free=2.0 42\n"
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use super::lineproto::{ErrorKind, FieldValue, Line, LineLimits, ParseError, Parser, Precision};
+use super::lineproto::{
+    ErrorKind, FieldValue, Line, LineLimits, Lines, ParseError, Parser, Precision,
+};
 use crate::frame::{Field, Frame, Values};
 
 /// `?gf_live_frame_format=`
@@ -78,12 +80,31 @@ pub fn convert_with(
     now_ns: i64,
     limits: Limits,
 ) -> Result<Vec<Frame>, ParseError> {
+    convert_echo(body, layout, precision, now_ns, limits, None)
+}
+
+/// [`convert_with`], and with `echo` each point written back as line protocol as it was
+/// parsed (its timestamp in nanoseconds, `now_ns` where it had none), in the same pass: what
+/// `[[forward]]` sends. On an error `echo` holds a part of the body; drop it.
+pub fn convert_echo(
+    body: &str,
+    layout: Layout,
+    precision: Precision,
+    now_ns: i64,
+    limits: Limits,
+    mut echo: Option<&mut Lines>,
+) -> Result<Vec<Frame>, ParseError> {
     let mut parser = Parser::with_limits(body, precision, limits.line);
     let mut line = Line::default();
     let mut labels = LabelsColumn::default();
     let mut wide = Wide::default();
     while let Some(r) = parser.next(&mut line) {
         r?;
+        // Before `normalize`: tags and fields go on in the order and with the duplicates
+        // they came with (the far side normalizes as we do).
+        if let Some(echo) = echo.as_deref_mut() {
+            echo.push(&line, None, now_ns);
+        }
         normalize(&mut line);
         let ts = line.timestamp.unwrap_or(now_ns);
         let fits = match layout {

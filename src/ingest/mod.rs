@@ -123,8 +123,20 @@ pub fn frames(
     now_ns: i64,
     sticky: Option<&Sticky>,
 ) -> Result<Vec<(Arc<str>, FrameJson)>, PushError> {
+    frames_echo(body, t, now_ns, sticky, None)
+}
+
+/// [`frames`], with `echo` the body's points written back as line protocol in the same pass
+/// (see `convert::convert_echo`).
+pub fn frames_echo(
+    body: &[u8],
+    t: &Target,
+    now_ns: i64,
+    sticky: Option<&Sticky>,
+    echo: Option<&mut lineproto::Lines>,
+) -> Result<Vec<(Arc<str>, FrameJson)>, PushError> {
     let text = lineproto::utf8(body)?;
-    let frames = convert::convert_with(text, t.layout, t.precision, now_ns, t.limits)?;
+    let frames = convert::convert_echo(text, t.layout, t.precision, now_ns, t.limits, echo)?;
     if frames.len() > MAX_FRAMES_PER_REQUEST {
         return Err(PushError::TooManyFrames(frames.len()));
     }

@@ -17,11 +17,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-pub use crate::ingest::{frames, now_ns, target, Layout, Precision, PushError, Target};
+pub use crate::ingest::{
+    frames, frames_echo, now_ns, target, Layout, Precision, PushError, Target,
+};
 
 use crate::auth::{Action, Identity};
 use crate::broker::Broker;
-use crate::forward::lines::Lines;
+use crate::forward::lines::{echo_capacity, Lines};
 use crate::forward::queue::Queue;
 use crate::forward::Forwarding;
 use crate::frame::FrameJson;
@@ -55,7 +57,7 @@ pub(crate) fn sticky(shared: &Shared) -> Option<Arc<Sticky>> {
 }
 
 /// Parses a body, off the event loop when it is large; with `forward`, also writes its
-/// points again as line protocol for the `[[forward]]` targets (in the same work).
+/// points again as line protocol for the `[[forward]]` targets (in the same pass).
 async fn parse(
     body: Bytes,
     target: &Target,
@@ -65,16 +67,8 @@ async fn parse(
     let now = now_ns();
     let target = target.clone();
     sized_work(body.len(), move || {
-        let frames = frames(&body, &target, now, sticky.as_deref())?;
-        let lines = match forward {
-            false => None,
-            true => Some(crate::forward::lines::body_lines(
-                crate::ingest::lineproto::utf8(&body)?,
-                target.precision,
-                now,
-                target.limits.line,
-            )?),
-        };
+        let mut lines = forward.then(|| Lines::with_capacity(echo_capacity(body.len())));
+        let frames = frames_echo(&body, &target, now, sticky.as_deref(), lines.as_mut())?;
         Ok((frames, lines, now))
     })
     .await
@@ -87,7 +81,6 @@ pub struct Forward {
     pub queues: Vec<Arc<Queue>>,
     /// One, or several for a push over `ENTRY_MAX_BYTES` or `ENTRY_MAX_POINTS`.
     pub entries: Vec<ForwardEntry>,
-    points: u64,
 }
 
 impl Forward {
@@ -102,7 +95,6 @@ impl Forward {
         if lines.points == 0 || queues.is_empty() {
             return None;
         }
-        let points = lines.points as u64;
         let entries = lines
             .into_parts()
             .into_iter()
@@ -114,17 +106,17 @@ impl Forward {
                 lines: part.text.into_bytes(),
             })
             .collect();
-        Some(Forward {
-            queues,
-            entries,
-            points,
-        })
+        Some(Forward { queues, entries })
+    }
+
+    fn points(&self) -> u64 {
+        self.entries.iter().map(|e| e.points as u64).sum()
     }
 
     /// `Err` naming the target when one refuses new points (`on_full = "refuse"`, full); the
     /// refused points are counted there.
     pub fn check_room(&self) -> Result<(), PushError> {
-        match Forwarding::refusing(&self.queues, self.points) {
+        match Forwarding::refusing(&self.queues, self.points()) {
             Some(target) => Err(PushError::ForwardFull(target)),
             None => Ok(()),
         }
@@ -133,7 +125,7 @@ impl Forward {
     /// Leaves out the targets refusing new points (counting the points there); `None` when
     /// none is left. For MQTT bridges, whose publishers cannot be told to come back later.
     pub fn without_full(mut self) -> Option<Forward> {
-        let points = self.points;
+        let points = self.points();
         self.queues.retain(|q| {
             let refuses = q.refuses();
             if refuses {

@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 
 use super::PushError;
 use crate::auth::Action;
+use crate::forward::lines::{echo_capacity, Lines};
 use crate::persist::Slots;
 use crate::settings::UdpSettings;
 use crate::state::Shared;
@@ -64,7 +65,11 @@ fn take(
     }
     let sticky = super::sticky(shared);
     let now = super::now_ns();
-    let frames = super::frames(datagram, &udp.target, now, sticky.as_deref())?;
+    let t = &udp.target;
+    let queues = shared.forward.queues_for(&t.stream_id);
+    let mut lines =
+        (!queues.is_empty()).then(|| Lines::with_capacity(echo_capacity(datagram.len())));
+    let frames = super::frames_echo(datagram, t, now, sticky.as_deref(), lines.as_mut())?;
     for (channel, _) in &frames {
         shared
             .settings()
@@ -75,16 +80,7 @@ fn take(
                 needed,
             })?;
     }
-    let queues = shared.forward.queues_for(&udp.target.stream_id);
-    let forward = match queues.is_empty() {
-        true => None,
-        false => {
-            let t = &udp.target;
-            let text = crate::ingest::lineproto::utf8(datagram)?;
-            let lines = crate::forward::lines::body_lines(text, t.precision, now, t.limits.line)?;
-            super::Forward::new(queues, &t.stream_id, t.layout, lines, now)
-        }
-    };
+    let forward = lines.and_then(|l| super::Forward::new(queues, &t.stream_id, t.layout, l, now));
     if let Some(f) = &forward {
         f.check_room()?;
     }
