@@ -42,6 +42,7 @@ pub mod size;
 pub mod state;
 pub mod status;
 pub mod streams;
+pub mod throttle;
 pub mod watchdog;
 pub mod web;
 pub mod websocket;

@@ -30,6 +30,7 @@ const FLOORS: &[&[&str]] = &[
         "ha::stats",
         "size",
         "hostport",
+        "throttle",
         "forward::stats",
     ],
     // Policy.

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgelive_storage::{ForwardEntry, ForwardQueue, Removed, Store, StoreError};
 use tokio::sync::Notify;
@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use super::config::OnFull;
 use super::stats::{DropCause, TargetStats};
+use crate::throttle::Throttle;
 
 /// Most bytes one full queue's drop frees beyond what the new entry needs.
 const DROP_AT_ONCE: u64 = 512 << 10;
@@ -32,8 +33,8 @@ pub struct Queue {
     oldest_ms: AtomicU64,
     /// Wakes the sender when points are appended.
     pub wake: Notify,
-    /// When a drop was last logged.
-    drop_logged: Mutex<Option<Instant>>,
+    /// Drops are logged at most once a minute.
+    drop_log: Throttle,
     /// Orders updates of `oldest_ms` between the storage thread and the sender (held only
     /// around reading the queue's head, never across an await).
     head: Mutex<()>,
@@ -63,7 +64,7 @@ impl Queue {
             points: AtomicU64::new(t.points),
             oldest_ms: AtomicU64::new(t.oldest_ms),
             wake: Notify::new(),
-            drop_logged: Mutex::new(None),
+            drop_log: Throttle::new(DROP_LOG_EVERY),
             head: Mutex::new(()),
         })
     }
@@ -128,9 +129,7 @@ impl Queue {
     }
 
     fn log_drop(&self, points: u64) {
-        let mut last = self.drop_logged.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY) {
-            *last = Some(Instant::now());
+        if self.drop_log.ready() {
             warn!(
                 target = %self.name(),
                 points,

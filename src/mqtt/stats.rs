@@ -1,12 +1,13 @@
 //! One bridge's counters, for `/metrics` and `/api/status`, and its throttled drop log.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::warn;
 
 use super::payload::Dropped;
+use crate::throttle::Throttle;
 
 /// A cause of drops is logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -19,7 +20,7 @@ pub struct BridgeStats {
     pub messages: AtomicU64,
     pub reconnects: AtomicU64,
     dropped: [AtomicU64; Dropped::ALL.len()],
-    last_logged: Mutex<[Option<Instant>; Dropped::ALL.len()]>,
+    logged: [Throttle; Dropped::ALL.len()],
 }
 
 impl BridgeStats {
@@ -30,7 +31,7 @@ impl BridgeStats {
             messages: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             dropped: Default::default(),
-            last_logged: Mutex::new([None; Dropped::ALL.len()]),
+            logged: std::array::from_fn(|_| Throttle::new(LOG_EVERY)),
         })
     }
 
@@ -45,12 +46,7 @@ impl BridgeStats {
     pub fn drop_one(&self, why: Dropped, topic: &str) {
         let i = Dropped::ALL.iter().position(|d| *d == why).unwrap_or(0);
         self.dropped[i].fetch_add(1, Ordering::Relaxed);
-        let mut last = self
-            .last_logged
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if last[i].is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-            last[i] = Some(Instant::now());
+        if self.logged[i].ready() {
             warn!(bridge = %self.name, topic, reason = %why, "mqtt message dropped (logged once a minute per reason)");
         }
     }
