@@ -68,11 +68,8 @@ fn target_status(d: &Daemon) -> Value {
 }
 
 fn labelled_metric(d: &Daemon, series: &str) -> u64 {
-    let (_, text) = http(d.addr, "GET", "/metrics", &[], b"");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("{series} not in /metrics:\n{text}")) as u64
+    d.series(series)
+        .unwrap_or_else(|| panic!("{series} not in /metrics"))
 }
 
 /// Point `i`: value `i`, a timestamp with a sub-millisecond part.

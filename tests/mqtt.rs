@@ -109,10 +109,7 @@ fn bridge_config(port: u16, extra: &str) -> String {
 }
 
 fn metric(d: &Daemon, line_start: &str) -> Option<u64> {
-    let (_, text) = http(d.addr, "GET", "/metrics", &[], b"");
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
+    d.series(line_start.trim_end())
 }
 
 fn connected(d: &Daemon) -> bool {

@@ -264,11 +264,17 @@ impl Daemon {
 
     /// The value of an unlabelled counter or gauge in `/metrics`.
     pub fn metric(&self, name: &str) -> u64 {
+        self.series(name)
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    }
+
+    /// The value of one series in `/metrics`, labels included (`name{a="b"}`).
+    pub fn series(&self, series: &str) -> Option<u64> {
         let (_, text) = http(self.addr, "GET", "/metrics", &[], b"");
         text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
     }
 
     pub fn log_text(&self) -> String {
