@@ -154,6 +154,12 @@ async fn wait_rows(d: &Daemon, channel: &str, n: usize) -> Vec<Value> {
     }
 }
 
+/// A new client's subscribe reply on `channel`.
+async fn subscribe(d: &Daemon, channel: &str) -> Value {
+    let (mut p, _) = Peer::connected(&d.ws_url()).await;
+    call(&mut p, 2, "subscribe", json!({ "channel": channel })).await
+}
+
 /// The field names of a full frame.
 fn names(frame: &Value) -> Vec<String> {
     frame["schema"]["fields"]
@@ -236,14 +242,7 @@ async fn retained_values_are_the_initial_data() {
     let d = Daemon::start_with_config(&bridge_config(broker.port, ""), &[]);
     eventually("the bridge connects", || connected(&d));
     wait_rows(&d, "stream/mqtt/sensors/setpoint", 1).await;
-    let (mut p, _) = Peer::connected(&d.ws_url()).await;
-    let r = call(
-        &mut p,
-        2,
-        "subscribe",
-        json!({"channel": "stream/mqtt/sensors/setpoint"}),
-    )
-    .await;
+    let r = subscribe(&d, "stream/mqtt/sensors/setpoint").await;
     assert_eq!(
         r["subscribe"]["data"]["data"]["values"][1],
         json!([19.5]),
@@ -562,14 +561,7 @@ async fn retained_values_through_redis_are_not_published_again() {
     broker.publish("sensors/setpoint", b"{\"c\":20}", &[]);
     eventually("the new value is in Redis", || xlen() >= Some(2));
     assert_eq!(xlen(), Some(2), "the retained value was published again");
-    let (mut p, _) = Peer::connected(&d.ws_url()).await;
-    let r = call(
-        &mut p,
-        2,
-        "subscribe",
-        json!({"channel": "stream/mqtt/sensors/setpoint"}),
-    )
-    .await;
+    let r = subscribe(&d, "stream/mqtt/sensors/setpoint").await;
     assert_eq!(
         r["subscribe"]["data"]["data"]["values"][1],
         json!([19.5, 20]),
